@@ -1,0 +1,13 @@
+"""dm-search: find the example weighting (EDF) that trains the most robust classifier.
+
+Public API:
+    EDF: emphasis density functions (weight as a function of p), by family name.
+    DMLoss: the Derivative Manipulation loss for any PyTorch classifier.
+"""
+
+from dm_search.edf import EDF
+from dm_search.loss import DMLoss, dm_loss
+
+__version__ = "0.1.0"
+
+__all__ = ["EDF", "DMLoss", "__version__", "dm_loss"]

@@ -1,0 +1,444 @@
+"""Emphasis density functions (EDFs): how much each example counts, as a function of p.
+
+An EDF ``w(p)`` maps the probability ``p`` that the model gives an example's (possibly wrong)
+label to the magnitude of that example's gradient (PAPER.md sections 3-4). Every family is
+written in log space, ``log w(p)``, so that derivative normalisation over a batch is a softmax
+of log-weights and stays finite for large ``beta``.
+
+Families live in a registry: a new one is one class decorated with :func:`register`.
+``EDF("dm", lam=0.5, beta=8.0)`` builds the registered family by name.
+
+Example:
+    >>> edf = EDF("dm", lam=0.5, beta=8.0)
+    >>> round(edf.mode, 4)
+    0.3333
+    >>> EDF.from_mode_spread("dm", mode=1 / 3, spread=12.0).to_config()
+    {'family': 'dm', 'lam': 0.5, 'beta': 12.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "names", "register"]
+
+_LOG2 = math.log(2.0)
+_LOG4 = math.log(4.0)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a family: its bounds and a default with the reason for it."""
+
+    name: str
+    default: float | None
+    low: float = -math.inf
+    high: float = math.inf
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+    doc: str = ""
+
+    def allowed(self) -> str:
+        lo = "[" if self.low_inclusive else "("
+        hi = "]" if self.high_inclusive else ")"
+        return f"{lo}{self.low:g}, {self.high:g}{hi}"
+
+    def check(self, family: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"EDF {family!r}: parameter {self.name!r} must be a number, got "
+                f"{value!r} ({type(value).__name__}); allowed range {self.allowed()}."
+            )
+        v = float(value)
+        ok = math.isfinite(v)
+        ok = ok and (v >= self.low if self.low_inclusive else v > self.low)
+        ok = ok and (v <= self.high if self.high_inclusive else v < self.high)
+        if not ok:
+            raise ValueError(
+                f"EDF {family!r}: parameter {self.name!r}={value!r} is outside the allowed "
+                f"range {self.allowed()}. {self.doc}".rstrip()
+            )
+        return v
+
+
+_REGISTRY: dict[str, type[EDF]] = {}
+_F = TypeVar("_F", bound="type[EDF]")
+
+
+def register(name: str) -> Callable[[_F], _F]:
+    """Class decorator adding an :class:`EDF` subclass to the family registry under ``name``."""
+
+    def deco(cls: _F) -> _F:
+        if name in _REGISTRY:
+            raise ValueError(f"EDF family {name!r} is already registered")
+        cls.family = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def names() -> list[str]:
+    """Names of the registered EDF families, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[EDF]:
+    """The EDF class registered under ``name``; unknown names list the known ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown EDF family {name!r}. Known families: {', '.join(names())}."
+        ) from None
+
+
+class EDF:
+    """Base class of the EDF families; ``EDF(name, **params)`` builds the family ``name``.
+
+    Subclasses declare ``params`` (a tuple of :class:`ParamSpec`) and implement
+    :meth:`_log_weight` and :meth:`_mode`. They may implement :meth:`_from_mode_spread` and
+    :meth:`_spread` when the family can be addressed by (emphasis mode, spread).
+
+    Attributes:
+        family: registered name of the family.
+        params: validated parameters, in declaration order, as plain floats.
+    """
+
+    family: ClassVar[str] = ""
+    param_specs: ClassVar[tuple[ParamSpec, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __new__(cls, family: str | None = None, /, **params: Any) -> EDF:
+        if cls is EDF:
+            if family is None:
+                raise TypeError("EDF() needs a family name, e.g. EDF('dm', lam=0.5, beta=8.0)")
+            return super().__new__(get(family))
+        return super().__new__(cls)
+
+    def __init__(self, family: str | None = None, /, **params: Any) -> None:
+        if family is not None and family != self.family:
+            raise ValueError(f"{type(self).__name__} is family {self.family!r}, not {family!r}")
+        known = {s.name for s in self.param_specs}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise ValueError(
+                f"EDF {self.family!r} got unknown parameter(s) {', '.join(unknown)}; "
+                f"its parameters are: {allowed}."
+            )
+        values: dict[str, float] = {}
+        for spec in self.param_specs:
+            if spec.name in params:
+                values[spec.name] = spec.check(self.family, params[spec.name])
+            elif spec.default is not None:
+                values[spec.name] = spec.default
+            else:
+                raise ValueError(
+                    f"EDF {self.family!r} needs parameter {spec.name!r} in {spec.allowed()}."
+                )
+        self._params = values
+        self._validate()
+
+    # ----------------------------------------------------------------- family contract
+    def _validate(self) -> None:
+        """Cross-parameter checks; raise ValueError saying what is allowed."""
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        """log w(p) from log p and log(1 - p): same shape, finite (clamped at the dtype's
+        lowest value where p is 0 or 1), so that 0 * log 0 terms vanish instead of giving NaN.
+
+        Kept to a handful of whole-tensor operations: it runs on every training step."""
+        raise NotImplementedError
+
+    def _mode(self) -> float | None:
+        """Closed-form argmax of w on [0, 1]; None when w is constant."""
+        raise NotImplementedError
+
+    def _spread(self) -> float | None:
+        return None
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        raise ValueError(
+            f"EDF family {cls.family!r} has no (mode, spread) coordinates; build it with "
+            f"EDF({cls.family!r}, ...) instead."
+        )
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def params(self) -> dict[str, float]:
+        """The family's parameters as a new dict of floats."""
+        return dict(self._params)
+
+    @property
+    def mode(self) -> float | None:
+        """Emphasis mode psi = argmax_p w(p) in [0, 1] (0: hardest, 1: easiest examples count
+        most); None when w is constant (uniform weighting)."""
+        return self._mode()
+
+    @property
+    def spread(self) -> float | None:
+        """How sharply the emphasis concentrates (beta for dm/normal, |beta| for exponential,
+        alpha + eta - 2 for beta); None for families without a free spread."""
+        return self._spread()
+
+    def log_weight(self, p: Tensor) -> Tensor:
+        """log w(p) for probabilities ``p`` of any shape (computed in p's dtype)."""
+        p = torch.as_tensor(p)
+        if not torch.is_floating_point(p):
+            p = p.to(torch.get_default_dtype())
+        low = torch.finfo(p.dtype).min
+        return self._log_weight(torch.log(p).clamp(min=low), torch.log1p(-p).clamp(min=low))
+
+    def log_weight_from_logs(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        """log w from finite log p and log(1 - p): the stable entry point used by DMLoss."""
+        return self._log_weight(log_p, log_1mp)
+
+    def weight(self, p: Tensor) -> Tensor:
+        """w(p) for probabilities ``p`` of any shape."""
+        return torch.exp(self.log_weight(p))
+
+    def to_config(self) -> dict[str, Any]:
+        """A flat, JSON/YAML-safe dict: ``{"family": "dm", "lam": 0.5, "beta": 8.0}``."""
+        return {"family": self.family, **self._params}
+
+    @staticmethod
+    def from_config(config: Mapping[str, Any]) -> EDF:
+        """Inverse of :meth:`to_config`."""
+        if not isinstance(config, Mapping) or "family" not in config:
+            raise ValueError(
+                f"An EDF config is a mapping with a 'family' key and the family's parameters, "
+                f"e.g. {{'family': 'dm', 'lam': 0.5, 'beta': 8.0}}; got {config!r}."
+            )
+        params = dict(config)
+        family = params.pop("family")
+        return EDF(family, **params)
+
+    @staticmethod
+    def from_mode_spread(family: str, *, mode: float, spread: float | None = None) -> EDF:
+        """Build a family from its emphasis mode in [0, 1] and its spread (>= 0).
+
+        ``dm``: lam = mode / (1 - mode), beta = spread. ``normal``: psi = mode, beta = spread.
+        ``exponential``: mode 0 or 1, beta = +spread or -spread. ``beta``: alpha = 1 +
+        mode * spread, eta = 1 + (1 - mode) * spread. ``gce``: q = mode / (1 - mode), no spread.
+        """
+        cls = get(family)
+        m = ParamSpec("mode", None, 0.0, 1.0).check(family, mode)
+        s = None if spread is None else ParamSpec("spread", None, 0.0).check(family, spread)
+        return cls(**cls._from_mode_spread(m, s))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"EDF({self.family!r}{', ' if args else ''}{args})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EDF):
+            return NotImplemented
+        return self.family == other.family and self._params == other._params
+
+    def __hash__(self) -> int:
+        return hash((self.family, tuple(self._params.items())))
+
+
+def from_spec_string(text: str) -> EDF:
+    """Parse ``"family"`` or ``"family:k=v,k=v"`` (the CLI's compact EDF notation)."""
+    family, _, rest = text.partition(":")
+    params: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"EDF spec {text!r}: expected key=value, got {item!r}")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"EDF spec {text!r}: {key.strip()}={value!r} is not a number") from None
+    return EDF(family.strip(), **params)
+
+
+def _require_spread(family: str, spread: float | None) -> float:
+    if spread is None:
+        raise ValueError(f"EDF family {family!r} needs a spread (>= 0) with its mode")
+    return spread
+
+
+# ===================================================================== the families
+@register("dm")
+class DMEDF(EDF):
+    description = "exp(beta * p^lam * (1 - p)): the paper's main family (Eq. 9)"
+    param_specs = (
+        ParamSpec("lam", 0.5, 0.0, doc="lam >= 0 sets the emphasis mode lam / (lam + 1)."),
+        # The paper only uses beta > 0; beta < 0 would put the weight on both ends at once.
+        ParamSpec("beta", 8.0, 0.0, doc="beta >= 0 is the spread; 0 gives uniform weights."),
+    )
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        lam, beta = self._params["lam"], self._params["beta"]
+        return torch.add(log_1mp, log_p, alpha=lam).exp_().mul_(beta)
+
+    def _mode(self) -> float | None:
+        lam = self._params["lam"]
+        return None if self._params["beta"] == 0 else lam / (lam + 1.0)
+
+    def _spread(self) -> float | None:
+        return self._params["beta"]
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        if mode >= 1.0:
+            raise ValueError("EDF 'dm': mode must be < 1 (lam = mode / (1 - mode) is infinite)")
+        return {"lam": mode / (1.0 - mode), "beta": _require_spread("dm", spread)}
+
+
+@register("normal")
+class NormalEDF(EDF):
+    description = "exp(-beta * p * (p - 2 psi)): a Gaussian bump at psi (Eq. 10)"
+    param_specs = (
+        ParamSpec("psi", 0.5, 0.0, 1.0, doc="psi is the emphasis mode."),
+        ParamSpec("beta", 4.0, 0.0, doc="beta >= 0 is the spread; 0 gives uniform weights."),
+    )
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        psi, beta = self._params["psi"], self._params["beta"]
+        p = torch.exp(log_p)
+        return (p - 2.0 * psi).mul_(p).mul_(-beta)
+
+    def _mode(self) -> float | None:
+        return None if self._params["beta"] == 0 else self._params["psi"]
+
+    def _spread(self) -> float | None:
+        return self._params["beta"]
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        return {"psi": mode, "beta": _require_spread("normal", spread)}
+
+
+@register("exponential")
+class ExponentialEDF(EDF):
+    description = "exp(beta * (1 - p)): beta > 0 favours hard examples, beta < 0 easy ones"
+    param_specs = (ParamSpec("beta", 1.0, doc="any finite beta; 0 gives uniform weights."),)
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return torch.exp(log_1mp).mul_(self._params["beta"])
+
+    def _mode(self) -> float | None:
+        beta = self._params["beta"]
+        return None if beta == 0 else (0.0 if beta > 0 else 1.0)
+
+    def _spread(self) -> float | None:
+        return abs(self._params["beta"])
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        if mode not in (0.0, 1.0):
+            raise ValueError(
+                f"EDF 'exponential' peaks only at p = 0 or p = 1, so its mode must be 0 or 1; "
+                f"got {mode!r}. Use 'dm' or 'normal' for a mode in between."
+            )
+        s = _require_spread("exponential", spread)
+        return {"beta": s if mode == 0.0 else -s}
+
+
+@register("beta")
+class BetaEDF(EDF):
+    description = "p^(alpha-1) (1-p)^(eta-1): a Beta-distribution shape (Eq. 12)"
+    param_specs = (
+        ParamSpec("alpha", 2.0, 0.0, low_inclusive=False, doc="alpha > 0."),
+        ParamSpec("eta", 2.0, 0.0, low_inclusive=False, doc="eta > 0."),
+    )
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        a, e = self._params["alpha"] - 1.0, self._params["eta"] - 1.0
+        return torch.add(log_p.mul(a), log_1mp, alpha=e)
+
+    def _mode(self) -> float | None:
+        a, e = self._params["alpha"], self._params["eta"]
+        if a == 1.0 and e == 1.0:
+            return None
+        if a >= 1.0 and e >= 1.0:
+            return (a - 1.0) / (a + e - 2.0)
+        if a < 1.0 and e < 1.0:
+            # U-shaped: both ends grow without bound; the faster one (smaller exponent) wins.
+            return 0.0 if a <= e else 1.0
+        return 0.0 if a < 1.0 else 1.0
+
+    def _spread(self) -> float | None:
+        return self._params["alpha"] + self._params["eta"] - 2.0
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        s = _require_spread("beta", spread)
+        return {"alpha": 1.0 + mode * s, "eta": 1.0 + (1.0 - mode) * s}
+
+
+@register("cce")
+class CCEEDF(EDF):
+    description = "2 (1 - p): categorical cross-entropy's weighting"
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return log_1mp + _LOG2
+
+    def _mode(self) -> float | None:
+        return 0.0
+
+
+@register("mae")
+class MAEEDF(EDF):
+    description = "2 p (1 - p): mean absolute error's weighting"
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return torch.add(log_p, log_1mp).add_(_LOG2)
+
+    def _mode(self) -> float | None:
+        return 0.5
+
+
+@register("mse")
+class MSEEDF(EDF):
+    description = "4 p (1 - p)^2: mean squared error's weighting (only p pushed)"
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return torch.add(log_p, log_1mp, alpha=2.0).add_(_LOG4)
+
+    def _mode(self) -> float | None:
+        return 1.0 / 3.0
+
+
+@register("gce")
+class GCEEDF(EDF):
+    description = "2 p^q (1 - p): generalised cross-entropy's weighting"
+    # q = 0.7 is the GCE authors' recommended setting.
+    param_specs = (ParamSpec("q", 0.7, 0.0, 1.0, low_inclusive=False, doc="q in (0, 1]."),)
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return torch.add(log_1mp, log_p, alpha=self._params["q"]).add_(_LOG2)
+
+    def _mode(self) -> float | None:
+        q = self._params["q"]
+        return q / (q + 1.0)
+
+    @classmethod
+    def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
+        if spread is not None:
+            raise ValueError("EDF 'gce' has no spread; give only its mode in (0, 0.5]")
+        if not 0.0 < mode <= 0.5:
+            raise ValueError(f"EDF 'gce': mode q / (q + 1) must be in (0, 0.5]; got {mode!r}")
+        return {"q": mode / (1.0 - mode)}
+
+
+@register("uniform")
+class UniformEDF(EDF):
+    description = "1: every example counts the same"
+
+    def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
+        return torch.zeros_like(log_p)
+
+    def _mode(self) -> float | None:
+        return None

@@ -1,0 +1,271 @@
+"""DMLoss: a classification loss whose gradient is written down, not derived.
+
+For logits ``z_i`` (C classes) and label ``y_i``, with ``p_i = softmax(z_i)[y_i]``, the gradient
+DMLoss sends back to the logits is, per example (DESIGN.md, "The DM gradient")::
+
+    g_i = w~_i * s_i * 1/2 * (softmax(z_i with the target logit masked out) - onehot(y_i))
+
+- ``1/2 (softmax_masked - onehot)`` equals ``(softmax - onehot) / (2 (1 - p))``: the direction
+  every common loss shares, scaled to unit L1 norm, computed without dividing by ``1 - p``.
+- ``w~_i`` is the example's weight from the EDF: ``softmax_i(log w(p))`` over the batch with
+  derivative normalisation (``normalise="batch"``), else ``w(p_i) / B``. Weights are constants
+  of the step (never back-propagated through), computed in float32 or wider.
+- ``s_i = (1 - p_i) / ((1 - p_i) + eps)`` lets the push fade once an example is fitted to
+  within ``eps``; without it (``eps=0``) logit margins can grow without bound under DN and
+  training can collapse (PAPER.md section 2).
+
+With ``normalise="none"`` and ``eps=0`` the loss-equivalent families reproduce the autograd
+gradients of mean CE (``cce``), MAE (``mae``), MSE (``mse``) and GCE (``gce``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dm_search.edf import EDF
+
+__all__ = [
+    "NORMALISATIONS",
+    "DMLoss",
+    "GCELoss",
+    "MAELoss",
+    "MSELoss",
+    "dm_loss",
+]
+
+Normalise = Literal["batch", "none"]
+NORMALISATIONS: tuple[str, ...] = ("batch", "none")
+
+
+def _check_inputs(logits: Tensor, target: Tensor) -> None:
+    if logits.dim() != 2:
+        raise ValueError(
+            f"DMLoss expects logits of shape (N, C); got shape {tuple(logits.shape)}. "
+            "Flatten extra dimensions into N first."
+        )
+    if logits.shape[1] < 2:
+        raise ValueError(f"DMLoss needs at least 2 classes; logits have C={logits.shape[1]}.")
+    if not torch.is_floating_point(logits):
+        raise ValueError(f"DMLoss expects floating-point logits; got {logits.dtype}.")
+    if target.dim() != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"DMLoss expects target of shape (N,) = ({logits.shape[0]},); "
+            f"got {tuple(target.shape)}."
+        )
+    if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"DMLoss expects integer class indices as target; got {target.dtype}.")
+
+
+def _dm_forward(
+    logits: Tensor,
+    target: Tensor,
+    edf: EDF,
+    normalise: str,
+    eps: float,
+    ignore_index: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (value, per-example weights w~ (N,), gradient w.r.t. logits (N, C)).
+
+    Written as few whole-tensor operations as possible: at small batch sizes the cost is the
+    number of kernel launches, at large ones the number of passes over the (N, C) logits.
+    """
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    t = target if target.dtype == torch.int64 else target.long()
+    ignored = (t == ignore_index).unsqueeze_(1)
+    safe = t.unsqueeze(1).masked_fill(ignored, 0)
+
+    # Non-target logits only (target at -inf): their log-partition gives 1 - p without
+    # cancellation, and their exponentials are the masked softmax, i.e. the unit-norm
+    # direction without dividing by 1 - p. Per-example vectors stay (N, 1) to avoid reshapes.
+    e = z.scatter(1, safe, -math.inf)
+    top = e.amax(1, keepdim=True)
+    e.sub_(top).exp_()
+    total = e.sum(1, keepdim=True)  # >= 1: the row maximum contributes exp(0)
+    b = total.log().add_(top).sub_(z.gather(1, safe))  # lse(non-target) - z_y
+    nll = F.softplus(b)  # -log p
+    log_1mp = F.logsigmoid(b)
+
+    log_w = edf.log_weight_from_logs(nll.neg(), log_1mp).masked_fill_(ignored, -math.inf)
+    if normalise == "batch":
+        # An all-ignored batch (or a family overflowing to +inf) gives NaN here: no weight.
+        w = torch.softmax(log_w, 0).nan_to_num_(0.0)
+    else:
+        w = log_w.exp_().div_(ignored.numel() - ignored.sum()).nan_to_num_(0.0)
+        w.clamp_(max=torch.finfo(logits.dtype).max / 4)
+
+    # grad = w s / 2 * (masked softmax - onehot), s = (1 - p) / ((1 - p) + eps)
+    half = w * 0.5 if eps == 0.0 else torch.sigmoid(log_1mp - math.log(eps)).mul_(w).mul_(0.5)
+    grad = e.div_(total).scatter_(1, safe, -1.0).mul_(half)
+
+    w = w.squeeze(1)
+    value = torch.dot(w, nll.squeeze(1))
+    return value, w, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
+
+
+class _DMFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        logits: Tensor,
+        target: Tensor,
+        edf: EDF,
+        normalise: str,
+        eps: float,
+        ignore_index: int,
+    ) -> tuple[Tensor, Tensor]:
+        value, w, grad = _dm_forward(logits, target, edf, normalise, eps, ignore_index)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(w)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the weights output
+        return value.to(logits.dtype), w
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_value: Tensor, grad_w: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_value, None, None, None, None, None
+
+
+def dm_loss(
+    logits: Tensor,
+    target: Tensor,
+    edf: EDF,
+    *,
+    normalise: Normalise = "batch",
+    eps: float = 5e-7,
+    ignore_index: int = -100,
+) -> tuple[Tensor, Tensor]:
+    """Functional DM loss.
+
+    Args:
+        logits: (N, C) floating-point logits.
+        target: (N,) integer labels; entries equal to ``ignore_index`` get zero weight.
+        edf: the emphasis density function.
+        normalise: "batch" (derivative normalisation) or "none" (w / B).
+        eps: saturation scale; 0 gives the exact unit-norm direction.
+        ignore_index: label value that marks examples to ignore.
+
+    Returns:
+        ``(value, weights)``: the scalar described in :class:`DMLoss` (differentiable, its
+        backward is the DM gradient) and the (N,) detached normalised weights w~.
+    """
+    _check_inputs(logits, target)
+    out: tuple[Tensor, Tensor] = _DMFunction.apply(
+        logits, target, edf, normalise, eps, ignore_index
+    )
+    return out
+
+
+class DMLoss(nn.Module):
+    """Derivative Manipulation loss: ``loss = DMLoss(EDF("dm", lam=0.5, beta=8.0))``.
+
+    ``forward(logits (N, C), target (N,)) -> scalar``. Calling ``.backward()`` on the scalar
+    sends exactly the DM gradient (module docstring) to the logits.
+
+    The scalar's value is the emphasis-weighted cross-entropy ``sum_i w~_i * (-log p_i)``:
+    with derivative normalisation, a weighted average of the per-example CE (same scale as
+    CE, for logging); without it, the mean of ``w(p_i) * (-log p_i)``. It is a reading, not
+    the objective: DM's gradient is generally not the gradient of any loss of the batch, so
+    its backward is defined directly rather than by autograd of this value.
+
+    After each forward, :attr:`last_weights` holds the (N,) normalised weights w~ (detached;
+    zero for ignored examples), for diagnostics such as the share of weight on noisy labels.
+
+    Args:
+        edf: an :class:`~dm_search.edf.EDF` or its config dict.
+        normalise: "batch" (derivative normalisation, the paper's DN) or "none".
+        eps: saturation scale (default 5e-7, from the authors' layer); 0 disables it.
+        ignore_index: target value whose examples are ignored (zero weight, zero gradient).
+
+    Example:
+        >>> import torch
+        >>> from dm_search import EDF, DMLoss
+        >>> loss_fn = DMLoss(EDF("dm", lam=0.5, beta=8.0))
+        >>> logits = torch.randn(4, 10, requires_grad=True)
+        >>> loss_fn(logits, torch.tensor([1, 2, 3, 4])).backward()
+        >>> float(logits.grad.abs().sum()) <= 1.0 + 1e-6
+        True
+    """
+
+    last_weights: Tensor | None
+
+    def __init__(
+        self,
+        edf: EDF | dict[str, Any],
+        *,
+        normalise: Normalise = "batch",
+        eps: float = 5e-7,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        if not isinstance(edf, EDF):
+            edf = EDF.from_config(edf)
+        if normalise not in NORMALISATIONS:
+            raise ValueError(
+                f"normalise must be one of {', '.join(NORMALISATIONS)}; got {normalise!r}."
+            )
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (
+            math.isfinite(eps) and eps >= 0
+        ):
+            raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
+        self.edf = edf
+        self.normalise: Normalise = normalise
+        self.eps = float(eps)
+        self.ignore_index = int(ignore_index)
+        self.last_weights = None
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        value, w = dm_loss(
+            logits,
+            target,
+            self.edf,
+            normalise=self.normalise,
+            eps=self.eps,
+            ignore_index=self.ignore_index,
+        )
+        # Plain attribute write: nn.Module.__setattr__ costs more than the rest of a small step.
+        self.__dict__["last_weights"] = w
+        return value
+
+    def extra_repr(self) -> str:
+        return f"edf={self.edf!r}, normalise={self.normalise!r}, eps={self.eps:g}"
+
+
+# ----------------------------------------------------------------------- baselines
+# Plain autograd losses of p; DM with the matching EDF, no DN and eps=0 reproduces their
+# gradients exactly, which is what the tests check DMLoss against.
+def _log_p(logits: Tensor, target: Tensor) -> Tensor:
+    return F.log_softmax(logits, dim=1).gather(1, target.long().unsqueeze(1)).squeeze(1)
+
+
+class MAELoss(nn.Module):
+    """Mean absolute error between softmax and one-hot, as a function of p: mean(1 - p)."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (1.0 - _log_p(logits, target).exp()).mean()
+
+
+class MSELoss(nn.Module):
+    """mean((1 - p)^2): the squared error on the target probability only."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (1.0 - _log_p(logits, target).exp()).pow(2).mean()
+
+
+class GCELoss(nn.Module):
+    """Generalised cross-entropy, mean((1 - p^q) / q), q in (0, 1]."""
+
+    def __init__(self, q: float = 0.7) -> None:
+        super().__init__()
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"GCE q must be in (0, 1]; got {q!r}.")
+        self.q = q
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return ((1.0 - (self.q * _log_p(logits, target)).exp()) / self.q).mean()
