@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dm-search demo
+	$(BIN)/dm-search edf list
+	$(BIN)/dm-search edf describe dm --mode 0.3333 --spread 8
+	$(BIN)/dm-search edf plot cce gce:q=0.7 dm:lam=0.5,beta=8 dm:lam=1,beta=16 dm:lam=2,beta=16 \
+		-o runs/demo/edf_curves.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check dm_search tests benchmarks

@@ -45,8 +45,8 @@ class ParamSpec:
     doc: str = ""
 
     def allowed(self) -> str:
-        lo = "[" if self.low_inclusive else "("
-        hi = "]" if self.high_inclusive else ")"
+        lo = "[" if self.low_inclusive and math.isfinite(self.low) else "("
+        hi = "]" if self.high_inclusive and math.isfinite(self.high) else ")"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
 
     def check(self, family: str, value: Any) -> float:
@@ -258,7 +258,9 @@ def from_spec_string(text: str) -> EDF:
         try:
             params[key.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"EDF spec {text!r}: {key.strip()}={value!r} is not a number") from None
+            raise ValueError(
+                f"EDF spec {text!r}: {key.strip()}={value!r} is not a number"
+            ) from None
     return EDF(family.strip(), **params)
 
 

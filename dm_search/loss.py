@@ -109,7 +109,7 @@ def _dm_forward(
 
 class _DMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         logits: Tensor,
         target: Tensor,
@@ -122,14 +122,14 @@ class _DMFunction(torch.autograd.Function):
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(w)
         ctx.set_materialize_grads(False)  # no zero-filled gradient for the weights output
-        return value.to(logits.dtype), w
+        return value, w
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_value: Tensor, grad_w: Tensor
     ) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
-        return grad * grad_value, None, None, None, None, None
+        return grad * grad_value.to(grad.dtype), None, None, None, None, None
 
 
 def dm_loss(
@@ -168,7 +168,8 @@ class DMLoss(nn.Module):
     ``forward(logits (N, C), target (N,)) -> scalar``. Calling ``.backward()`` on the scalar
     sends exactly the DM gradient (module docstring) to the logits.
 
-    The scalar's value is the emphasis-weighted cross-entropy ``sum_i w~_i * (-log p_i)``:
+    The scalar (float32, or float64 for float64 logits, so that it cannot overflow for
+    half-precision logits) is the emphasis-weighted cross-entropy ``sum_i w~_i * (-log p_i)``:
     with derivative normalisation, a weighted average of the per-example CE (same scale as
     CE, for logging); without it, the mean of ``w(p_i) * (-log p_i)``. It is a reading, not
     the objective: DM's gradient is generally not the gradient of any loss of the batch, so

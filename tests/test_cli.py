@@ -1,0 +1,95 @@
+import re
+
+from typer.testing import CliRunner
+
+from dm_search import __version__
+from dm_search.cli import app
+
+runner = CliRunner()
+
+
+def _plain(text: str) -> str:
+    """Output without colours, box borders and line wrapping, for substring checks."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = re.sub(r"\s*[│╭╮╰╯─]+\s*", " ", text)
+    return re.sub(r"[ \t]+", " ", text)
+
+
+def test_help_explains_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    out = _plain(result.output)
+    assert "emphasis density function" in out
+    assert "edf" in out
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"dm-search {__version__}"
+
+
+def test_edf_describe_prints_mode_params_and_table():
+    result = runner.invoke(app, ["edf", "describe", "dm", "--param", "lam=0.5", "-p", "beta=8"])
+    assert result.exit_code == 0, result.output
+    out = _plain(result.output)
+    assert "{'family': 'dm', 'lam': 0.5, 'beta': 8.0}" in out
+    assert "emphasis mode: 0.3333" in out
+    # w(0.3) = exp(8 * 0.3^0.5 * 0.7) = 21.48
+    assert re.search(r"0\.30 .*21\.48", out)
+
+
+def test_edf_describe_from_mode_and_spread():
+    result = runner.invoke(app, ["edf", "describe", "dm", "--mode", "0.5", "--spread", "16"])
+    assert result.exit_code == 0, result.output
+    assert "'lam': 1.0, 'beta': 16.0" in _plain(result.output)
+
+
+def test_edf_describe_uniform_has_no_mode():
+    result = runner.invoke(app, ["edf", "describe", "uniform"])
+    assert result.exit_code == 0
+    assert "none (constant weight)" in _plain(result.output)
+
+
+def test_edf_describe_bad_input_exits_2_with_the_reason():
+    result = runner.invoke(app, ["edf", "describe", "dmm"])
+    assert result.exit_code == 2
+    assert "Known families: beta, cce, dm" in _plain(result.output)
+    result = runner.invoke(app, ["edf", "describe", "dm", "-p", "lam"])
+    assert result.exit_code == 2
+    assert "expected key=value" in _plain(result.output)
+    result = runner.invoke(app, ["edf", "describe", "dm", "-p", "lam=1", "--mode", "0.2"])
+    assert result.exit_code == 2
+
+
+def test_edf_list_names_every_family():
+    result = runner.invoke(app, ["edf", "list"])
+    assert result.exit_code == 0
+    for name in ("dm", "normal", "exponential", "beta", "cce", "mae", "mse", "gce", "uniform"):
+        assert name in result.output
+
+
+def test_edf_plot_writes_html(tmp_path):
+    out = tmp_path / "curves.html"
+    result = runner.invoke(app, ["edf", "plot", "cce", "dm:lam=0.5,beta=8", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "dm(lam=0.5, beta=8)" in html
+    assert "plotly" in html.lower()
+
+
+def test_edf_plot_writes_png(tmp_path):
+    out = tmp_path / "curves.png"
+    result = runner.invoke(app, ["edf", "plot", "gce:q=0.7", "normal:psi=0.8,beta=10", "-o",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_edf_plot_bad_spec_or_suffix_exits_2(tmp_path):
+    result = runner.invoke(app, ["edf", "plot", "dm:lam=-2", "-o", str(tmp_path / "a.html")])
+    assert result.exit_code == 2
+    assert "outside the allowed range" in _plain(result.output)
+    result = runner.invoke(app, ["edf", "plot", "cce", "-o", str(tmp_path / "a.txt")])
+    assert result.exit_code == 2
+    assert ".html" in _plain(result.output)
