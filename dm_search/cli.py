@@ -29,6 +29,7 @@ edf_app = typer.Typer(
 app.add_typer(edf_app, name="edf")
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -160,6 +161,111 @@ def edf_plot(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--output") from None
     console.print(f"wrote {path}")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/bold red] {message}")
+    return typer.Exit(code)
+
+
+def _fmt(v: float) -> str:
+    return "-" if v != v else f"{v:.4f}"
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Trial config YAML (see examples/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a field: a.b=value (repeatable)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full result as JSON here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train one configuration (one EDF) and report clean validation and test accuracy.
+
+    Example: dm-search train examples/mnist1d_dm.yaml --set loss.edf.beta=12
+    """
+    import json
+    import math
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dm_search.config import ConfigError, load_trial_config
+    from dm_search.data import DatasetUnavailable
+    from dm_search.trainer import TrialDiverged, run_trial
+
+    try:
+        cfg = load_trial_config(config, set_ or [])
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    edf = cfg.loss.build_edf()
+    console.print(f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
+                  f"  model={cfg.model.name}  loss={edf!r} normalise={cfg.loss.normalise}")
+    progress = Progress(
+        TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet,
+    )
+    total = cfg.optim.epochs or 0
+    with progress:
+        task = progress.add_task("train", total=total or None, info="")
+
+        def report(m: dict[str, float]) -> None:
+            info = (f"loss {m['train_loss']:.3f}  val {_fmt(m['val_acc'])}  "
+                    f"test {_fmt(m['test_acc'])}  mem {_fmt(m['memorised'])}")
+            progress.update(task, completed=int(m["epoch"]), info=info)
+
+        try:
+            result = run_trial(cfg, report=report)
+        except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError) as err:
+            raise _fail(str(err)) from None
+        except TrialDiverged as err:
+            raise _fail(f"{err}. Lower optim.lr or pick a gentler EDF.", code=1) from None
+
+    final = result.final
+    table = Table(title="Trial result")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("best epoch (by clean val acc)", str(result.best_epoch)),
+        ("best val acc", _fmt(result.best_val_acc)),
+        ("test acc at best epoch", _fmt(result.test_acc_at_best)),
+        ("final test acc", _fmt(final["test_acc"])),
+        ("final intact train acc", _fmt(final["intact_acc"])),
+        ("final memorised (noisy labels fitted)", _fmt(final["memorised"])),
+        ("final p clean / p noisy", f"{_fmt(final['p_clean'])} / {_fmt(final['p_noisy'])}"),
+        ("final noisy weight share", _fmt(final["noisy_weight_share"])),
+        ("realised noise rate", _fmt(result.noise_rate)),
+        ("epochs", str(result.epochs_completed)),
+        ("wall time s", f"{result.wall_s:.1f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+
+        def clean(v: object) -> object:  # JSON has no NaN: write null
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        json_out.write_text(json.dumps(clean(result.to_dict()), indent=2))
+        console.print(f"wrote {json_out}")
 
 
 def main() -> None:

@@ -93,3 +93,33 @@ def test_edf_plot_bad_spec_or_suffix_exits_2(tmp_path):
     result = runner.invoke(app, ["edf", "plot", "cce", "-o", str(tmp_path / "a.txt")])
     assert result.exit_code == 2
     assert ".html" in _plain(result.output)
+
+
+def test_train_runs_a_config_and_writes_json(tmp_path, data_root):
+    import json
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        "data: {name: mnist1d, num_samples: 500, root: " + str(data_root) + ", noise: "
+        "{kind: symmetric, rate: 0.4}}\nmodel: {name: mlp, options: {width: 16}}\n"
+        "optim: {epochs: 2, batch_size: 64}\nthreads: 1\n"
+    )
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["train", str(cfg), "--set", "optim.lr=0.1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    text = _plain(result.output)
+    assert "best val acc" in text and "memorised" in text
+    data = json.loads(out.read_text())
+    assert data["config"]["optim"]["lr"] == 0.1
+    assert len(data["history"]) == 2 and data["epochs_completed"] == 2
+
+
+def test_train_bad_config_exits_2_naming_the_field(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("optim: {lr: -0.1}\n")
+    result = runner.invoke(app, ["train", str(cfg)])
+    assert result.exit_code == 2
+    assert "optim.lr: Input should be greater than 0" in _plain(result.output)
+    result = runner.invoke(app, ["train", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2
+    assert "does not exist" in _plain(result.output)

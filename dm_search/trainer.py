@@ -1,0 +1,381 @@
+"""One trial: train one network with one EDF and measure why it works. No Ray, no Optuna.
+
+``run_trial(cfg, report)`` follows the paper's protocol (PAPER.md section 5): the model trains
+on the (noisy) training split, is selected on the clean validation split, and is measured on
+the untouched test set. After every epoch ``report(metrics)`` receives:
+
+==================== ======================================================================
+epoch                1-based epoch just finished
+train_loss           mean cross-entropy against the labels training saw (noisy)
+dm_loss              mean of DMLoss's value (the emphasis-weighted cross-entropy)
+val_acc              accuracy on the clean validation split: the search objective
+test_acc             accuracy on the test set
+intact_acc           accuracy on training examples whose label is intact
+memorised            fraction of corrupted training examples predicted as their WRONG label
+p_clean / p_noisy    mean p (probability of the given label) on intact / corrupted examples
+noisy_weight_share   share of the DM weight that went to corrupted examples this epoch
+weight_var           variance of the normalised weights within a batch, averaged over batches
+lr                   learning rate at the end of the epoch
+epoch_s              wall time of the epoch (training and evaluation)
+samples_per_s        training examples per second (training phase only)
+==================== ======================================================================
+Metrics that do not apply (no corrupted examples, no validation split) are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dm_search import __version__
+from dm_search.config import ConfigError, TrialConfig
+from dm_search.data import PreparedData, prepare_data
+from dm_search.loss import DMLoss
+from dm_search.models import create_model
+
+__all__ = ["METRICS", "TrialDiverged", "TrialResult", "run_trial"]
+
+METRICS = (
+    "epoch", "train_loss", "dm_loss", "val_acc", "test_acc", "intact_acc", "memorised",
+    "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr", "epoch_s", "samples_per_s",
+)  # fmt: skip
+
+Report = Callable[[dict[str, float]], None]
+NAN = float("nan")
+
+
+class TrialDiverged(RuntimeError):
+    """Training produced a non-finite loss; the trial stops."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"trial diverged in epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+@dataclass
+class TrialResult:
+    """What a finished trial hands back (JSON-safe through :meth:`to_dict`)."""
+
+    config: dict[str, Any]
+    history: list[dict[str, float]]
+    epochs_completed: int
+    best_epoch: int
+    best_val_acc: float
+    test_acc_at_best: float
+    final: dict[str, float]
+    noise_rate: float
+    num_train: int
+    num_params: int
+    fingerprint: str
+    device: str
+    wall_s: float
+    version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available here; "
+                          "use device: auto or cpu")
+    return dev
+
+
+def _threads(cfg: TrialConfig) -> int:
+    if cfg.threads:
+        return cfg.threads
+    # Ray and most schedulers say how many CPUs a task has through OMP_NUM_THREADS.
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _lr_factor(cfg: TrialConfig, step: int, total: int, warmup: int) -> float:
+    o = cfg.optim
+    if step < warmup:
+        return (step + 1) / warmup
+    t = step / max(total, 1)
+    if o.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if o.schedule == "multistep":
+        return o.gamma ** sum(1 for m in o.milestones if t >= m)
+    return 1.0
+
+
+def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                               nesterov=o.nesterov, weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def augment(x: Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Batched random crop (after zero padding by ``crop_pad``) and horizontal flip of
+    images ``(N, C, H, W)`` on their device. Random draws come from a CPU generator."""
+    if x.dim() != 4 or (crop_pad == 0 and not flip):
+        return x
+    n, _, h, w = x.shape
+    if crop_pad:
+        padded = F.pad(x, (crop_pad,) * 4)
+        oy = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+        idx = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mask, x.flip(3), x)
+    return x.contiguous()
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, x: Tensor, y: Tensor, batch: int, amp: Any,
+             channels_last: bool) -> tuple[Tensor, Tensor]:
+    """(correct (N,) bool, p of the given label (N,)) in eval mode."""
+    model.eval()
+    correct, probs = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with amp:
+            logits = model(xb).float()
+        yb = y[i:i + batch]
+        correct.append(logits.argmax(1) == yb)
+        probs.append(torch.log_softmax(logits, 1).gather(1, yb[:, None]).squeeze(1).exp())
+    model.train()
+    if not correct:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(correct), torch.cat(probs)
+
+
+def _mean(t: Tensor) -> float:
+    return float(t.float().mean()) if t.numel() else NAN
+
+
+# ------------------------------------------------------------------ checkpoints
+_CKPT = "checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in ("checkpoint", "threads", "eval_batch_size")}
+
+
+# ------------------------------------------------------------------ the trial
+def run_trial(
+    cfg: TrialConfig,
+    report: Report | None = None,
+    *,
+    data: PreparedData | None = None,
+) -> TrialResult:
+    """Train and evaluate one configuration, calling ``report(metrics)`` after every epoch.
+
+    Args:
+        cfg: the validated trial configuration.
+        report: called once per epoch with the metrics listed in the module docstring.
+        data: already prepared data (saves loading it again for several trials in one process).
+
+    Returns:
+        The :class:`TrialResult`, with the whole per-epoch history.
+
+    Raises:
+        TrialDiverged: the training loss became NaN or infinite.
+
+    Example:
+        >>> from dm_search.config import load_trial_config
+        >>> cfg = load_trial_config("examples/mnist1d_dm.yaml", ["optim.epochs=2"])
+        >>> result = run_trial(cfg, report=print)  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(_threads(cfg))
+    if data is None:
+        data = prepare_data(cfg.data)
+    use_bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
+    if cfg.precision == "bf16" and device.type != "cuda":
+        use_bf16 = device.type == "cpu"  # an explicit request is honoured on the CPU too
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
+    channels_last = device.type == "cuda" and data.x_train.dim() == 4
+
+    x_tr = data.x_train.to(device)
+    y_tr = data.y_train.to(device)
+    corrupted = data.corrupted.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+    crop_pad = data.crop_pad if cfg.augment.crop_pad is None else cfg.augment.crop_pad
+    flip = data.flip if cfg.augment.flip is None else cfg.augment.flip
+
+    # Model initialisation is the one place that draws from torch's global generator; fork it
+    # so that a trial neither depends on nor disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model.name, data.input_shape, data.num_classes,
+                             **cfg.model.options)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    num_params = sum(p.numel() for p in model.parameters())
+    opt = _optimizer(cfg, model)
+    loss_fn = DMLoss(cfg.loss.build_edf(), normalise=cfg.loss.normalise, eps=cfg.loss.eps)
+    g_shuffle = torch.Generator().manual_seed(cfg.seed + 1)
+    g_aug = torch.Generator().manual_seed(cfg.seed + 2)
+
+    n = len(y_tr)
+    bs = min(cfg.optim.batch_size, n)
+    # Drop the last partial batch: a batch of one breaks batch norm, and equal batches keep
+    # derivative normalisation comparable from step to step.
+    steps_per_epoch = n // bs
+    if cfg.optim.iterations is not None:
+        total_steps = cfg.optim.iterations
+    else:
+        total_steps = (cfg.optim.epochs or 30) * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+
+    history: list[dict[str, float]] = []
+    step, start_epoch = 0, 0
+    ckpt_path = Path(cfg.checkpoint.dir) / _CKPT if cfg.checkpoint.dir else None
+    cfg_dict = cfg.to_dict()
+    if ckpt_path is not None and cfg.checkpoint.resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if _comparable(state["config"]) != _comparable(cfg_dict):
+            raise ConfigError(
+                f"{ckpt_path} was written by a different configuration; point "
+                "checkpoint.dir elsewhere or set checkpoint.resume: false to start over"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g_shuffle.set_state(state["g_shuffle"])
+        g_aug.set_state(state["g_aug"])
+        step, start_epoch, history = state["step"], state["epoch"], state["history"]
+
+    has_noise = bool(data.corrupted.any())
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=g_shuffle).to(device)
+        ce_sum = torch.zeros((), device=device)
+        dm_sum = torch.zeros((), device=device)
+        w_noisy = torch.zeros((), device=device)
+        w_total = torch.zeros((), device=device)
+        w_var = torch.zeros((), device=device)
+        seen = 0
+        for b in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            lr = cfg.optim.lr * _lr_factor(cfg, step, total_steps, warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = perm[b * bs:(b + 1) * bs]
+            xb = augment(x_tr[idx], crop_pad, flip, g_aug)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y_tr[idx]
+            with amp:
+                logits = model(xb)
+            logits = logits.float()
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Running sums stay on the device: no synchronisation inside the epoch.
+            w = loss_fn.last_weights
+            assert w is not None
+            dm_sum += loss.detach()
+            ce_sum += F.cross_entropy(logits.detach(), yb)
+            w_noisy += w[corrupted[idx]].sum()
+            w_total += w.sum()
+            w_var += w.var(unbiased=False)
+            seen += len(idx)
+            step += 1
+        batches = max(seen // bs, 1)
+        train_s = time.perf_counter() - t0
+        train_loss = float(ce_sum) / batches
+        dm_loss = float(dm_sum) / batches
+        if not (math.isfinite(train_loss) and math.isfinite(dm_loss)):
+            raise TrialDiverged(epoch + 1, f"training loss is {train_loss} (DM value {dm_loss})")
+
+        ebs = cfg.eval_batch_size
+        val_correct, _ = _predict(model, x_val, y_val, ebs, amp, channels_last)
+        test_correct, _ = _predict(model, x_te, y_te, ebs, amp, channels_last)
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "dm_loss": dm_loss,
+            "val_acc": _mean(val_correct),
+            "test_acc": _mean(test_correct),
+        }
+        if cfg.diagnostics:
+            tr_correct, tr_p = _predict(model, x_tr, y_tr, ebs, amp, channels_last)
+            metrics["intact_acc"] = _mean(tr_correct[~corrupted])
+            metrics["memorised"] = _mean(tr_correct[corrupted]) if has_noise else NAN
+            metrics["p_clean"] = _mean(tr_p[~corrupted])
+            metrics["p_noisy"] = _mean(tr_p[corrupted]) if has_noise else NAN
+        else:
+            metrics.update(intact_acc=NAN, memorised=NAN, p_clean=NAN, p_noisy=NAN)
+        metrics["noisy_weight_share"] = float(w_noisy / w_total) if has_noise else NAN
+        metrics["weight_var"] = float(w_var) / batches
+        metrics["lr"] = float(opt.param_groups[0]["lr"])
+        metrics["epoch_s"] = time.perf_counter() - t0
+        metrics["samples_per_s"] = seen / train_s if train_s > 0 else NAN
+        history.append(metrics)
+
+        if ckpt_path is not None and ((epoch + 1) % cfg.checkpoint.every == 0
+                                      or epoch + 1 == epochs):
+            _save_checkpoint(ckpt_path, {
+                "config": cfg_dict, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(), "step": step,
+                "epoch": epoch + 1, "history": history, "version": __version__,
+            })
+        if report is not None:
+            report(dict(metrics))
+
+    assert history, "epochs >= 1 always runs or resumes at least one epoch"
+    has_val = len(y_val) > 0
+    key = "val_acc" if has_val else "test_acc"
+    best = max(history, key=lambda m: (m[key], -m["epoch"]))
+    return TrialResult(
+        config=cfg_dict,
+        history=history,
+        epochs_completed=len(history),
+        best_epoch=int(best["epoch"]),
+        best_val_acc=best["val_acc"] if has_val else NAN,
+        test_acc_at_best=best["test_acc"],
+        final=dict(history[-1]),
+        noise_rate=data.noise_rate,
+        num_train=n,
+        num_params=num_params,
+        fingerprint=data.fingerprint,
+        device=str(device),
+        wall_s=time.perf_counter() - t_start,
+    )

@@ -1,0 +1,161 @@
+import math
+
+import pytest
+import torch
+
+from dm_search.config import ConfigError, TrialConfig
+from dm_search.trainer import METRICS, TrialDiverged, _lr_factor, augment, run_trial
+
+TIMING = {"epoch_s", "samples_per_s"}
+
+
+def _cfg(data_root, **overrides):
+    base = {
+        "data": {"name": "mnist1d", "num_samples": 600, "root": str(data_root),
+                 "noise": {"kind": "symmetric", "rate": 0.4}},
+        "model": {"name": "cnn1d", "options": {"width": 8}},
+        "optim": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+        "threads": 1,
+    }
+    for key, value in overrides.items():
+        node = base
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return TrialConfig.from_dict(base)
+
+
+def _strip(history):
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
+
+
+def test_reports_every_metric_every_epoch(data_root):
+    seen = []
+    result = run_trial(_cfg(data_root), report=seen.append)
+    assert [m["epoch"] for m in seen] == [1, 2, 3]
+    for m in seen:
+        assert tuple(m) == METRICS
+        for key in METRICS:
+            assert math.isfinite(m[key]), key
+        for key in ("val_acc", "test_acc", "intact_acc", "memorised", "p_clean", "p_noisy",
+                    "noisy_weight_share"):
+            assert 0.0 <= m[key] <= 1.0
+    assert result.epochs_completed == 3
+    assert result.num_train == 384 and 0.3 < result.noise_rate < 0.5
+    assert result.best_val_acc == max(m["val_acc"] for m in seen)
+    assert result.history[result.best_epoch - 1]["val_acc"] == result.best_val_acc
+    assert result.to_dict()["config"]["loss"]["edf"]["family"] == "dm"
+
+
+def test_same_seed_same_result_other_seed_other_result(data_root):
+    a = run_trial(_cfg(data_root))
+    b = run_trial(_cfg(data_root))
+    c = run_trial(_cfg(data_root, seed=1))
+    assert _strip(a.history) == _strip(b.history)
+    assert _strip(a.history) != _strip(c.history)
+
+
+def test_without_noise_noise_metrics_are_nan(data_root):
+    r = run_trial(_cfg(data_root, **{"data.noise": {"kind": "none"}, "optim.epochs": 1}))
+    assert math.isnan(r.final["memorised"]) and math.isnan(r.final["p_noisy"])
+    assert math.isnan(r.final["noisy_weight_share"])
+    assert r.noise_rate == 0.0
+
+
+def test_diagnostics_measure_the_noisy_part(data_root):
+    # Trained with plain CE long enough, the model fits clean labels far better than noisy ones.
+    r = run_trial(_cfg(data_root, **{"loss": {"edf": {"family": "cce"}, "normalise": "none"},
+                                     "optim.epochs": 8}))
+    f = r.final
+    assert f["p_clean"] > f["p_noisy"]
+    assert f["intact_acc"] > f["memorised"]
+    # CE without DN gives corrupted (low-p) examples more than their share of the weight.
+    assert f["noisy_weight_share"] > r.noise_rate
+
+
+def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path):
+    straight = run_trial(_cfg(data_root, **{"optim.epochs": 4,
+                                            "checkpoint": {"dir": str(tmp_path / "a")}}))
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(m):
+        if m["epoch"] == 2:
+            raise Crash
+
+    cfg = _cfg(data_root, **{"optim.epochs": 4, "checkpoint": {"dir": str(tmp_path / "b")}})
+    with pytest.raises(Crash):
+        run_trial(cfg, report=crash_after_two)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert saved["epoch"] == 2
+    resumed_epochs = []
+    resumed = run_trial(cfg, report=lambda m: resumed_epochs.append(m["epoch"]))
+    assert resumed_epochs == [3, 4]
+    assert _strip(resumed.history) == _strip(straight.history)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_of_another_config_is_refused(data_root, tmp_path):
+    run_trial(_cfg(data_root, **{"optim.epochs": 1, "checkpoint": {"dir": str(tmp_path)}}))
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_trial(_cfg(data_root, **{"optim.epochs": 1, "optim.lr": 0.2,
+                                     "checkpoint": {"dir": str(tmp_path)}}))
+
+
+def test_divergence_stops_the_trial_with_the_epoch(data_root):
+    cfg = _cfg(data_root, **{"optim.lr": 1e30, "optim.epochs": 2,
+                             "loss": {"edf": {"family": "cce"}, "normalise": "none"}})
+    with pytest.raises(TrialDiverged) as info:
+        run_trial(cfg)
+    assert info.value.epoch == 1
+    assert "nan" in info.value.reason or "inf" in info.value.reason
+
+
+def test_iteration_budget(data_root):
+    # 384 training examples, batch 64: 6 steps per epoch; 14 iterations = 3 epochs (2 + 2 + 2).
+    seen = []
+    run_trial(_cfg(data_root, **{"optim.epochs": None, "optim.iterations": 14}),
+              report=seen.append)
+    assert len(seen) == 3
+
+
+def test_lr_schedules():
+    cfg = TrialConfig.from_dict({"optim": {"schedule": "multistep", "milestones": [0.5, 0.75],
+                                           "gamma": 0.1}})
+    assert [_lr_factor(cfg, s, 100, 0) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    cos = TrialConfig.from_dict({"optim": {"schedule": "cosine"}})
+    assert _lr_factor(cos, 50, 100, 0) == pytest.approx(0.5)
+    assert _lr_factor(cos, 0, 100, 10) == pytest.approx(0.1)
+    assert _lr_factor(cos, 9, 100, 10) == pytest.approx(1.0)
+
+
+def test_augmentation_crops_and_flips_on_the_batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    flipped = augment(x, 0, True, g)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    cropped = augment(x, 2, False, g)
+    assert cropped.shape == x.shape
+    for i in range(2):
+        # every crop is a shifted window of the zero-padded image
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        assert any(torch.equal(cropped[i], padded[:, dy:dy + 8, dx:dx + 8])
+                   for dy in range(5) for dx in range(5))
+    signals = torch.randn(4, 1, 40)
+    assert augment(signals, 4, True, g) is signals
+
+
+def test_image_dataset_with_augmentation_trains(data_root):
+    r = run_trial(TrialConfig.from_dict({
+        "data": {"name": "digits", "noise": {"kind": "asymmetric", "rate": 0.3}},
+        "model": {"name": "cnn2d", "options": {"width": 8}},
+        "augment": {"crop_pad": 1, "flip": False},
+        "optim": {"epochs": 6, "batch_size": 64, "lr": 0.2}, "threads": 1,
+    }))
+    assert r.epochs_completed == 6 and r.best_val_acc > 0.5
