@@ -45,8 +45,8 @@ def main() -> None:
     base = load_trial_config(args.config, [f"optim.epochs={args.epochs}"]).to_dict()
     print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.config}, {args.epochs} epochs, seeds 0..{args.seeds - 1}")
-    print(f"| method | final test % | best test % | test % at best val | memorised % (final) "
-          f"| s/run |")
+    print("| method | final test % | best test % | test % at best val | memorised % (final) "
+          "| s/run |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, loss in METHODS:
         final, best, at_val, mem, secs = [], [], [], [], []
