@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -266,6 +267,172 @@ def train(
 
         json_out.write_text(json.dumps(clean(result.to_dict()), indent=2))
         console.print(f"wrote {json_out}")
+
+
+# ====================================================================== studies
+def _print_summary(summary: dict) -> None:
+    by = summary["by_reason"]
+    console.print(
+        f"[bold]{summary['name']}[/bold]: {summary['trials']} trial(s) of "
+        f"{summary['n_trials'] or '?'} | finished {by.get('finished', 0)} | early-stopped "
+        f"{by.get('early-stopped', 0)} | failed {by.get('failed', 0)} | running "
+        f"{by.get('running', 0)}"
+    )
+    best = summary["best"]
+    if best:
+        edf = EDF.from_config(best["edf"])
+        mode = "-" if best["mode"] is None else f"{best['mode']:.3f}"
+        spread = "-" if best["spread"] is None else f"{best['spread']:.3g}"
+        console.print(f"best trial {best['number']}: {edf!r}  mode {mode}  spread {spread}  "
+                      f"val_acc {best['value']:.4f}  "
+                      f"test_acc {_fmt(best['test_acc'] or math.nan)}")
+    else:
+        console.print("best trial: none has run its full budget yet")
+    if summary["families"]:
+        table = Table(title="by family")
+        for col in ("family", "trials", "full budget", "best val acc"):
+            table.add_column(col, justify="left" if col == "family" else "right")
+        for fam, f in sorted(summary["families"].items(),
+                             key=lambda kv: -(kv[1]["best_val_acc"] or -1)):
+            table.add_row(fam, str(f["trials"]), str(f["finished"]),
+                          _fmt(f["best_val_acc"] if f["best_val_acc"] is not None else math.nan))
+        console.print(table)
+    final = summary.get("final_stage")
+    if final:
+        b, c = final["best"], final["ce"]
+        console.print(
+            f"final stage ({final['seeds']} seed(s), full training set): best EDF "
+            f"{100 * b['test_acc_mean']:.2f} ± {100 * b['test_acc_std']:.2f}% vs CE "
+            f"{100 * c['test_acc_mean']:.2f} ± {100 * c['test_acc_std']:.2f}% test accuracy "
+            f"(gain {100 * final['gain']:+.2f} points)"
+        )
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Study spec YAML (see search_spaces/).")],
+    name: Annotated[str | None, typer.Option(help="Study name (overrides the spec's).")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Database URL (default: $DM_SEARCH_STORAGE, the spec's, or "
+                          "sqlite:///<study_dir>/studies.db)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (auto, HOST:6379); with --detach the job server "
+                          "(http://HOST:8265). Default: a local Ray on this machine."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an existing study of the same spec.")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Submit as a Ray Job to --address and return.")
+    ] = False,
+) -> None:
+    """Run a search study: Optuna picks each trial's EDF, Ray Tune runs the trials.
+
+    Blocks and shows progress until the study is done (unless --detach). A study killed
+    mid-way continues with --resume; its completed trials are kept.
+
+    Example: dm-search submit search_spaces/quickstart.yaml
+    """
+    from dm_search.config import ConfigError
+    from dm_search.spec import load_spec
+
+    try:
+        study_spec = load_spec(spec, name=name)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    from dm_search import runner
+
+    if detach:
+        if not address:
+            raise _fail("--detach needs --address: the cluster's job server, "
+                        "e.g. http://127.0.0.1:8265")
+        try:
+            job = runner.submit_detached(study_spec, address=address, storage_url=storage,
+                                         resume=resume)
+        except ConfigError as err:
+            raise _fail(str(err)) from None
+        console.print(f"submitted study {study_spec.name!r} as Ray job {job}")
+        console.print(f"follow it with: ray job logs --address {address} --follow {job}")
+        return
+
+    def say(msg: str) -> None:
+        stamp = __import__("datetime").datetime.now().strftime("%H:%M:%S")
+        console.print(f"[dim]{stamp}[/dim] {msg}", highlight=False, soft_wrap=True)
+
+    try:
+        outcome = runner.run_study(study_spec, storage_url=storage, address=address,
+                                   resume=resume, say=say)
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    _print_summary(outcome.summary)
+
+
+def _open(storage: str | None) -> tuple[Any, str]:
+    from dm_search import storage as st
+
+    url = st.resolve_url(storage, None)
+    try:
+        return st.open_storage(url, create=False), url
+    except st.StorageUnavailable as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def status(
+    study: Annotated[str | None, typer.Argument(help="Study name (default: all studies).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """Show a study's progress, best trial and family breakdown (reads only the database)."""
+    import json
+
+    import optuna
+
+    from dm_search import storage as st
+
+    store, url = _open(storage)
+    names = [s.study_name for s in store.get_all_studies()]
+    if study is not None and study not in names:
+        raise _fail(f"no study named {study!r} in {st.mask_url(url)}; studies there: "
+                    f"{', '.join(names) or 'none'}")
+    summaries = [st.study_summary(optuna.load_study(study_name=n, storage=store))
+                 for n in ([study] if study else names)]
+    if json_out:
+        typer.echo(json.dumps(summaries if study is None else summaries[0], indent=2))
+        return
+    if not summaries:
+        console.print(f"no studies in {st.mask_url(url)}")
+    for s in summaries:
+        _print_summary(s)
+
+
+@app.command("list")
+def list_studies(
+    storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """List the studies in the database with their progress and best validation accuracy."""
+    import optuna
+
+    from dm_search import storage as st
+
+    store, url = _open(storage)
+    table = Table(title=f"studies in {st.mask_url(url)}")
+    for col in ("study", "trials", "finished", "best val acc", "best EDF", "created"):
+        table.add_column(col)
+    for s in store.get_all_studies():
+        summary = st.study_summary(optuna.load_study(study_name=s.study_name, storage=store))
+        best = summary["best"]
+        table.add_row(
+            s.study_name, f"{summary['trials']}/{summary['n_trials'] or '?'}",
+            str(summary["by_reason"].get("finished", 0)),
+            _fmt(best["value"]) if best else "-",
+            repr(EDF.from_config(best["edf"])) if best else "-",
+            str(summary["created"] or "-"),
+        )
+    console.print(table)
 
 
 def main() -> None:

@@ -295,7 +295,8 @@ class DMEDF(EDF):
     def _from_mode_spread(cls, mode: float, spread: float | None) -> dict[str, float]:
         if mode >= 1.0:
             raise ValueError("EDF 'dm': mode must be < 1 (lam = mode / (1 - mode) is infinite)")
-        return {"lam": mode / (1.0 - mode), "beta": _require_spread("dm", spread)}
+        # Rounded so that mode 1/3 gives lam 0.5, not 0.49999999999999994.
+        return {"lam": round(mode / (1.0 - mode), 12), "beta": _require_spread("dm", spread)}
 
 
 @register("normal")
@@ -432,7 +433,7 @@ class GCEEDF(EDF):
             raise ValueError("EDF 'gce' has no spread; give only its mode in (0, 0.5]")
         if not 0.0 < mode <= 0.5:
             raise ValueError(f"EDF 'gce': mode q / (q + 1) must be in (0, 0.5]; got {mode!r}")
-        return {"q": mode / (1.0 - mode)}
+        return {"q": round(mode / (1.0 - mode), 12)}
 
 
 @register("uniform")

@@ -122,6 +122,24 @@ def _lr_factor(cfg: TrialConfig, step: int, total: int, warmup: int) -> float:
     return 1.0
 
 
+def budget(cfg: TrialConfig, num_train: int) -> tuple[int, int, int]:
+    """(batch size, steps per epoch, total steps) for ``num_train`` training examples.
+
+    The last partial batch is dropped: a batch of one breaks batch norm, and equal batches keep
+    derivative normalisation comparable from step to step.
+    """
+    bs = min(cfg.optim.batch_size, num_train)
+    steps_per_epoch = num_train // bs
+    if cfg.optim.iterations is not None:
+        return bs, steps_per_epoch, cfg.optim.iterations
+    return bs, steps_per_epoch, (cfg.optim.epochs or 30) * steps_per_epoch
+
+
+def total_epochs(cfg: TrialConfig, num_train: int) -> int:
+    _, per_epoch, total = budget(cfg, num_train)
+    return math.ceil(total / per_epoch)
+
+
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.optimizer == "sgd":
@@ -251,14 +269,7 @@ def run_trial(
     g_aug = torch.Generator().manual_seed(cfg.seed + 2)
 
     n = len(y_tr)
-    bs = min(cfg.optim.batch_size, n)
-    # Drop the last partial batch: a batch of one breaks batch norm, and equal batches keep
-    # derivative normalisation comparable from step to step.
-    steps_per_epoch = n // bs
-    if cfg.optim.iterations is not None:
-        total_steps = cfg.optim.iterations
-    else:
-        total_steps = (cfg.optim.epochs or 30) * steps_per_epoch
+    bs, steps_per_epoch, total_steps = budget(cfg, n)
     epochs = math.ceil(total_steps / steps_per_epoch)
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
 

@@ -1,0 +1,481 @@
+"""Run a study on Ray Tune: the only module that imports ray.
+
+``run_study(spec)`` connects to Ray (locally or at an address), opens the study database, and
+runs the remaining trials with ``OptunaSearch`` (storage = the study's RDBStorage, explicit
+study name) under a concurrency limit and an early-stopping scheduler. Each Ray trial calls
+``run_trial`` and reports every epoch with ``ray.tune.report``; the driver records each trial's
+epochs, stop reason, diagnostics and node in the database as they arrive. Afterwards the
+optional final stage retrains the best configuration and plain cross-entropy on the full
+training set over several seeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shlex
+import socket
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from dm_search import storage as st
+from dm_search.config import ConfigError, TrialConfig
+from dm_search.data import PreparedData, prepare_data
+from dm_search.edf import EDF
+from dm_search.space import grid_points, make_sampler, make_space, trial_config_for
+from dm_search.spec import StudySpec
+from dm_search.trainer import run_trial, total_epochs
+
+__all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
+
+METRIC = "val_acc"
+# Small enough to store every epoch on the trial; what the report and dashboard draw.
+HISTORY_KEYS = ("epoch", "train_loss", "val_acc", "test_acc", "intact_acc", "memorised",
+                "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr")
+
+
+class ClusterUnavailable(ConfigError):
+    """The Ray cluster cannot be reached."""
+
+
+# ------------------------------------------------------------------ inside each Ray trial
+_DATA_CACHE: dict[str, PreparedData] = {}
+
+
+def _prepared(cfg: TrialConfig) -> PreparedData:
+    # Reused actors keep their data: a study's trials usually share one dataset and split.
+    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = prepare_data(cfg.data)
+    return _DATA_CACHE[key]
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    cfg = TrialConfig.from_dict(config["trial_config"])
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    if cfg.threads is None:
+        cfg = cfg.model_copy(update={"threads": max(1, int(cpus))})
+    data = _prepared(cfg)
+    extra = {
+        "total_epochs": total_epochs(cfg, len(data.y_train)),
+        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "fingerprint": data.fingerprint,
+        "noise_rate": data.noise_rate,
+    }
+    last: dict[str, float] = {}
+
+    def report(metrics: dict[str, float]) -> None:
+        last.update(metrics)
+        tune.report({**metrics, **extra})
+
+    try:
+        run_trial(cfg, report=report, data=data)
+    except Exception as err:
+        # The driver can only write a trial's attributes while it is still running, so the
+        # reason travels in one last report before the error marks the trial failed.
+        tune.report({**{k: last.get(k, math.nan) for k in ("epoch", METRIC)}, **extra,
+                     "error": f"{type(err).__name__}: {err}"[:500]})
+        raise
+
+
+def _final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    cfg = TrialConfig.from_dict(cfg_dict)
+    r = run_trial(cfg)
+    return {"seed": cfg.seed, "test_acc": r.final["test_acc"], "memorised": r.final["memorised"],
+            "best_test_acc": max(m["test_acc"] for m in r.history), "epochs": r.epochs_completed}
+
+
+# ------------------------------------------------------------------ the driver
+@dataclass
+class Progress:
+    """Counts the driver keeps for the live progress line and the summary."""
+
+    total: int
+    started_at: float = field(default_factory=time.monotonic)
+    running: set[int] = field(default_factory=set)
+    finished: int = 0
+    early: int = 0
+    failed: int = 0
+    durations: list[float] = field(default_factory=list)
+    best: tuple[float, int, str] | None = None
+
+    @property
+    def done(self) -> int:
+        return self.finished + self.early + self.failed
+
+    def eta_s(self, concurrency: int) -> float | None:
+        if not self.durations:
+            return None
+        left = max(self.total - self.done, 0)
+        return statistics.mean(self.durations) * math.ceil(left / max(concurrency, 1))
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+def _edf_label(cfg: dict[str, Any]) -> str:
+    edf = EDF.from_config(cfg["loss"]["edf"])
+    params = " ".join(f"{k}={v:.3g}" for k, v in edf.params.items())
+    return f"{edf.family} {params}".strip()
+
+
+class _Recorder(tune.Callback):
+    """Writes each trial's progress into the study database while the trial is still running
+    (Optuna refuses updates to finished trials) and prints the progress line."""
+
+    def __init__(self, study: optuna.Study, progress: Progress, concurrency: int,
+                 say: Callable[[str], None]) -> None:
+        self.study = study
+        self.storage = study._storage
+        self.study_id = study._study_id
+        self.progress = progress
+        self.concurrency = concurrency
+        self.say = say
+        self.history: dict[int, list[dict[str, float]]] = {}
+        self.started: dict[int, float] = {}
+        self.fingerprint_saved = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the database connection and
+        # the console cannot travel, and a study resumes from the database, not from Tune.
+        return {}
+
+    @staticmethod
+    def _number(trial: Any) -> int:
+        return int(trial.config["optuna_trial"])
+
+    def _line(self) -> str:
+        p = self.progress
+        best = f"best {p.best[0]:.4f} (trial {p.best[1]}: {p.best[2]})" if p.best else "best -"
+        elapsed = time.monotonic() - p.started_at
+        return (f"done {p.done}/{p.total} | running {len(p.running)} | finished {p.finished} | "
+                f"early-stopped {p.early} | failed {p.failed} | {best} | elapsed "
+                f"{_hms(elapsed)} | eta {_hms(p.eta_s(self.concurrency))}")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = self._number(trial)
+        self.progress.running.add(number)
+        self.started[number] = time.monotonic()
+        self.say(f"trial {number} started: {_edf_label(trial.config['trial_config'])}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        number = self._number(trial)
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        put = self.storage.set_trial_user_attr
+        if "error" in result:
+            put(tid, st.A_STOP, f"failed: {result['error']}")
+            return
+        epoch, total = int(result["epoch"]), int(result["total_epochs"])
+        hist = self.history.setdefault(number, [])
+        hist.append({k: _num(result.get(k)) for k in HISTORY_KEYS})
+        if len(hist) == 1:
+            put(tid, st.A_NODE, {"ip": result.get("node_ip"), "id": result.get("node_id")})
+            put(tid, st.A_TOTAL, total)
+            if not self.fingerprint_saved:
+                self.study.set_user_attr(st.S_FINGERPRINT, result.get("fingerprint"))
+                self.study.set_user_attr("noise_rate", result.get("noise_rate"))
+                self.fingerprint_saved = True
+        # Written at every epoch: if the scheduler stops the trial here, this is the last moment
+        # the trial can still be updated.
+        reason = st.FINISHED if epoch >= total else st.EARLY
+        put(tid, st.A_EPOCHS, epoch)
+        put(tid, st.A_STOP, reason)
+        put(tid, st.A_FINAL, hist[-1])
+        put(tid, st.A_HISTORY, hist)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = self._number(trial)
+        self.progress.running.discard(number)
+        self.progress.durations.append(time.monotonic() - self.started.get(number, 0.0))
+        last = trial.last_result or {}
+        epoch, total = int(last.get("epoch", 0)), int(last.get("total_epochs", 0) or 0)
+        value = last.get(METRIC)
+        if total and epoch >= total:
+            self.progress.finished += 1
+            what = "finished"
+            if value is not None and (self.progress.best is None or value > self.progress.best[0]):
+                self.progress.best = (value, number, _edf_label(trial.config["trial_config"]))
+        else:
+            self.progress.early += 1
+            what = "early-stopped"
+        self.say(f"trial {number} {what}: val_acc {_num(value):.4f} after {epoch}/{total} epochs"
+                 f" | {self._line()}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = self._number(trial)
+        self.progress.running.discard(number)
+        self.progress.failed += 1
+        error = (trial.last_result or {}).get("error", "see the Ray logs")
+        self.say(f"trial {number} failed: {error} | {self._line()}")
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class _RecordingSpace:
+    """Wraps the search space: records each trial's resolved config on the Optuna trial and
+    passes the trial number to the Ray trial. A class so that Ray can pickle it."""
+
+    def __init__(self, space: Callable[[Any], dict[str, Any]]) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        out = self.space(trial)
+        cfg = out["trial_config"]
+        edf = EDF.from_config(cfg["loss"]["edf"])
+        trial.set_user_attr(st.A_CONFIG, cfg)
+        trial.set_user_attr(st.A_EDF, edf.to_config())
+        trial.set_user_attr("mode", edf.mode)
+        trial.set_user_attr("spread", edf.spread)
+        out["optuna_trial"] = trial.number
+        return out
+
+
+def _scheduler(spec: StudySpec) -> Any:
+    s = spec.scheduler
+    max_t = spec.total_epochs() or 10_000  # an iteration budget ends trials by itself
+    if s.name == "asha":
+        return ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
+                             max_t=max_t, grace_period=s.grace_period,
+                             reduction_factor=s.reduction_factor)
+    if s.name == "median":
+        return MedianStoppingRule(metric=METRIC, mode="max", time_attr="training_iteration",
+                                  grace_period=s.grace_period, min_samples_required=3)
+    return FIFOScheduler()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a closed port: ray.init itself retries for minutes."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnavailable(f"Ray address {address!r} must look like HOST:PORT (or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ClusterUnavailable(
+            f"cannot connect to the Ray cluster at {address!r}: {err}. Start one with `ray "
+            "start --head` (then use --address auto or HOST:6379), or leave --address out to "
+            "run on this machine."
+        ) from None
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """ray.init locally (this machine's CPUs) or at ``address``; clear error if unreachable."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
+                              "logging_level": "ERROR"}
+    if address and address not in ("auto", "local"):
+        _check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # "local": a new Ray on this machine, never a cluster that happens to be running here
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise ClusterUnavailable(
+            f"cannot connect to the Ray cluster at {address!r}: {str(err).splitlines()[0]}. "
+            "Start one with `ray start --head` (then use --address auto or HOST:6379), or leave "
+            "--address out to run on this machine."
+        ) from None
+
+
+@dataclass
+class StudyOutcome:
+    name: str
+    created: bool
+    repaired: int
+    ran: int
+    summary: dict[str, Any]
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage_url: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> StudyOutcome:
+    """Run (or resume) ``spec`` to completion and return the study summary.
+
+    Raises ConfigError subclasses (StorageUnavailable, StudyClash, ClusterUnavailable) before
+    anything is written when the database, the study name or the cluster is unusable.
+    """
+    url = st.resolve_url(storage_url, spec)
+    storage = st.open_storage(url)
+    # Refuse a clashing name before starting Ray (slow) or writing anything.
+    if spec.name in [s.study_name for s in storage.get_all_studies()]:
+        existing = optuna.load_study(study_name=spec.name, storage=storage)
+        if existing.user_attrs.get(st.S_IDENTITY) != spec.identity() or not resume:
+            st.open_study(storage, spec, resume=resume)  # raises the explanatory StudyClash
+    connect_ray(address)
+    opened = st.open_study(storage, spec, resume=resume)
+    study = opened.study
+    say(f"study {spec.name!r} in {st.mask_url(url)}: "
+        + ("created" if opened.created else
+           f"resumed with {opened.done} trial(s) done, {opened.repaired} interrupted one(s) "
+           "marked failed"))
+
+    if opened.created:
+        points = grid_points(spec) if spec.sampler.name == "grid" else []
+        if spec.warm_start:
+            from dm_search.space import warm_start_points
+
+            points += warm_start_points(spec)
+        for p in points:
+            study.enqueue_trial(p, skip_if_exists=True)
+
+    remaining = spec.n_trials - opened.done
+    ran = 0
+    if remaining > 0:
+        ran = _search(spec, study, storage, remaining, say)
+    else:
+        say(f"all {spec.n_trials} trials are done")
+    if spec.final.enabled:
+        _final_stage(spec, study, say)
+    return StudyOutcome(spec.name, opened.created, opened.repaired, ran, st.study_summary(study))
+
+
+def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
+            say: Callable[[str], None]) -> int:
+    define = _RecordingSpace(make_space(spec))
+
+    # The sampler is seeded past the trials already in the study, so that a resumed study
+    # does not repeat its first suggestions.
+    sampler = make_sampler(spec, seed_offset=len(study.trials))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        searcher = OptunaSearch(space=define, metric=METRIC, mode="max", sampler=sampler,
+                                study_name=spec.name, storage=storage)
+    search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    # Non-default searchers get one pending trial at a time unless told otherwise, which
+    # would serialise the study.
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    progress = Progress(total=spec.n_trials)
+    progress.finished = sum(1 for t in study.get_trials(deepcopy=False) if st.is_eligible(t))
+    recorder = _Recorder(study, progress, spec.max_concurrent, say)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, resources),
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec),
+                                    num_samples=remaining, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{stamp}",
+            storage_path=str(Path(spec.study_dir).resolve() / "ray"),
+            verbose=0,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        ),
+    )
+    say(f"running {remaining} trial(s), up to {spec.max_concurrent} at a time, "
+        f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each")
+    tuner.fit()
+    return remaining
+
+
+def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -> None:
+    best = st.best_trial(study)
+    if best is None:
+        say("final stage skipped: no trial ran its full budget")
+        return
+    done = study.user_attrs.get(st.S_FINAL)
+    if done and done.get("best", {}).get("trial") == best.number and \
+            done.get("seeds") == spec.final.seeds:
+        say("final stage already done for the current best trial")
+        return
+    best_cfg = TrialConfig.from_dict(best.user_attrs[st.A_CONFIG])
+    ce_cfg = trial_config_for(spec, EDF("cce"))
+
+    def full(cfg: TrialConfig, seed: int) -> dict[str, Any]:
+        d = cfg.to_dict()
+        d["seed"] = seed
+        d["data"] = {**d["data"], "val_fraction": 0.0}
+        return d
+
+    say(f"final stage: retraining trial {best.number} ({_edf_label(best_cfg.to_dict())}) and "
+        f"plain CE on the full training set, {spec.final.seeds} seed(s) each")
+    task = ray.remote(_final_run).options(num_cpus=spec.resources.cpu,
+                                          num_gpus=spec.resources.gpu)
+    seeds = range(spec.final.seeds)
+    refs_best = [task.remote(full(best_cfg, s)) for s in seeds]
+    refs_ce = [task.remote(full(ce_cfg, s)) for s in seeds]
+    runs_best: list[dict[str, Any]] = ray.get(refs_best)
+    runs_ce: list[dict[str, Any]] = ray.get(refs_ce)
+
+    def agg(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        acc = [r["test_acc"] for r in runs]
+        return {"runs": runs, "test_acc_mean": statistics.mean(acc),
+                "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0}
+
+    result: dict[str, Any] = {
+        "seeds": spec.final.seeds,
+        "best": {"trial": best.number, "edf": best_cfg.loss.edf, **agg(runs_best)},
+        "ce": {"edf": {"family": "cce"}, **agg(runs_ce)},
+    }
+    result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]
+    study.set_user_attr(st.S_FINAL, result)
+    b, c = result["best"], result["ce"]
+    say(f"final test accuracy: best EDF {100 * b['test_acc_mean']:.2f} ± "
+        f"{100 * b['test_acc_std']:.2f}%, CE {100 * c['test_acc_mean']:.2f} ± "
+        f"{100 * c['test_acc_std']:.2f}% (gain {100 * result['gain']:+.2f} points)")
+
+
+def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
+                    resume: bool) -> str:
+    """Send ``dm-search submit`` to a running Ray cluster as a Ray Job; returns the job id.
+
+    ``address`` is the cluster's job-submission (dashboard) address, e.g. http://HOST:8265.
+    The storage URL travels in the job's environment, not on its command line.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as err:
+        raise ClusterUnavailable(
+            f"cannot reach the Ray job server at {address!r}: {str(err).splitlines()[0]}. "
+            "Use the dashboard address of a running cluster (http://HOST:8265)."
+        ) from None
+    workdir = Path(tempfile.mkdtemp(prefix="dm-search-job-"))
+    # The resolved spec (base config inlined, no storage URL) so the job needs no other file.
+    resolved = spec.model_dump(mode="json", exclude={"storage"})
+    (workdir / "spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    cmd = ["dm-search", "submit", "spec.yaml", "--address", "auto"]
+    if resume:
+        cmd.append("--resume")
+    env = {st.ENV_STORAGE: storage_url} if storage_url else {}
+    return str(client.submit_job(entrypoint=shlex.join(cmd),
+                                 runtime_env={"working_dir": str(workdir), "env_vars": env}))

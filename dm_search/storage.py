@@ -1,0 +1,264 @@
+"""Study persistence: storage URL -> Optuna RDBStorage; create, resume and repair studies.
+
+The database is the source of truth: every trial's resolved config, epochs completed, stop
+reason, diagnostics and node are trial user attributes; the spec, package version and dataset
+fingerprint are study user attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
+
+from dm_search import __version__
+from dm_search.config import ConfigError
+from dm_search.spec import StudySpec
+
+__all__ = [
+    "ENV_STORAGE",
+    "StorageUnavailable",
+    "StudyClash",
+    "best_trial",
+    "mask_url",
+    "open_storage",
+    "open_study",
+    "resolve_url",
+    "study_summary",
+    "trial_summary",
+]
+
+ENV_STORAGE = "DM_SEARCH_STORAGE"
+
+# Trial user attributes
+A_CONFIG = "config"
+A_EPOCHS = "epochs_completed"
+A_TOTAL = "total_epochs"
+A_STOP = "stop_reason"
+A_FINAL = "final_metrics"
+A_HISTORY = "history"
+A_NODE = "node"
+A_EDF = "edf"
+# Study user attributes
+S_SPEC = "spec"
+S_IDENTITY = "spec_identity"
+S_VERSION = "version"
+S_CREATED = "created"
+S_FINGERPRINT = "dataset_fingerprint"
+S_FINAL = "final_stage"
+
+FINISHED = "finished"
+EARLY = "early-stopped"
+INTERRUPTED = "failed: interrupted"
+
+
+class StorageUnavailable(ConfigError):
+    """The database cannot be reached or opened."""
+
+
+class StudyClash(ConfigError):
+    """A study of that name exists and cannot be reused as asked."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy understands: show only its scheme
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+
+
+def resolve_url(cli: str | None, spec: StudySpec | None, study_dir: str = "runs") -> str:
+    """--storage, else $DM_SEARCH_STORAGE, else the spec's storage, else SQLite in the study
+    directory."""
+    if cli:
+        return cli
+    if os.environ.get(ENV_STORAGE):
+        return os.environ[ENV_STORAGE]
+    if spec is not None and spec.storage:
+        return spec.storage
+    folder = Path(spec.study_dir if spec is not None else study_dir)
+    return f"sqlite:///{folder / 'studies.db'}"
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """Connect to the study database. SQLite gets WAL mode and a busy timeout so that the
+    dashboard can read while a study writes. Raises StorageUnavailable with the URL masked."""
+    shown = mask_url(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = sqlalchemy.engine.make_url(url).database
+        if path and path != ":memory:":
+            db = Path(path)
+            if not create and not db.is_file():
+                raise StorageUnavailable(f"no study database at {db}; submit a study first, or "
+                                         "point --storage / $DM_SEARCH_STORAGE at yours")
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(db) as con:
+                con.execute("PRAGMA journal_mode=WAL")  # persistent in the file
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as err:
+        raise StorageUnavailable(
+            f"cannot open {shown}: a database driver is missing ({err}). For PostgreSQL install "
+            "dm-search[postgres] and use postgresql+psycopg://..."
+        ) from None
+    except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot open it"
+        reason = str(err).splitlines()[0]
+        if url in reason:
+            reason = reason.replace(url, shown)
+        password = sqlalchemy.engine.make_url(url).password if "://" in url else None
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise StorageUnavailable(
+            f"cannot open the study database {shown}: {reason}. Check that the server is "
+            "running and the URL is right (--storage or $DM_SEARCH_STORAGE)."
+        ) from None
+
+
+def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def repair_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING (by a killed driver) as failed with reason 'interrupted'."""
+    storage = study._storage
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if t.state == TrialState.WAITING:
+            continue  # enqueued, never started: it will run
+        storage.set_trial_user_attr(t._trial_id, A_STOP, INTERRUPTED)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that used up budget: everything finished except interrupted ones."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished() and t.user_attrs.get(A_STOP) != INTERRUPTED)
+
+
+@dataclass
+class Opened:
+    study: optuna.Study
+    created: bool
+    repaired: int
+    done: int
+
+
+def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: bool) -> Opened:
+    """Create the study, or with ``resume`` reopen it: refuses a different spec under the same
+    name, repairs interrupted trials, and counts the trials already done."""
+    exists = spec.name in _study_names(storage)
+    if exists:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        stored = study.user_attrs.get(S_IDENTITY)
+        if stored != spec.identity():
+            raise StudyClash(
+                f"a study named {spec.name!r} already exists with a different spec. Submit under "
+                "another name (--name NEW), or resubmit the spec it was created with to resume "
+                "it (see dm-search status " + spec.name + ")."
+            )
+        if not resume:
+            raise StudyClash(
+                f"study {spec.name!r} already exists. Add --resume to continue it (completed "
+                "trials are kept), or --name NEW to start another."
+            )
+        repaired = repair_interrupted(study)
+        return Opened(study, False, repaired, counted_trials(study))
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
+    study.set_user_attr(S_SPEC, spec.stored())
+    study.set_user_attr(S_IDENTITY, spec.identity())
+    study.set_user_attr(S_VERSION, __version__)
+    study.set_user_attr(S_CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    return Opened(study, True, 0, 0)
+
+
+# ------------------------------------------------------------------ reading results
+def stop_reason(t: FrozenTrial) -> str:
+    if t.state == TrialState.RUNNING:
+        return "running"
+    if t.state == TrialState.WAITING:
+        return "waiting"
+    reason = t.user_attrs.get(A_STOP)
+    if reason:
+        return str(reason)
+    return "failed" if t.state == TrialState.FAIL else t.state.name.lower()
+
+
+def is_eligible(t: FrozenTrial) -> bool:
+    """Only trials that ran their full budget can be 'best': an early-stopped trial's value is
+    an early epoch's, not comparable with finished trials'."""
+    return (t.state == TrialState.COMPLETE and t.user_attrs.get(A_STOP) == FINISHED
+            and t.value is not None and math.isfinite(t.value))
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    eligible = [t for t in study.get_trials(deepcopy=False) if is_eligible(t)]
+    return max(eligible, key=lambda t: (t.value, -t.number)) if eligible else None
+
+
+def trial_summary(t: FrozenTrial) -> dict[str, Any]:
+    edf = t.user_attrs.get(A_EDF) or {}
+    final = t.user_attrs.get(A_FINAL) or {}
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "stop_reason": stop_reason(t),
+        "value": t.value,
+        "edf": edf,
+        "mode": t.user_attrs.get("mode"),
+        "spread": t.user_attrs.get("spread"),
+        "epochs": t.user_attrs.get(A_EPOCHS),
+        "total_epochs": t.user_attrs.get(A_TOTAL),
+        "node": t.user_attrs.get(A_NODE),
+        "test_acc": final.get("test_acc"),
+        "memorised": final.get("memorised"),
+    }
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Progress, best eligible trial and per-family breakdown, from the database only."""
+    trials = study.get_trials(deepcopy=False)
+    reasons: Counter[str] = Counter()
+    for t in trials:
+        r = stop_reason(t)
+        reasons["failed" if r.startswith("failed") else r] += 1
+    families: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        fam = (t.user_attrs.get(A_EDF) or {}).get("family")
+        if fam is None:
+            continue
+        f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
+        f["trials"] += 1
+        if is_eligible(t):
+            f["finished"] += 1
+            if f["best_val_acc"] is None or t.value > f["best_val_acc"]:
+                f["best_val_acc"] = t.value
+    best = best_trial(study)
+    spec = study.user_attrs.get(S_SPEC) or {}
+    return {
+        "name": study.study_name,
+        "n_trials": spec.get("n_trials"),
+        "trials": len(trials),
+        "by_reason": dict(reasons),
+        "best": trial_summary(best) if best else None,
+        "families": families,
+        "final_stage": study.user_attrs.get(S_FINAL),
+        "version": study.user_attrs.get(S_VERSION),
+        "created": study.user_attrs.get(S_CREATED),
+        "fingerprint": study.user_attrs.get(S_FINGERPRINT),
+    }

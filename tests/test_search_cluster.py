@@ -1,0 +1,88 @@
+"""The search against a real PostgreSQL server and on a two-node Ray cluster on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from dm_search import storage as st
+from tests.search_helpers import run_cli, status_json, write_spec
+from tests.test_search_e2e import check_study
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def test_study_end_to_end_with_postgresql(tmp_path, data_root, postgres_url):
+    spec = write_spec(tmp_path, data_root, name="pg")
+    out = run_cli("submit", str(spec), "--storage", postgres_url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "pg-secret-pw" not in out.stdout + out.stderr
+    assert "dm:***@127.0.0.1" in out.stdout
+    study = check_study(postgres_url, "pg", 4, 3)
+    assert "pg-secret-pw" not in str(study.user_attrs)
+    # From the environment too, so the URL need not be on the command line.
+    summary = run_cli("status", "pg", "--json", env={st.ENV_STORAGE: postgres_url})
+    assert summary.returncode == 0 and '"name": "pg"' in summary.stdout
+    assert not (tmp_path / "studies.db").exists()
+
+
+@pytest.fixture
+def two_node_cluster(free_port):
+    """`ray start --head` plus a second node joining it, one CPU each, with the job server."""
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+
+    def ray(*args):
+        return subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+
+    try:
+        head = ray("start", "--head", f"--port={port}", "--num-cpus=1",
+                   "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                   f"--dashboard-port={dash}", "--node-ip-address=127.0.0.1")
+        assert head.returncode == 0, head.stderr
+        worker = ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                     "--node-ip-address=127.0.0.1")
+        assert worker.returncode == 0, worker.stderr
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+    finally:
+        ray("stop", "--force")
+
+
+def test_trials_run_on_both_nodes_and_detach_submits_a_job(tmp_path, data_root,
+                                                          two_node_cluster):
+    gcs, jobs = two_node_cluster
+    spec = write_spec(tmp_path, data_root, name="cluster", n_trials=6, epochs=4,
+                      model="cnn1d", num_samples=800, scheduler={"name": "none"})
+    out = run_cli("submit", str(spec), "--address", gcs)
+    assert out.returncode == 0, out.stdout + out.stderr
+    url = f"sqlite:///{tmp_path}/studies.db"
+    study = check_study(url, "cluster", 6, 4)
+    nodes = {t.user_attrs[st.A_NODE]["id"] for t in study.trials}
+    assert len(nodes) == 2, nodes
+
+    # --detach: the study runs as a Ray Job on the cluster; the storage URL travels in its env.
+    detached = write_spec(tmp_path, data_root, name="detached", n_trials=2, epochs=2)
+    out = run_cli("submit", str(detached), "--detach", "--address", jobs, "--storage", url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id = out.stdout.split("as Ray job ")[1].split()[0]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(jobs)
+    deadline = time.monotonic() + 240
+    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                  JobStatus.STOPPED):
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(1)
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
+    summary = status_json(url, "detached")
+    assert summary["trials"] == 2
+    assert optuna.load_study(study_name="detached", storage=url).trials

@@ -1,0 +1,147 @@
+"""End-to-end search studies through the CLI, checked in the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dm_search import storage as st
+from tests.search_helpers import CLI, run_cli, status_json, write_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.slow
+
+
+def _load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=st.open_storage(url))
+
+
+def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study:
+    study = _load(url, name)
+    trials = study.trials
+    assert len(trials) == n_trials
+    assert study.user_attrs[st.S_SPEC]["name"] == name
+    assert study.user_attrs[st.S_VERSION]
+    assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.FAIL), t
+        reason = t.user_attrs[st.A_STOP]
+        assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
+        assert t.user_attrs[st.A_CONFIG]["loss"]["edf"] == t.user_attrs[st.A_EDF]
+        assert t.user_attrs[st.A_NODE]["id"]
+        history = t.user_attrs[st.A_HISTORY]
+        assert [h["epoch"] for h in history] == list(range(1, t.user_attrs[st.A_EPOCHS] + 1))
+        if reason == st.FINISHED:
+            assert t.user_attrs[st.A_EPOCHS] == epochs == t.user_attrs[st.A_TOTAL]
+            assert t.value == pytest.approx(history[-1]["val_acc"])
+        elif reason == st.EARLY:
+            assert t.user_attrs[st.A_EPOCHS] < epochs
+    # warm start: the paper's settings ran first
+    assert trials[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    return study
+
+
+def test_study_end_to_end_with_sqlite(tmp_path, data_root):
+    spec = write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2})
+    out = run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "trial 0 started" in out.stdout and "done 4/4" in out.stdout
+    assert "final test accuracy: best EDF" in out.stdout
+    url = f"sqlite:///{tmp_path}/studies.db"
+    study = check_study(url, "tiny", 4, 3)
+    final = study.user_attrs[st.S_FINAL]
+    assert final["seeds"] == 2
+    assert len(final["best"]["runs"]) == 2 and len(final["ce"]["runs"]) == 2
+    assert final["ce"]["edf"] == {"family": "cce"}
+    best = st.best_trial(study)
+    assert best is not None and final["best"]["trial"] == best.number
+    assert final["gain"] == pytest.approx(final["best"]["test_acc_mean"]
+                                          - final["ce"]["test_acc_mean"])
+
+    summary = status_json(url, "tiny")
+    assert summary["trials"] == 4 and summary["best"]["number"] == best.number
+    assert set(summary["families"]) <= {"dm", "cce"}
+    listed = run_cli("list", "--storage", url)
+    assert listed.returncode == 0 and "tiny" in listed.stdout
+
+    # The same name again: refused without --resume, and with a different spec.
+    again = run_cli("submit", str(spec))
+    assert again.returncode == 2 and "already exists. Add --resume" in again.stderr
+    (tmp_path / "other").mkdir()
+    other = write_spec(tmp_path / "other", data_root, epochs=4, study_dir=str(tmp_path))
+    clash = run_cli("submit", str(other))
+    assert clash.returncode == 2 and "different spec" in clash.stderr
+    # Resuming a finished study runs nothing more.
+    resumed = run_cli("submit", str(spec), "--resume")
+    assert resumed.returncode == 0 and "all 4 trials are done" in resumed.stdout
+    assert len(_load(url, "tiny").trials) == 4
+
+
+def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
+    spec = write_spec(tmp_path, data_root, name="killme", epochs=25, n_trials=6,
+                      model="cnn1d", num_samples=1200, scheduler={"name": "none"})
+    url = f"sqlite:///{tmp_path}/studies.db"
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([CLI, "submit", str(spec)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    finished_before: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                trials = _load(url, "killme").trials
+            except Exception:
+                continue
+            done = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+            running = [t for t in trials if t.state == TrialState.RUNNING
+                       and t.user_attrs.get(st.A_EPOCHS)]
+            if done and running:
+                finished_before = done
+                break
+        assert finished_before, "the study never had a finished and a running trial at once"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, at once
+        proc.wait()
+    interrupted = {t.number for t in _load(url, "killme").trials if t.state == TrialState.RUNNING}
+    assert interrupted
+
+    out = run_cli("submit", str(spec), "--resume")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(interrupted)} interrupted one(s) marked failed" in out.stdout
+    study = _load(url, "killme")
+    by_number = {t.number: t for t in study.trials}
+    for number, value in finished_before.items():  # nothing completed was lost
+        assert by_number[number].state == TrialState.COMPLETE
+        assert by_number[number].value == value
+    for number in interrupted:
+        assert by_number[number].state == TrialState.FAIL
+        assert by_number[number].user_attrs[st.A_STOP] == st.INTERRUPTED
+    counted = [t for t in study.trials if t.state.is_finished()
+               and t.user_attrs.get(st.A_STOP) != st.INTERRUPTED]
+    assert len(counted) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_bad_spec_and_unreachable_database_write_nothing(tmp_path, data_root):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nspace: {families: {dmm: {}}}\n")
+    out = run_cli("submit", str(bad))
+    assert out.returncode == 2 and "unknown EDF family" in out.stderr
+    spec = write_spec(tmp_path, data_root, name="nodb")
+    out = run_cli("submit", str(spec), "--storage",
+                  "postgresql+psycopg://me:topsecret@127.0.0.1:1/db")
+    assert out.returncode == 2
+    assert "cannot open the study database" in out.stderr and "topsecret" not in out.stderr
+    assert not (tmp_path / "studies.db").exists()
+    out = run_cli("submit", str(spec), "--address", "127.0.0.1:1", timeout=120)
+    assert out.returncode == 2 and "cannot connect to the Ray cluster" in out.stderr
+    assert not [s for s in st.open_storage(f"sqlite:///{tmp_path}/studies.db")
+                .get_all_studies()]

@@ -1,0 +1,130 @@
+import optuna
+import pytest
+
+from dm_search.edf import EDF
+from dm_search.space import grid_points, make_sampler, make_space, warm_start_points
+from dm_search.spec import StudySpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _spec(**kw):
+    data = {"name": "s", "base": {"data": {"name": "mnist1d"}, "optim": {"epochs": 10}}}
+    data.update(kw)
+    return StudySpec.model_validate(data)
+
+
+def _ask(spec, n=40, seed=0):
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    space = make_space(spec)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        cfg = space(trial)["trial_config"]
+        out.append((trial.params, cfg))
+        study.tell(trial, 0.5)
+    return out
+
+
+def test_family_is_categorical_and_parameters_are_conditional():
+    spec = _spec(space={"families": {"dm": {"mode": [0.1, 0.6], "spread": [2, 20]},
+                                     "normal": {}, "cce": {}}})
+    seen = set()
+    for params, cfg in _ask(spec):
+        family = params["family"]
+        seen.add(family)
+        assert cfg["loss"]["edf"]["family"] == family
+        if family == "dm":
+            assert set(params) == {"family", "dm.mode", "dm.spread"}
+            edf = EDF.from_config(cfg["loss"]["edf"])
+            assert edf.mode == pytest.approx(params["dm.mode"])
+            assert cfg["loss"]["edf"]["lam"] == pytest.approx(
+                params["dm.mode"] / (1 - params["dm.mode"]), rel=1e-9)
+            assert cfg["loss"]["edf"]["beta"] == params["dm.spread"]
+            assert 0.1 <= params["dm.mode"] <= 0.6 and 2 <= params["dm.spread"] <= 20
+            assert cfg["loss"]["normalise"] == "batch" and cfg["loss"]["eps"] == 5e-7
+        elif family == "cce":
+            assert set(params) == {"family"}
+            # baselines run as the plain loss
+            assert cfg["loss"]["normalise"] == "none" and cfg["loss"]["eps"] == 0.0
+        else:
+            assert set(params) == {"family", "normal.mode", "normal.spread"}
+    assert seen == {"dm", "normal", "cce"}
+
+
+def test_other_hyperparameters_by_dotted_path():
+    spec = _spec(space={"families": {"dm": {}},
+                        "params": {"optim.lr": {"low": 0.01, "high": 0.1, "log": True},
+                                   "optim.batch_size": {"choices": [32, 64]},
+                                   "model.options.width": {"low": 8, "high": 16}}})
+    for params, cfg in _ask(spec, n=10):
+        assert "family" not in params  # one family: nothing to choose
+        assert 0.01 <= cfg["optim"]["lr"] <= 0.1
+        assert cfg["optim"]["batch_size"] in (32, 64)
+        assert isinstance(cfg["model"]["options"]["width"], int)
+
+
+def test_fixed_values_are_not_searched():
+    spec = _spec(space={"families": {"exponential": {"spread": 3.0}}})
+    params, cfg = _ask(spec, n=1)[0]
+    assert params == {}
+    assert cfg["loss"]["edf"] == {"family": "exponential", "beta": 3.0}
+
+
+def test_grid_points_reproduce_the_listed_edfs():
+    spec = _spec(space={"families": {"dm": {"mode": [0, 0.7], "spread": [0.5, 24]}, "cce": {}},
+                        "grid": [{"family": "dm", "lam": 0.5, "beta": 8.0}, {"family": "cce"}]},
+                 sampler={"name": "grid"}, n_trials=2)
+    study = optuna.create_study(direction="maximize")
+    for p in grid_points(spec):
+        study.enqueue_trial(p)
+    space = make_space(spec)
+    got = []
+    for _ in range(2):
+        t = study.ask()
+        got.append(space(t)["trial_config"]["loss"]["edf"])
+        study.tell(t, 0.1)
+    assert got == [{"family": "dm", "lam": 0.5, "beta": 8.0}, {"family": "cce"}]
+
+
+def test_grid_family_must_be_in_the_space():
+    spec = _spec(space={"families": {"dm": {}}, "grid": [{"family": "gce", "q": 0.5}]},
+                 sampler={"name": "grid"}, n_trials=1)
+    with pytest.raises(ValueError, match=r"not in space\.families"):
+        grid_points(spec)
+
+
+def test_warm_start_keeps_paper_points_inside_the_space():
+    spec = _spec(space={"families": {"dm": {"mode": [0.0, 0.6], "spread": [1, 20]},
+                                     "cce": {}}})
+    points = warm_start_points(spec)
+    assert {"family": "dm", "dm.mode": pytest.approx(1 / 3), "dm.spread": 8.0} in points
+    assert {"family": "dm", "dm.mode": 0.5, "dm.spread": 16.0} in points
+    assert not any(p.get("dm.mode", 0) > 0.6 for p in points)  # lam 2 is outside
+    assert {"family": "cce"} in points
+
+
+@pytest.mark.parametrize("name", ["tpe", "cmaes", "qmc", "random", "grid"])
+def test_samplers_and_reseeding(name):
+    spec = _spec(sampler={"name": name, "seed": 3}, space={"families": {"dm": {}},
+                                                           "grid": [{"family": "dm"}]})
+    assert isinstance(make_sampler(spec), optuna.samplers.BaseSampler)
+    first = [p for p, _ in _ask_with(spec, make_sampler(spec))]
+    again = [p for p, _ in _ask_with(spec, make_sampler(spec))]
+    shifted = [p for p, _ in _ask_with(spec, make_sampler(spec, seed_offset=5))]
+    assert first == again
+    if name != "qmc":  # a scrambled QMC sequence depends on its seed too, but may coincide
+        assert first != shifted
+
+
+def _ask_with(spec, sampler, n=3):
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    space = make_space(spec)
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        cfg = space(t)
+        out.append((t.params, cfg))
+        study.tell(t, 0.1)
+    return out

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from dm_search.config import ConfigError
+from dm_search.spec import StudySpec, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_every_shipped_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.name
+    assert spec.base_config().data.val_fraction > 0
+
+
+def test_shipped_specs_cover_the_paper_protocols():
+    names = {p.stem for p in SPECS}
+    assert {"quickstart", "paper_grid", "template", "cifar10_sym40", "cifar10_asym40",
+            "cifar100_sym40", "cifar100_asym40"} <= names
+    for stem in ("cifar10_sym40", "cifar100_asym40"):
+        spec = load_spec(ROOT / "search_spaces" / f"{stem}.yaml")
+        base = spec.base_config()
+        assert base.model.name in ("resnet44", "resnet56")
+        assert spec.resources.gpu > 0 and spec.final.enabled
+        assert base.optim.iterations == 30000 and base.optim.batch_size == 256
+    grid = load_spec(ROOT / "search_spaces" / "paper_grid.yaml")
+    assert grid.sampler.name == "grid" and len(grid.space.grid) == 17
+
+
+def test_quickstart_inlines_its_base_with_overrides():
+    spec = load_spec(ROOT / "search_spaces" / "quickstart.yaml")
+    assert spec.base_config().data.name == "mnist1d"
+    assert spec.base_config().optim.epochs == 30
+
+
+def _spec(**kw):
+    data = {"name": "s", "base": {"data": {"name": "mnist1d"}, "optim": {"epochs": 10}}}
+    data.update(kw)
+    return StudySpec.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"space": {"families": {"dmm": {}}}}, r"unknown EDF family; known: beta, cce, dm"),
+        ({"space": {"families": {"dm": {"mode": [0.5, 1.0]}}}}, r"mode must be < 1"),
+        ({"space": {"families": {"cce": {"mode": 0.2}}}}, r"has no mode/spread to search"),
+        ({"space": {"families": {"gce": {"spread": [1, 2]}}}}, r"has no spread"),
+        ({"space": {"families": {"exponential": {"mode": [0.0, 0.5]}}}}, r"must be 0 or 1"),
+        ({"space": {"families": {"dm": {"spread": [5, 1]}}}}, r"low <= high"),
+        ({"space": {"params": {"optim.lrr": {"low": 0.1, "high": 0.2}}}}, r"not a usable"),
+        ({"space": {"params": {"optim.lr": {"low": 0, "high": 1, "log": True}}}}, r"low > 0"),
+        ({"sampler": {"name": "grid"}}, r"sampler grid needs space.grid"),
+        ({"scheduler": {"grace_period": 50}}, r"grace_period \(50\) exceeds"),
+        ({"base": {"data": {"val_fraction": 0.0}}}, r"needs a clean validation split"),
+        ({"base": {"optim": {"lr": -1}}}, r"optim.lr"),
+        ({"name": "has space"}, r"name"),
+        ({"n_trial": 3}, r"n_trial"),
+    ],
+)
+def test_bad_specs_are_refused_naming_the_problem(kw, match):
+    with pytest.raises((ValueError, ConfigError), match=match):
+        _spec(**kw)
+
+
+def test_load_spec_errors_name_the_file_and_field(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nn_trials: 0\n")
+    with pytest.raises(ConfigError, match=r"s.yaml is not valid:\n  n_trials: Input should be "
+                                          r"greater than or equal to 1"):
+        load_spec(p)
+
+
+def test_identity_ignores_budget_and_storage_but_not_the_space():
+    a = _spec()
+    assert a.identity() == _spec(n_trials=99, max_concurrent=7, storage="sqlite:///x.db",
+                                 name="other").identity()
+    assert a.identity() != _spec(space={"families": {"dm": {}}}).identity()
+    assert "storage" not in _spec(storage="postgresql://u:secret@h/db").stored()

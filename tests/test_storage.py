@@ -1,0 +1,96 @@
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dm_search import storage as st
+from dm_search.spec import StudySpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _spec(name="s", **kw):
+    data = {"name": name, "base": {"data": {"name": "mnist1d"}, "optim": {"epochs": 6}}}
+    data.update(kw)
+    return StudySpec.model_validate(data)
+
+
+def test_mask_url_hides_passwords():
+    assert st.mask_url("postgresql+psycopg://me:hunter2@db:5432/x") == (
+        "postgresql+psycopg://me:***@db:5432/x")
+    assert "hunter2" not in st.mask_url("nonsense://me:hunter2@@")
+
+
+def test_storage_url_precedence(monkeypatch, tmp_path):
+    spec = _spec(storage="sqlite:///from-spec.db", study_dir=str(tmp_path))
+    monkeypatch.delenv(st.ENV_STORAGE, raising=False)
+    assert st.resolve_url(None, _spec(study_dir=str(tmp_path))) == (
+        f"sqlite:///{tmp_path}/studies.db")
+    assert st.resolve_url(None, spec) == "sqlite:///from-spec.db"
+    monkeypatch.setenv(st.ENV_STORAGE, "sqlite:///from-env.db")
+    assert st.resolve_url(None, spec) == "sqlite:///from-env.db"
+    assert st.resolve_url("sqlite:///cli.db", spec) == "sqlite:///cli.db"
+
+
+def test_sqlite_storage_uses_wal(tmp_path):
+    st.open_storage(f"sqlite:///{tmp_path}/a/studies.db")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "a" / "studies.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    with pytest.raises(st.StorageUnavailable) as info:
+        st.open_storage("postgresql+psycopg://me:hunter2@127.0.0.1:1/db")
+    msg = str(info.value)
+    assert "hunter2" not in msg and "me:***@127.0.0.1:1" in msg
+    assert "Check that the server is running" in msg
+
+
+def test_missing_sqlite_database_for_reading(tmp_path):
+    with pytest.raises(st.StorageUnavailable, match="no study database"):
+        st.open_storage(f"sqlite:///{tmp_path}/none.db", create=False)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_create_clash_and_resume(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    opened = st.open_study(storage, _spec(), resume=False)
+    assert opened.created
+    assert opened.study.user_attrs[st.S_SPEC]["name"] == "s"
+    with pytest.raises(st.StudyClash, match=r"already exists\. Add --resume"):
+        st.open_study(storage, _spec(), resume=False)
+    with pytest.raises(st.StudyClash, match="different spec"):
+        st.open_study(storage, _spec(space={"families": {"dm": {}}}), resume=True)
+    # a bigger budget is the same study
+    again = st.open_study(storage, _spec(n_trials=50), resume=True)
+    assert not again.created and again.done == 0
+
+
+def test_resume_repairs_interrupted_trials_and_counts_done(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    done = study.ask()
+    done.set_user_attr(st.A_STOP, st.FINISHED)
+    study.tell(done, 0.8)
+    stale = study.ask()  # left RUNNING, as by a killed driver
+    opened = st.open_study(storage, _spec(), resume=True)
+    assert opened.repaired == 1 and opened.done == 1
+    t = opened.study.trials[stale.number]
+    assert t.state == TrialState.FAIL and t.user_attrs[st.A_STOP] == st.INTERRUPTED
+    assert opened.study.trials[done.number].state == TrialState.COMPLETE
+
+
+def test_best_trial_never_picks_an_early_stopped_one(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    for value, reason in ((0.9, st.EARLY), (0.7, st.FINISHED), (0.6, st.FINISHED)):
+        t = study.ask()
+        t.set_user_attr(st.A_STOP, reason)
+        t.set_user_attr(st.A_EDF, {"family": "cce"})
+        study.tell(t, value)
+    best = st.best_trial(study)
+    assert best is not None and best.value == 0.7
+    summary = st.study_summary(study)
+    assert summary["by_reason"] == {"early-stopped": 1, "finished": 2}
+    assert summary["families"]["cce"] == {"trials": 3, "finished": 2, "best_val_acc": 0.7}
