@@ -310,7 +310,10 @@ def _print_summary(summary: dict) -> None:
 
 @app.command()
 def submit(
-    spec: Annotated[Path, typer.Argument(help="Study spec YAML (see search_spaces/).")],
+    spec: Annotated[
+        str, typer.Argument(help="Study spec YAML (see search_spaces/), or env:VAR to read it "
+                                 "from an environment variable.")
+    ],
     name: Annotated[str | None, typer.Option(help="Study name (overrides the spec's).")] = None,
     storage: Annotated[
         str | None,

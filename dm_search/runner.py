@@ -18,7 +18,6 @@ import os
 import shlex
 import socket
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -45,9 +44,10 @@ from dm_search.trainer import run_trial, total_epochs
 __all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
 
 METRIC = "val_acc"
+ENV_SPEC = "DM_SEARCH_SPEC_YAML"
 # Small enough to store every epoch on the trial; what the report and dashboard draw.
 HISTORY_KEYS = ("epoch", "train_loss", "val_acc", "test_acc", "intact_acc", "memorised",
-                "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr")
+                "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr", "epoch_s")
 
 
 class ClusterUnavailable(ConfigError):
@@ -115,6 +115,7 @@ class Progress:
     early: int = 0
     failed: int = 0
     durations: list[float] = field(default_factory=list)
+    wall_s: dict[int, float] = field(default_factory=dict)  # trial number -> start to end
     best: tuple[float, int, str] | None = None
 
     @property
@@ -208,7 +209,9 @@ class _Recorder(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
         self.progress.running.discard(number)
-        self.progress.durations.append(time.monotonic() - self.started.get(number, 0.0))
+        wall = time.monotonic() - self.started.get(number, 0.0)
+        self.progress.durations.append(wall)
+        self.progress.wall_s[number] = wall
         last = trial.last_result or {}
         epoch, total = int(last.get("epoch", 0)), int(last.get("total_epochs", 0) or 0)
         value = last.get(METRIC)
@@ -316,6 +319,8 @@ class StudyOutcome:
     repaired: int
     ran: int
     summary: dict[str, Any]
+    trial_wall_s: dict[int, float] = field(default_factory=dict)  # as seen by the driver
+    search_s: float = 0.0
 
 
 def run_study(
@@ -352,22 +357,26 @@ def run_study(
             from dm_search.space import warm_start_points
 
             points += warm_start_points(spec)
-        for p in points:
+        # Never more than the budget: an enqueued point that never runs would wait forever.
+        for p in points[: spec.n_trials]:
             study.enqueue_trial(p, skip_if_exists=True)
 
     remaining = spec.n_trials - opened.done
-    ran = 0
+    progress = Progress(total=spec.n_trials)
+    t0 = time.monotonic()
     if remaining > 0:
-        ran = _search(spec, study, storage, remaining, say)
+        _search(spec, study, storage, remaining, progress, say)
     else:
         say(f"all {spec.n_trials} trials are done")
+    search_s = time.monotonic() - t0
     if spec.final.enabled:
         _final_stage(spec, study, say)
-    return StudyOutcome(spec.name, opened.created, opened.repaired, ran, st.study_summary(study))
+    return StudyOutcome(spec.name, opened.created, opened.repaired, max(remaining, 0),
+                        st.study_summary(study), progress.wall_s, search_s)
 
 
 def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
-            say: Callable[[str], None]) -> int:
+            progress: Progress, say: Callable[[str], None]) -> None:
     define = _RecordingSpace(make_space(spec))
 
     # The sampler is seeded past the trials already in the study, so that a resumed study
@@ -383,7 +392,6 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    progress = Progress(total=spec.n_trials)
     progress.finished = sum(1 for t in study.get_trials(deepcopy=False) if st.is_eligible(t))
     recorder = _Recorder(study, progress, spec.max_concurrent, say)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
@@ -403,7 +411,6 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     say(f"running {remaining} trial(s), up to {spec.max_concurrent} at a time, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each")
     tuner.fit()
-    return remaining
 
 
 def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -> None:
@@ -469,13 +476,13 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
             f"cannot reach the Ray job server at {address!r}: {str(err).splitlines()[0]}. "
             "Use the dashboard address of a running cluster (http://HOST:8265)."
         ) from None
-    workdir = Path(tempfile.mkdtemp(prefix="dm-search-job-"))
-    # The resolved spec (base config inlined, no storage URL) so the job needs no other file.
+    # The resolved spec (base config inlined, no storage URL) travels in the job's environment:
+    # no file to upload, and no working directory that Ray may clean up under the driver.
     resolved = spec.model_dump(mode="json", exclude={"storage"})
-    (workdir / "spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    cmd = ["dm-search", "submit", "spec.yaml", "--address", "auto"]
+    env = {ENV_SPEC: yaml.safe_dump(resolved, sort_keys=False)}
+    if storage_url:
+        env[st.ENV_STORAGE] = storage_url
+    cmd = ["dm-search", "submit", f"env:{ENV_SPEC}", "--address", "auto"]
     if resume:
         cmd.append("--resume")
-    env = {st.ENV_STORAGE: storage_url} if storage_url else {}
-    return str(client.submit_job(entrypoint=shlex.join(cmd),
-                                 runtime_env={"working_dir": str(workdir), "env_vars": env}))
+    return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"env_vars": env}))

@@ -16,6 +16,8 @@ A minimal spec (see ``search_spaces/template.yaml`` for every field)::
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,8 +276,21 @@ def loss_settings(family: str, fs: FamilySpace | None) -> tuple[str, float]:
     return normalise, eps
 
 
+ENV_PREFIX = "env:"
+
+
 def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
-    """Read a study spec; ``base`` may be a path to a trial config (relative to the spec)."""
+    """Read a study spec; ``base`` may be a path to a trial config (relative to the spec).
+
+    ``env:NAME`` reads the spec's YAML from the environment variable NAME (how a detached
+    study reaches the cluster without any file)."""
+    if str(path).startswith(ENV_PREFIX):
+        var = str(path)[len(ENV_PREFIX):]
+        if var not in os.environ:
+            raise ConfigError(f"spec {path}: environment variable {var} is not set")
+        folder = Path(tempfile.mkdtemp(prefix="dm-search-spec-"))
+        (folder / "spec.yaml").write_text(os.environ[var])
+        path = folder / "spec.yaml"
     path = Path(path)
     data = read_yaml(path)
     base = data.get("base")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -34,11 +35,15 @@ def test_study_end_to_end_with_postgresql(tmp_path, data_root, postgres_url):
 
 
 @pytest.fixture
-def two_node_cluster(free_port):
-    """`ray start --head` plus a second node joining it, one CPU each, with the job server."""
+def two_node_cluster(free_port, monkeypatch):
+    """`ray start --head` plus a second node joining it, one CPU each, with the job server and
+    token authentication (every node and client shares the token through the environment)."""
     port, dash = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    for key, value in auth.items():
+        monkeypatch.setenv(key, value)  # for the job client in this process
+    env = {**os.environ, **auth, "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
 
     def ray(*args):

@@ -1,0 +1,88 @@
+"""Search orchestration: parallel speed-up, per-trial overhead and Ray start-up.
+
+(a) The same 8 short trials (MNIST-1D, 1-D CNN, no early stopping, random sampler with a fixed
+    seed) as a study at concurrency 1 and at concurrency 2, 1 CPU per trial, on this machine:
+    speed-up = search wall time at 1 / at 2 (target >= 1.7x on 2 CPUs).
+(b) Orchestration overhead per trial = the trial's wall time seen by the driver (start to
+    completion) minus its training time (the sum of its epoch times): median over trials after
+    the first (target <= 1 s).
+(c) Ray start-up: ray.init of a local instance.
+
+    python benchmarks/bench_search.py [--trials 8] [--epochs 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from dm_search import storage as st
+from dm_search.runner import connect_ray, run_study
+from dm_search.spec import StudySpec
+
+
+def _spec(name: str, folder: Path, trials: int, epochs: int, concurrency: int) -> StudySpec:
+    return StudySpec.model_validate({
+        "name": name,
+        "study_dir": str(folder),
+        "base": {"data": {"name": "mnist1d", "num_samples": 2000,
+                          "noise": {"kind": "symmetric", "rate": 0.4}},
+                 "model": {"name": "cnn1d"}, "optim": {"epochs": epochs, "batch_size": 128},
+                 "diagnostics": False},
+        "space": {"families": {"dm": {}}},
+        "sampler": {"name": "random", "seed": 0},
+        "scheduler": {"name": "none"},
+        "n_trials": trials,
+        "max_concurrent": concurrency,
+        "resources": {"cpu": 1},
+    })
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=8)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    t0 = time.perf_counter()
+    connect_ray(None)
+    ray_start = time.perf_counter() - t0
+
+    rows = {}
+    overheads: dict[int, list[float]] = {}
+    for conc in (1, 2):
+        spec = _spec(f"c{conc}", folder, args.trials, args.epochs, conc)
+        out = run_study(spec, say=lambda _m: None)
+        study = optuna.load_study(study_name=spec.name,
+                                  storage=st.open_storage(st.resolve_url(None, spec)))
+        train = {t.number: sum(h["epoch_s"] for h in t.user_attrs[st.A_HISTORY])
+                 for t in study.trials}
+        first = min(out.trial_wall_s)
+        overheads[conc] = [out.trial_wall_s[n] - train[n] for n in sorted(out.trial_wall_s)
+                           if n != first]
+        rows[conc] = out.search_s
+    speedup = rows[1] / rows[2]
+    print(f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs; "
+          f"{args.trials} trials of {args.epochs} epochs (MNIST-1D, 1-D CNN, 1 CPU each); "
+          f"one run")
+    print("| measure | value |")
+    print("| --- | --- |")
+    print(f"| search wall time, concurrency 1 | {rows[1]:.1f} s |")
+    print(f"| search wall time, concurrency 2 | {rows[2]:.1f} s |")
+    print(f"| speed-up (target >= 1.7) | {speedup:.2f}x |")
+    for conc in (1, 2):
+        o = overheads[conc]
+        print(f"| overhead per trial after the first, concurrency {conc}: median (min-max) "
+              f"(target <= 1 s) | {statistics.median(o):.2f} s ({min(o):.2f}-{max(o):.2f}) |")
+    print(f"| Ray start-up (local ray.init) | {ray_start:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
