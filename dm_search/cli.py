@@ -438,6 +438,104 @@ def list_studies(
     console.print(table)
 
 
+def _load_study(study: str, storage: str | None) -> Any:
+    import optuna
+
+    from dm_search import storage as st
+
+    store, url = _open(storage)
+    names = [s.study_name for s in store.get_all_studies()]
+    if study not in names:
+        raise _fail(f"no study named {study!r} in {st.mask_url(url)}; studies there: "
+                    f"{', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study, storage=store)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path(
+        "report.html"),
+    storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Write one self-contained HTML report of a study (works offline).
+
+    History, family comparison, the best EDFs against CE, the (mode, spread) map, parameter
+    importances, learning curves, memorisation of the best trial against CE, and the final
+    retrain table.
+    """
+    from dm_search.report import write_report
+
+    path = write_report(_load_study(study, storage), output)
+    console.print(f"wrote {path} (open it in any browser; it needs no network)")
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Argument(help="Study name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
+        "best_edf.yaml"),
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="yaml or json (default: from the suffix).")
+    ] = None,
+    trial: Annotated[
+        int | None, typer.Option(help="Export this trial instead of the best one.")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Export the best EDF (or trial N's) as a file that `dm_search.load_loss` reads.
+
+    Only trials that ran their full budget are eligible. Example:
+    dm-search export quickstart -o best_edf.yaml
+    """
+    from dm_search.export import ExportError, export_trial, write_export
+
+    if fmt not in (None, "yaml", "json"):
+        raise _fail(f"--format must be yaml or json; got {fmt!r}")
+    try:
+        doc = export_trial(_load_study(study, storage), trial)
+    except ExportError as err:
+        raise _fail(str(err)) from None
+    path = write_export(doc, output, fmt)  # type: ignore[arg-type]
+    edf = EDF.from_config(doc["edf"])
+    console.print(f"wrote {path}: {edf!r}, normalise={doc['loss']['normalise']}, val_acc "
+                  f"{doc['result']['val_acc']:.4f} (study {study}, trial "
+                  f"{doc['provenance']['trial']})")
+    console.print(f"use it: from dm_search import load_loss; loss_fn = load_loss({str(path)!r})")
+
+
+@app.command()
+def dashboard(
+    storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    artifact_dir: Annotated[
+        Path | None,
+        typer.Option(help="Trial artifacts (default: artifacts/ beside a SQLite database)."),
+    ] = None,
+) -> None:
+    """Start optuna-dashboard on the study database: live trials, learning curves, EDF plots.
+
+    Example: dm-search dashboard   (then open http://127.0.0.1:8080/)
+    """
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from dm_search import storage as st
+
+    store, url = _open(storage)
+    if artifact_dir is None:
+        artifact_dir = st.artifact_dir(url)
+    artifacts = None
+    if artifact_dir is not None and artifact_dir.is_dir():
+        artifacts = FileSystemArtifactStore(str(artifact_dir))
+    console.print(f"optuna-dashboard for {st.mask_url(url)} on http://{host}:{port}/ "
+                  "(Ctrl-C to stop)")
+    run_server(store, host=host, port=port, artifact_store=artifacts)
+
+
 def main() -> None:
     app()
 

@@ -235,6 +235,27 @@ def _deepcopy(data: Any) -> Any:
     return data
 
 
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_float(dumper: yaml.SafeDumper, value: float) -> yaml.Node:
+    # PyYAML writes 5e-07, which YAML 1.1 (and PyYAML itself) reads back as a string.
+    text = repr(value)
+    if "e" in text and "." not in text and text not in ("inf", "-inf", "nan"):
+        mantissa, exponent = text.split("e")
+        return dumper.represent_scalar("tag:yaml.org,2002:float", f"{mantissa}.0e{exponent}")
+    return yaml.SafeDumper.represent_float(dumper, value)
+
+
+_Dumper.add_representer(float, _represent_float)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that reads back to equal data (floats included), keys in their order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import plotly.graph_objects as go
 import torch
 
 from dm_search.edf import EDF
 
-__all__ = ["EDFCurvesInfo", "edf_curves_info", "plot_edf_curves", "write_figure"]
+__all__ = [
+    "EDFCurvesInfo",
+    "edf_curves_info",
+    "plot_edf_curves",
+    "study_figures",
+    "update_dashboard",
+    "write_figure",
+    "write_report",
+]
 
 
 class EDFCurvesInfo(NamedTuple):
@@ -115,4 +123,422 @@ def write_figure(fig: go.Figure, path: str | Path) -> Path:
             f"Cannot write a figure as {path.name!r}: use a .html, .png, .svg, .pdf, .jpg or "
             ".webp file name."
         )
+    return path
+
+
+# ====================================================================== study figures
+# Each figure: a NamedTuple of plain data computed from the study (tests check these), then a
+# function that draws it. They read only the database, so they work during and after a study.
+class HistoryInfo(NamedTuple):
+    number: list[int]
+    value: list[float]
+    family: list[str]
+    reason: list[str]
+    best_so_far: list[float | None]  # over trials that ran their full budget
+
+
+class FamilyInfo(NamedTuple):
+    family: list[str]  # sorted by best validation accuracy, best first
+    values: list[list[float]]  # val_acc of the family's full-budget trials
+    early: list[list[float]]  # val_acc of its early-stopped trials (at the epoch they stopped)
+
+
+class ModeSpreadInfo(NamedTuple):
+    family: list[str]
+    mode: list[float]
+    spread: list[float]
+    value: list[float]
+    number: list[int]
+    finished: list[bool]
+
+
+class CurvesInfo(NamedTuple):
+    """Per-epoch metric of a few trials: ``series[k]`` is (epochs, values) of ``labels[k]``."""
+
+    metric: str
+    labels: list[str]
+    series: list[tuple[list[int], list[float]]]
+
+
+class FinalInfo(NamedTuple):
+    rows: list[tuple[str, float, float, int]]  # (label, mean test acc, std, seeds)
+    gain: float | None
+
+
+def _trials(study: Any) -> list[Any]:
+    from dm_search import storage as st
+
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get(st.A_EDF) and t.state.is_finished()]
+
+
+def _edf_of(t: Any) -> EDF:
+    from dm_search import storage as st
+
+    return EDF.from_config(t.user_attrs[st.A_EDF])
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and v == v and abs(v) != float("inf")
+
+
+def _value(t: Any) -> float | None:
+    """The trial's validation accuracy; for an early-stopped (PRUNED) trial, the one at the
+    epoch where it stopped."""
+    if _finite(t.value):
+        return float(t.value)
+    from dm_search import storage as st
+
+    if st.stop_reason(t) != st.EARLY:
+        return None
+    hist = t.user_attrs.get(st.A_HISTORY) or []
+    last = hist[-1].get("val_acc") if hist else None
+    return float(last) if _finite(last) else None
+
+
+def history_info(study: Any) -> HistoryInfo:
+    from dm_search import storage as st
+
+    rows = [t for t in _trials(study) if _value(t) is not None]
+    rows.sort(key=lambda t: t.number)
+    best: float | None = None
+    best_so_far: list[float | None] = []
+    for t in rows:
+        if st.is_eligible(t):
+            best = t.value if best is None else max(best, t.value)
+        best_so_far.append(best)
+    return HistoryInfo([t.number for t in rows], [float(_value(t) or 0.0) for t in rows],
+                       [_edf_of(t).family for t in rows], [st.stop_reason(t) for t in rows],
+                       best_so_far)
+
+
+def plot_history(info: HistoryInfo) -> go.Figure:
+    fig = go.Figure()
+    families = sorted(set(info.family))
+    for k, fam in enumerate(families):
+        idx = [i for i, f in enumerate(info.family) if f == fam]
+        fig.add_trace(go.Scatter(
+            x=[info.number[i] for i in idx], y=[info.value[i] for i in idx], mode="markers",
+            name=fam, marker={"color": _PALETTE[k % len(_PALETTE)], "size": 9,
+                              "symbol": ["circle" if info.reason[i] == "finished"
+                                         else "circle-open" for i in idx]},
+            text=[info.reason[i] for i in idx]))
+    fig.add_trace(go.Scatter(x=info.number, y=info.best_so_far, mode="lines",
+                             name="best (full budget)", line={"color": "#444", "shape": "hv"}))
+    fig.update_layout(title="Optimisation history (open circles: early-stopped)",
+                      xaxis_title="trial", yaxis_title="clean validation accuracy",
+                      template="plotly_white")
+    return fig
+
+
+def family_info(study: Any) -> FamilyInfo:
+    from dm_search import storage as st
+
+    full: dict[str, list[float]] = {}
+    early: dict[str, list[float]] = {}
+    for t in _trials(study):
+        value = _value(t)
+        if value is None:
+            continue
+        fam = _edf_of(t).family
+        (full if st.is_eligible(t) else early).setdefault(fam, []).append(value)
+        full.setdefault(fam, [])
+    order = sorted(full, key=lambda f: -max(full[f], default=-1.0))
+    return FamilyInfo(order, [full[f] for f in order], [early.get(f, []) for f in order])
+
+
+def plot_families(info: FamilyInfo) -> go.Figure:
+    fig = go.Figure()
+    for k, fam in enumerate(info.family):
+        color = _PALETTE[k % len(_PALETTE)]
+        fig.add_trace(go.Box(y=info.values[k], name=fam, boxpoints="all", jitter=0.3,
+                             marker={"color": color}, showlegend=False))
+        if info.early[k]:
+            fig.add_trace(go.Scatter(x=[fam] * len(info.early[k]), y=info.early[k],
+                                     mode="markers", showlegend=False,
+                                     marker={"color": color, "symbol": "x", "opacity": 0.5},
+                                     hovertext="early-stopped"))
+    fig.update_layout(title="Validation accuracy by EDF family (x: early-stopped)",
+                      yaxis_title="clean validation accuracy", template="plotly_white")
+    return fig
+
+
+def mode_spread_info(study: Any) -> ModeSpreadInfo:
+    from dm_search import storage as st
+
+    rows = [t for t in _trials(study) if _value(t) is not None]
+    pts = [(t, _edf_of(t)) for t in rows]
+    pts = [(t, e) for t, e in pts if e.mode is not None and e.spread is not None]
+    return ModeSpreadInfo([e.family for _, e in pts], [float(e.mode or 0.0) for _, e in pts],
+                          [float(e.spread or 0.0) for _, e in pts],
+                          [float(_value(t) or 0.0) for t, _ in pts], [t.number for t, _ in pts],
+                          [st.is_eligible(t) for t, _ in pts])
+
+
+def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
+    symbols = ["circle", "square", "diamond", "triangle-up", "cross"]
+    fig = go.Figure()
+    for k, fam in enumerate(sorted(set(info.family))):
+        idx = [i for i, f in enumerate(info.family) if f == fam]
+        fig.add_trace(go.Scatter(
+            x=[info.mode[i] for i in idx], y=[info.spread[i] for i in idx], mode="markers",
+            name=fam, text=[f"trial {info.number[i]}: val {info.value[i]:.4f}" for i in idx],
+            marker={"symbol": symbols[k % len(symbols)], "size": 12,
+                    "color": [info.value[i] for i in idx], "coloraxis": "coloraxis",
+                    "line": {"width": [0 if info.finished[i] else 2 for i in idx],
+                             "color": "#999"}}))
+    fig.update_layout(title="Accuracy over the (emphasis mode, spread) plane",
+                      xaxis_title="emphasis mode (0: hardest examples count most, 1: easiest)",
+                      yaxis_title="spread", coloraxis={"colorbar": {"title": "val acc"},
+                                                       "colorscale": "Viridis"},
+                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def top_trials(study: Any, k: int = 3) -> list[Any]:
+    from dm_search import storage as st
+
+    eligible = [t for t in _trials(study) if st.is_eligible(t)]
+    return sorted(eligible, key=lambda t: (-t.value, t.number))[:k]
+
+
+def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
+    """The top-k full-budget trials' EDFs against cross-entropy's, unit area."""
+    edfs = [_edf_of(t) for t in top_trials(study, k)]
+    info = edf_curves_info([*edfs, EDF("cce")])
+    labels = [f"#{i + 1} {lab}" for i, lab in enumerate(info.labels[:-1])] + ["cce (CE)"]
+    return info._replace(labels=labels)
+
+
+def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
+    """``metric`` per epoch for the top-k trials and the best cross-entropy trial."""
+    from dm_search import storage as st
+
+    chosen = top_trials(study, k)
+    ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and st.is_eligible(t)]
+    if ce:
+        best_ce = max(ce, key=lambda t: t.value)
+        if best_ce not in chosen:
+            chosen.append(best_ce)
+    labels, series = [], []
+    for t in chosen:
+        hist = t.user_attrs.get(st.A_HISTORY) or []
+        pts = [(int(h["epoch"]), float(h[metric])) for h in hist if _finite(h.get(metric))]
+        if pts:
+            labels.append(f"trial {t.number}: {_label(_edf_of(t))}")
+            series.append(([e for e, _ in pts], [v for _, v in pts]))
+    return CurvesInfo(metric, labels, series)
+
+
+def plot_curves(info: CurvesInfo, title: str, yaxis: str) -> go.Figure:
+    fig = go.Figure()
+    for k, (label, (x, y)) in enumerate(zip(info.labels, info.series, strict=True)):
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label,
+                                 line={"color": _PALETTE[k % len(_PALETTE)]}))
+    if not info.series:
+        fig.add_annotation(text=f"no per-epoch {info.metric} recorded (diagnostics off?)",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis,
+                      template="plotly_white", legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def importance_info(study: Any) -> dict[str, dict[str, float]]:
+    """Parameter importances (fANOVA) within each family that has enough full-budget trials:
+    the space is conditional, so importances across families are not defined."""
+    import optuna
+
+    by_family: dict[str, list[Any]] = {}
+    for t in _trials(study):
+        if t.state.name == "COMPLETE" and _finite(t.value) and t.params:
+            by_family.setdefault(_edf_of(t).family, []).append(t)
+    out: dict[str, dict[str, float]] = {}
+    for fam, trials in by_family.items():
+        names = set.intersection(*(set(t.params) for t in trials)) - {"family"}
+        if len(trials) < 4 or not names:
+            continue
+        sub = optuna.create_study(direction="maximize")
+        for t in trials:
+            sub.add_trial(optuna.trial.create_trial(
+                params={n: t.params[n] for n in names},
+                distributions={n: t.distributions[n] for n in names}, value=t.value))
+        try:
+            out[fam] = optuna.importance.get_param_importances(sub)
+        except (RuntimeError, ValueError):  # too few distinct values to split on
+            continue
+    return out
+
+
+def plot_importances(info: dict[str, dict[str, float]]) -> go.Figure:
+    fig = go.Figure()
+    for k, (fam, imp) in enumerate(sorted(info.items())):
+        fig.add_trace(go.Bar(x=list(imp.values()), y=list(imp), orientation="h", name=fam,
+                             marker={"color": _PALETTE[k % len(_PALETTE)]}))
+    if not info:
+        fig.add_annotation(text="not enough trials per family for importances",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title="Parameter importance within each family (fANOVA)",
+                      xaxis_title="importance", template="plotly_white")
+    return fig
+
+
+def final_info(study: Any) -> FinalInfo:
+    from dm_search import storage as st
+
+    final = study.user_attrs.get(st.S_FINAL)
+    if not final:
+        return FinalInfo([], None)
+    rows = []
+    for key, label in (("best", f"best: {_label(EDF.from_config(final['best']['edf']))} "
+                                f"(trial {final['best']['trial']})"),
+                       ("ce", "cross-entropy")):
+        r = final[key]
+        rows.append((label, r["test_acc_mean"], r["test_acc_std"], len(r["runs"])))
+    return FinalInfo(rows, final.get("gain"))
+
+
+# ====================================================================== dashboard and report
+DASHBOARD_FIGURES = ("dm-edf-curves", "dm-families", "dm-mode-spread")
+
+
+def study_figures(study: Any) -> dict[str, go.Figure]:
+    """The figures kept up to date in the dashboard, by graph-object id."""
+    return {
+        "dm-edf-curves": plot_edf_curves(best_edf_curves_info(study),
+                                         title="EDFs of the best trials against CE"),
+        "dm-families": plot_families(family_info(study)),
+        "dm-mode-spread": plot_mode_spread(mode_spread_info(study)),
+    }
+
+
+def trial_note(t: Any) -> str:
+    """A readable Markdown note on a trial for the dashboard."""
+    from dm_search import storage as st
+
+    edf = _edf_of(t)
+    final = t.user_attrs.get(st.A_FINAL) or {}
+    lines = [f"## {edf.family} — {_label(edf)}",
+             f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
+             f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
+             f"- stop reason: **{st.stop_reason(t)}**, epochs "
+             f"{t.user_attrs.get(st.A_EPOCHS, '?')}/{t.user_attrs.get(st.A_TOTAL, '?')}"]
+    for key, name in (("val_acc", "clean validation accuracy"), ("test_acc", "test accuracy"),
+                      ("memorised", "memorised (noisy labels fitted)"),
+                      ("noisy_weight_share", "DM weight on noisy labels")):
+        if _finite(final.get(key)):
+            lines.append(f"- {name}: {final[key]:.4f}")
+    node = t.user_attrs.get(st.A_NODE) or {}
+    if node:
+        lines.append(f"- node: {node.get('ip')} ({str(node.get('id'))[:12]})")
+    return "\n".join(lines)
+
+
+def save_trial_note(study: Any, trial: Any) -> None:
+    import optuna
+    from optuna_dashboard import save_note
+
+    save_note(optuna.trial.Trial(study, trial._trial_id), trial_note(trial))
+
+
+def update_dashboard(study: Any, *, notes: bool = True) -> None:
+    """Refresh the study-level figures (and the trial notes) that optuna-dashboard shows."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    for gid, fig in study_figures(study).items():
+        save_plotly_graph_object(study, fig, graph_object_id=gid)
+    if notes:
+        for t in _trials(study):
+            save_trial_note(study, t)
+
+
+def plot_trial_curves(history: list[dict[str, float]], title: str) -> go.Figure:
+    """One trial's learning curves: accuracies and memorisation per epoch."""
+    fig = go.Figure()
+    names = {"val_acc": "clean validation acc", "test_acc": "test acc",
+             "intact_acc": "intact training acc", "memorised": "memorised (noisy fitted)"}
+    for k, (key, name) in enumerate(names.items()):
+        pts = [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
+        if pts:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts],
+                                     mode="lines", name=name,
+                                     line={"color": _PALETTE[k % len(_PALETTE)]}))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_range=[0, 1],
+                      template="plotly_white", width=720, height=420)
+    return fig
+
+
+def upload_figure(trial: Any, fig: go.Figure, name: str, store: Any) -> None:
+    """Attach ``fig`` to a RUNNING trial as an SVG artifact (shown in the dashboard)."""
+    import tempfile
+
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        fig.write_image(path, format="svg")
+        upload_artifact(study_or_trial=trial, file_path=str(path), artifact_store=store,
+                        mimetype="image/svg+xml")
+
+
+def write_report(study: Any, path: str | Path) -> Path:
+    """One self-contained HTML file (plotly.js embedded, works offline) with every figure."""
+    import datetime as dt
+    import html
+
+    from dm_search import storage as st
+
+    summary = st.study_summary(study)
+    figs: list[tuple[str, go.Figure]] = [
+        ("history", plot_history(history_info(study))),
+        ("families", plot_families(family_info(study))),
+        ("edf", plot_edf_curves(best_edf_curves_info(study),
+                                title="EDFs of the best trials against CE (unit area)")),
+        ("mode-spread", plot_mode_spread(mode_spread_info(study))),
+        ("importances", plot_importances(importance_info(study))),
+        ("learning", plot_curves(curves_info(study, "val_acc"),
+                                 "Validation accuracy over epochs", "clean validation accuracy")),
+        ("memorisation", plot_curves(curves_info(study, "memorised", k=1),
+                                     "Memorisation of wrong labels: best trial against CE",
+                                     "fraction of corrupted labels fitted")),
+    ]
+    final = final_info(study)
+    best = summary["best"]
+    spec = study.user_attrs.get(st.S_SPEC) or {}
+    base = spec.get("base", {})
+    noise = base.get("data", {}).get("noise", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>dm-search report: {html.escape(study.study_name)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;"
+        "color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 10px;text-align:right}th{background:#f4f4f4}"
+        ".fig{margin:1.5em 0}</style></head><body>",
+        f"<h1>Study {html.escape(study.study_name)}</h1>",
+        f"<p>Dataset {html.escape(str(base.get('data', {}).get('name')))}, noise "
+        f"{html.escape(str(noise.get('kind')))} {noise.get('rate', '')}, model "
+        f"{html.escape(str(base.get('model', {}).get('name')))}; "
+        f"{summary['trials']} trials ({html.escape(str(summary['by_reason']))}); dm-search "
+        f"{html.escape(str(summary['version']))}; dataset fingerprint "
+        f"{html.escape(str(summary['fingerprint']))}; generated "
+        f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.</p>",
+    ]
+    if best:
+        parts.append(f"<p><b>Best full-budget trial {best['number']}</b>: "
+                     f"{html.escape(_label(EDF.from_config(best['edf'])))}, clean validation "
+                     f"accuracy {best['value']:.4f}.</p>")
+    if final.rows:
+        parts.append("<h2>Final retrain on the full training set</h2><table><tr><th>EDF</th>"
+                     "<th>test accuracy (mean)</th><th>std</th><th>seeds</th></tr>")
+        for label, mean, std, n in final.rows:
+            parts.append(f"<tr><td style='text-align:left'>{html.escape(label)}</td>"
+                         f"<td>{100 * mean:.2f}%</td><td>{100 * std:.2f}</td><td>{n}</td></tr>")
+        parts.append(f"</table><p>Gain over CE: {100 * (final.gain or 0):+.2f} points.</p>")
+    for i, (fid, fig) in enumerate(figs):
+        parts.append(f"<div class='fig' id='{fid}'>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+        parts.append("</div>")
+    parts.append("</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
     return path

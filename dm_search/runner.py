@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import os
 import shlex
@@ -27,14 +28,15 @@ from typing import Any
 
 import optuna
 import ray
-import yaml
+from optuna.artifacts import FileSystemArtifactStore
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from dm_search import report
 from dm_search import storage as st
-from dm_search.config import ConfigError, TrialConfig
+from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
 from dm_search.space import grid_points, make_sampler, make_space, trial_config_for
@@ -146,8 +148,10 @@ class _Recorder(tune.Callback):
     (Optuna refuses updates to finished trials) and prints the progress line."""
 
     def __init__(self, study: optuna.Study, progress: Progress, concurrency: int,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], artifacts: Any) -> None:
         self.study = study
+        self.artifacts = artifacts
+        self.last_refresh = 0.0
         self.storage = study._storage
         self.study_id = study._study_id
         self.progress = progress
@@ -205,6 +209,33 @@ class _Recorder(tune.Callback):
         put(tid, st.A_STOP, reason)
         put(tid, st.A_FINAL, hist[-1])
         put(tid, st.A_HISTORY, hist)
+        if reason == st.FINISHED or result.get("done"):
+            # The trial's last moment as a running trial: artifacts need one.
+            label = _edf_label(trial.config["trial_config"])
+            _attach(lambda: report.upload_figure(
+                optuna.trial.Trial(self.study, tid),
+                report.plot_trial_curves(hist, f"trial {number}: {label}"),
+                "learning_curves.svg", self.artifacts))
+        if reason == st.EARLY and result.get("done"):
+            # Stopped by the scheduler: record it as PRUNED (with this last epoch's value), so
+            # that Optuna, its samplers and the dashboard never take it for a full-budget
+            # result. Ray's searcher then finds the trial finished and only logs that.
+            self.storage.set_trial_intermediate_value(tid, epoch, float(result[METRIC]))
+            self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
+
+    def _refresh(self, number: int, force: bool = False) -> None:
+        """The trial's note now; the study figures at most every 10 s (and at the end)."""
+        def work() -> None:
+            tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+            report.save_trial_note(self.study, self.storage.get_trial(tid))
+            if force or time.monotonic() - self.last_refresh > 10:
+                report.update_dashboard(self.study, notes=False)
+                self.last_refresh = time.monotonic()
+
+        _attach(work)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        _attach(lambda: report.update_dashboard(self.study, notes=False))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
@@ -225,6 +256,7 @@ class _Recorder(tune.Callback):
             what = "early-stopped"
         self.say(f"trial {number} {what}: val_acc {_num(value):.4f} after {epoch}/{total} epochs"
                  f" | {self._line()}")
+        self._refresh(number)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
@@ -232,6 +264,7 @@ class _Recorder(tune.Callback):
         self.progress.failed += 1
         error = (trial.last_result or {}).get("error", "see the Ray logs")
         self.say(f"trial {number} failed: {error} | {self._line()}")
+        self._refresh(number)
 
 
 def _num(v: Any) -> float:
@@ -242,11 +275,13 @@ def _num(v: Any) -> float:
 
 
 class _RecordingSpace:
-    """Wraps the search space: records each trial's resolved config on the Optuna trial and
-    passes the trial number to the Ray trial. A class so that Ray can pickle it."""
+    """Wraps the search space: records each trial's resolved config on the Optuna trial,
+    attaches its EDF curve for the dashboard, and passes the trial number to the Ray trial.
+    A class so that Ray can pickle it."""
 
-    def __init__(self, space: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(self, space: Callable[[Any], dict[str, Any]], artifacts: Any) -> None:
         self.space = space
+        self.artifacts = artifacts
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         out = self.space(trial)
@@ -257,7 +292,20 @@ class _RecordingSpace:
         trial.set_user_attr("mode", edf.mode)
         trial.set_user_attr("spread", edf.spread)
         out["optuna_trial"] = trial.number
+        _attach(lambda: report.upload_figure(
+            getattr(trial, "ot_trial", trial),
+            report.plot_edf_curves(report.edf_curves_info([edf, EDF("cce")]),
+                                   title=f"trial {trial.number}: {edf!r} against CE"),
+            "edf_curve.svg", self.artifacts))
         return out
+
+
+def _attach(upload: Callable[[], None]) -> None:
+    # A picture for the dashboard is worth a warning, never a failed study.
+    try:
+        upload()
+    except Exception as err:
+        warnings.warn(f"could not attach a figure for the dashboard: {err}", stacklevel=2)
 
 
 def _scheduler(spec: StudySpec) -> Any:
@@ -296,6 +344,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
+    # Its "trial already finished" warning follows our own PRUNED record of early stops.
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
     if address and address not in ("auto", "local"):
         _check_reachable(address)
     try:
@@ -371,13 +421,18 @@ def run_study(
     search_s = time.monotonic() - t0
     if spec.final.enabled:
         _final_stage(spec, study, say)
+    _attach(lambda: report.update_dashboard(study))
     return StudyOutcome(spec.name, opened.created, opened.repaired, max(remaining, 0),
                         st.study_summary(study), progress.wall_s, search_s)
 
 
 def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             progress: Progress, say: Callable[[str], None]) -> None:
-    define = _RecordingSpace(make_space(spec))
+    artifact_path = st.artifact_dir(st.resolve_url(None, spec), spec.study_dir)
+    assert artifact_path is not None
+    artifact_path.mkdir(parents=True, exist_ok=True)
+    artifacts = FileSystemArtifactStore(str(artifact_path))
+    define = _RecordingSpace(make_space(spec), artifacts)
 
     # The sampler is seeded past the trials already in the study, so that a resumed study
     # does not repeat its first suggestions.
@@ -393,7 +448,7 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     progress.finished = sum(1 for t in study.get_trials(deepcopy=False) if st.is_eligible(t))
-    recorder = _Recorder(study, progress, spec.max_concurrent, say)
+    recorder = _Recorder(study, progress, spec.max_concurrent, say, artifacts)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
@@ -479,7 +534,7 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
     # The resolved spec (base config inlined, no storage URL) travels in the job's environment:
     # no file to upload, and no working directory that Ray may clean up under the driver.
     resolved = spec.model_dump(mode="json", exclude={"storage"})
-    env = {ENV_SPEC: yaml.safe_dump(resolved, sort_keys=False)}
+    env = {ENV_SPEC: dump_yaml(resolved)}
     if storage_url:
         env[st.ENV_STORAGE] = storage_url
     cmd = ["dm-search", "submit", f"env:{ENV_SPEC}", "--address", "auto"]

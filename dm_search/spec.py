@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +35,7 @@ from dm_search.config import (
     ConfigError,
     TrialConfig,
     apply_overrides,
+    dump_yaml,
     format_validation_error,
     read_yaml,
 )
@@ -312,4 +312,4 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
 
 
 def dump_spec(spec: StudySpec) -> str:
-    return yaml.safe_dump(spec.stored(), sort_keys=False)
+    return dump_yaml(spec.stored())

@@ -90,6 +90,18 @@ def resolve_url(cli: str | None, spec: StudySpec | None, study_dir: str = "runs"
     return f"sqlite:///{folder / 'studies.db'}"
 
 
+def artifact_dir(url: str, study_dir: str | None = None) -> Path | None:
+    """Where trial artifacts (per-trial EDF and learning-curve images) live: the study
+    directory when given, else beside a SQLite database; None for a server database."""
+    if study_dir is not None:
+        return Path(study_dir) / "artifacts"
+    if url.startswith("sqlite"):
+        db = sqlalchemy.engine.make_url(url).database
+        if db and db != ":memory:":
+            return Path(db).parent / "artifacts"
+    return None
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """Connect to the study database. SQLite gets WAL mode and a busy timeout so that the
     dashboard can read while a study writes. Raises StorageUnavailable with the URL masked."""

@@ -198,7 +198,8 @@ def test_batch_of_one_gets_the_whole_weight():
     torch.testing.assert_close(grad.abs().sum(), torch.tensor(1.0, dtype=torch.float64))
 
 
-@settings(max_examples=60, deadline=None)
+# Derandomized so that CI sees the same examples every run; widen max_examples to explore.
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     n=st.integers(1, 40),
     c=st.integers(2, 60),
@@ -218,10 +219,12 @@ def test_property_finite_and_bounded(n, c, scale, dtype, case, normalise, eps, s
     w = loss.last_weights.double()
     assert torch.isfinite(value) and torch.isfinite(grad).all() and torch.isfinite(w).all()
     assert (w >= 0).all()
-    # ||g_i||_1 = w~_i * s_i <= w~_i, up to the rounding of the logits' dtype.
+    # ||g_i||_1 = w~_i * s_i <= w~_i, up to the rounding of the logits' dtype: relative for
+    # normal numbers, plus half a subnormal step per entry for float16's tiny gradients.
     row = grad.double().abs().sum(1)
     tol = {torch.float16: 5e-3, torch.bfloat16: 2e-2}.get(dtype, 1e-5)
-    assert (row <= w * (1 + tol) + 1e-30).all()
+    atol = c * 2.0**-25 if dtype == torch.float16 else 1e-30
+    assert (row <= w * (1 + tol) + atol).all()
     if normalise == "batch":
         assert float(w.sum()) == pytest.approx(1.0, abs=1e-5)
     # The gradient never pushes the labelled logit up less than it pushes the others down.

@@ -30,7 +30,7 @@ def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study
     assert study.user_attrs[st.S_VERSION]
     assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
     for t in trials:
-        assert t.state in (TrialState.COMPLETE, TrialState.FAIL), t
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
         reason = t.user_attrs[st.A_STOP]
         assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
         assert t.user_attrs[st.A_CONFIG]["loss"]["edf"] == t.user_attrs[st.A_EDF]
@@ -42,6 +42,7 @@ def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study
             assert t.value == pytest.approx(history[-1]["val_acc"])
         elif reason == st.EARLY:
             assert t.user_attrs[st.A_EPOCHS] < epochs
+            assert t.state == TrialState.PRUNED
     # warm start: the paper's settings ran first
     assert trials[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
     return study

@@ -1,0 +1,153 @@
+"""Take a study's answer home: the best EDF as a versioned file, and back as a DMLoss.
+
+    dm-search export quickstart -o best_edf.yaml
+
+    from dm_search import load_loss
+    loss_fn = load_loss("best_edf.yaml")      # a DMLoss with the searched EDF
+    loss = loss_fn(model(x), y); loss.backward()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dm_search import __version__
+from dm_search.config import ConfigError, dump_yaml
+from dm_search.edf import EDF
+from dm_search.loss import NORMALISATIONS, DMLoss
+
+__all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "ExportError", "export_trial", "load_loss",
+           "read_export", "write_export"]
+
+SCHEMA_KEY = "dm_search_edf"
+SCHEMA_VERSION = 1
+
+
+class ExportError(ConfigError):
+    """Nothing can be exported as asked, or a file is not a dm-search EDF export."""
+
+
+def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
+    """The export document of the best full-budget trial, or of trial ``trial_number``.
+
+    Only trials that ran their full budget can be exported: an early-stopped trial's accuracy
+    is an early epoch's and would overstate nothing but also prove nothing.
+    """
+    from dm_search import storage as st
+
+    if trial_number is None:
+        trial = st.best_trial(study)
+        if trial is None:
+            raise ExportError(f"study {study.study_name!r} has no trial that ran its full budget "
+                              "yet; let it run (dm-search status shows progress)")
+    else:
+        numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if trial_number not in numbers:
+            raise ExportError(f"study {study.study_name!r} has no trial {trial_number}; its "
+                              f"trials are 0..{max(numbers, default=-1)}")
+        trial = numbers[trial_number]
+        if not st.is_eligible(trial):
+            raise ExportError(
+                f"trial {trial_number} is {st.stop_reason(trial)} "
+                f"({trial.user_attrs.get(st.A_EPOCHS, 0)} of "
+                f"{trial.user_attrs.get(st.A_TOTAL, '?')} epochs): only trials that ran their "
+                "full budget can be exported"
+            )
+    cfg = trial.user_attrs[st.A_CONFIG]
+    edf = EDF.from_config(cfg["loss"]["edf"])
+    final_metrics = trial.user_attrs.get(st.A_FINAL) or {}
+    result: dict[str, Any] = {"val_acc": trial.value,
+                              "test_acc_at_search": final_metrics.get("test_acc")}
+    final = study.user_attrs.get(st.S_FINAL)
+    if final and final.get("best", {}).get("trial") == trial.number:
+        result["final_test_acc_mean"] = final["best"]["test_acc_mean"]
+        result["final_test_acc_std"] = final["best"]["test_acc_std"]
+        result["ce_test_acc_mean"] = final["ce"]["test_acc_mean"]
+        result["ce_test_acc_std"] = final["ce"]["test_acc_std"]
+        result["final_seeds"] = final["seeds"]
+    data = cfg["data"]
+    return {
+        SCHEMA_KEY: SCHEMA_VERSION,
+        "edf": edf.to_config(),
+        "loss": {"normalise": cfg["loss"]["normalise"], "eps": cfg["loss"]["eps"]},
+        "mode": edf.mode,
+        "spread": edf.spread,
+        "result": result,
+        "provenance": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "dataset": data["name"],
+            "noise": data["noise"],
+            "val_fraction": data["val_fraction"],
+            "model": cfg["model"]["name"],
+            "dataset_fingerprint": study.user_attrs.get(st.S_FINGERPRINT),
+            "dm_search_version": __version__,
+            "study_version": study.user_attrs.get(st.S_VERSION),
+            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def write_export(doc: dict[str, Any], path: str | Path,
+                 fmt: Literal["yaml", "json"] | None = None) -> Path:
+    """Write the document; the format follows ``fmt`` or the file's suffix (yaml default)."""
+    path = Path(path)
+    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+    else:
+        header = ("# Best EDF found by dm-search. Use it as a loss:\n"
+                  "#   from dm_search import load_loss; loss_fn = load_loss(\"" + path.name +
+                  "\")\n")
+        path.write_text(header + dump_yaml(doc))
+    return path
+
+
+def read_export(path: str | Path) -> dict[str, Any]:
+    """Read and validate an export file (YAML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"EDF file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        # JSON is read as JSON: YAML 1.1 would take its 5e-07 for a string.
+        doc = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ExportError(f"{path} is neither YAML nor JSON: {err}") from None
+    if not isinstance(doc, dict) or SCHEMA_KEY not in doc:
+        raise ExportError(f"{path} is not a dm-search EDF export (no '{SCHEMA_KEY}' key); "
+                          "make one with `dm-search export STUDY`")
+    if doc[SCHEMA_KEY] != SCHEMA_VERSION:
+        raise ExportError(f"{path} has schema version {doc[SCHEMA_KEY]!r}; this dm-search "
+                          f"({__version__}) reads version {SCHEMA_VERSION}. Re-export it, or "
+                          "upgrade dm-search.")
+    loss = doc.get("loss") or {}
+    if loss.get("normalise") not in NORMALISATIONS:
+        raise ExportError(f"{path}: loss.normalise must be one of {', '.join(NORMALISATIONS)}")
+    try:
+        EDF.from_config(doc.get("edf"))  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ExportError(f"{path}: {err}") from None
+    return doc
+
+
+def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
+    """A :class:`DMLoss` with the EDF, normalisation and saturation of an export file.
+
+    Keyword ``overrides`` (``normalise``, ``eps``, ``ignore_index``) replace the file's.
+
+    Example:
+        >>> loss_fn = load_loss("best_edf.yaml")  # doctest: +SKIP
+        >>> loss_fn(logits, target).backward()  # doctest: +SKIP
+    """
+    doc = read_export(path)
+    kwargs: dict[str, Any] = {"normalise": doc["loss"]["normalise"],
+                              "eps": float(doc["loss"].get("eps", 5e-7))}
+    kwargs.update(overrides)
+    return DMLoss(EDF.from_config(doc["edf"]), **kwargs)

@@ -1,0 +1,98 @@
+"""optuna-dashboard on a study made by the tests, looked at in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from dm_search import report
+from tests.search_helpers import CLI
+from tests.study_fixture import make_study
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=20000"]
+
+
+@pytest.fixture
+def dashboard(tmp_path, free_port):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    study = make_study(url)
+    report.update_dashboard(study)
+    port = free_port()
+    proc = subprocess.Popen([CLI, "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/meta", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the dashboard did not come up in 60 s"
+                time.sleep(0.3)
+        yield base, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RuntimeError("Debian's chromium is needed for the dashboard test: run `make "
+                           "browser` (apt-get install chromium chromium-driver)")
+    return path
+
+
+def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
+    base, port = dashboard
+    with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as resp:
+        studies = json.load(resp)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["made"]
+    page = f"{base}/dashboard/studies/{studies[0]['study_id']}"
+    chromium = _chromium()
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}/a",
+                          "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    html = dom.stdout
+    assert "made" in html
+    for gid in report.DASHBOARD_FIGURES:
+        assert f"user-defined-plot:{gid}" in html
+    # plotly drew the figure (its title is SVG text on the page), not just an empty box
+    assert "EDFs of the best trials against CE" in html
+    assert "Accuracy over the (emphasis mode, spread) plane" in html
+    shot = tmp_path / "dashboard.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}/b",
+                    "--window-size=1400,2200", f"--screenshot={shot}", page],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_dashboard_binds_loopback_only(dashboard):
+    _, port = dashboard
+    others = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None,
+                                                        socket.AF_INET)} - {"127.0.0.1"}
+    others |= {a for a in _interface_addresses() if not a.startswith("127.")}
+    assert others, "no non-loopback address to test against"
+    for addr in others:
+        with pytest.raises(OSError):
+            socket.create_connection((addr, port), timeout=2).close()
+
+
+def _interface_addresses() -> set[str]:
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5)
+        return set(out.stdout.split())
+    except (OSError, subprocess.SubprocessError):
+        return set()

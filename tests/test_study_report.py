@@ -1,0 +1,159 @@
+import re
+
+import optuna
+import pytest
+import torch
+
+from dm_search import EDF, DMLoss, load_loss
+from dm_search import report as r
+from dm_search.export import ExportError, export_trial, read_export, write_export
+from tests.study_fixture import make_study
+from tests.test_cli import _plain, runner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def study(tmp_path):
+    return make_study(f"sqlite:///{tmp_path}/studies.db")
+
+
+def test_history_counts_only_full_budget_trials_as_best(study):
+    info = r.history_info(study)
+    assert info.number == [0, 1, 2, 3, 4, 5, 7]  # the failed trial 6 has no value
+    assert info.reason[4] == "early-stopped" and info.value[4] == 0.9
+    # trial 4's 0.9 (early-stopped after one epoch) never becomes the best
+    assert info.best_so_far == [0.80, 0.84, 0.84, 0.84, 0.84, 0.84, 0.84]
+
+
+def test_family_info_orders_by_best_and_separates_early_stops(study):
+    info = r.family_info(study)
+    assert info.family == ["dm", "gce", "cce"]
+    assert sorted(info.values[0]) == [0.74, 0.79, 0.80, 0.84] and info.early[0] == [0.9]
+
+
+def test_mode_spread_and_edf_curves(study):
+    ms = r.mode_spread_info(study)
+    assert ms.family.count("dm") == 5 and "cce" not in ms.family  # cce has no coordinates
+    assert ms.mode[ms.number.index(1)] == pytest.approx(0.5)
+    assert ms.spread[ms.number.index(1)] == 16.0
+    assert ms.finished[ms.number.index(4)] is False
+    curves = r.best_edf_curves_info(study, k=2)
+    assert curves.labels == ["#1 dm(lam=1, beta=16)", "#2 dm(lam=0.5, beta=8)", "cce (CE)"]
+
+
+def test_learning_and_memorisation_curves(study):
+    info = r.curves_info(study, "val_acc", k=2)
+    assert info.labels[0].startswith("trial 1:") and info.labels[-1].startswith("trial 2:")
+    assert info.series[0] == ([1, 2, 3, 4, 5, 6], [.5, .65, .72, .80, .83, .84])
+    mem = r.curves_info(study, "memorised", k=1)
+    assert len(mem.series) == 2  # best trial and the best CE trial
+
+
+def test_importances_and_final_table(study):
+    imp = r.importance_info(study)
+    assert set(imp) == {"dm"} and set(imp["dm"]) == {"dm.mode", "dm.spread"}
+    assert sum(imp["dm"].values()) == pytest.approx(1.0)
+    final = r.final_info(study)
+    assert final.rows[0][1:] == (0.86, 0.0141, 2) and final.gain == 0.25
+
+
+def test_trial_note_is_readable(study):
+    note = r.trial_note(study.trials[4])
+    assert "stop reason: **early-stopped**, epochs 1/6" in note
+    assert "emphasis mode: 0.700" in note
+
+
+def test_report_is_one_self_contained_html(study, tmp_path):
+    path = r.write_report(study, tmp_path / "rep.html")
+    html = path.read_text()
+    for fid in ("history", "families", "edf", "mode-spread", "importances", "learning",
+                "memorisation"):
+        assert f"id='{fid}'" in html
+    assert "EDFs of the best trials against CE" in html
+    assert "Gain over CE: +25.00 points" in html
+    # plotly.js is embedded once, and nothing is fetched from the network
+    assert html.count("plotly.js v") >= 1
+    assert not re.search(r"<script[^>]+src=['\"]https?://", html)
+
+
+def test_dashboard_figures_and_notes_are_saved(study):
+    from optuna_dashboard import get_note
+
+    r.update_dashboard(study)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    for gid in r.DASHBOARD_FIGURES:
+        assert any(gid in key for key in attrs), gid
+    assert "stop reason" in get_note(optuna.trial.Trial(study, study.trials[0]._trial_id))
+
+
+# ------------------------------------------------------------------ export
+def test_export_best_and_round_trip_gives_the_trials_gradient(study, tmp_path):
+    doc = export_trial(study)
+    assert doc["provenance"]["trial"] == 1 and doc["edf"] == {"family": "dm", "lam": 1.0,
+                                                              "beta": 16.0}
+    assert doc["mode"] == 0.5 and doc["spread"] == 16.0
+    assert doc["result"]["final_test_acc_mean"] == 0.86
+    assert doc["result"]["ce_test_acc_mean"] == 0.61
+    for suffix in ("yaml", "json"):
+        path = write_export(doc, tmp_path / f"best.{suffix}")
+        assert read_export(path) == doc
+        loaded = load_loss(path)
+        cfg = study.trials[1].user_attrs["config"]["loss"]
+        direct = DMLoss(EDF.from_config(cfg["edf"]), normalise=cfg["normalise"], eps=cfg["eps"])
+        z = torch.randn(32, 10, dtype=torch.float64)
+        y = torch.randint(0, 10, (32,))
+        grads = []
+        for fn in (loaded, direct):
+            x = z.clone().requires_grad_()
+            fn(x, y).backward()
+            grads.append(x.grad)
+        assert torch.equal(grads[0], grads[1])
+
+
+def test_export_refuses_what_is_not_eligible(study, tmp_path):
+    with pytest.raises(ExportError, match=r"trial 4 is early-stopped \(1 of 6 epochs\)"):
+        export_trial(study, 4)
+    with pytest.raises(ExportError, match=r"no trial 99; its trials are 0\.\.7"):
+        export_trial(study, 99)
+    assert export_trial(study, 2)["edf"] == {"family": "cce"}
+    empty = optuna.create_study(storage=f"sqlite:///{tmp_path}/e.db", study_name="empty")
+    with pytest.raises(ExportError, match="no trial that ran its full budget"):
+        export_trial(empty)
+
+
+def test_load_loss_checks_the_schema(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("edf: {family: dm}\n")
+    with pytest.raises(ExportError, match="not a dm-search EDF export"):
+        load_loss(bad)
+    bad.write_text("dm_search_edf: 7\nedf: {family: dm}\nloss: {normalise: batch}\n")
+    with pytest.raises(ExportError, match=r"schema version 7; .* reads version 1"):
+        load_loss(bad)
+    bad.write_text("dm_search_edf: 1\nedf: {family: dm, lam: -1}\nloss: {normalise: batch}\n")
+    with pytest.raises(ExportError, match="'lam'=-1"):
+        load_loss(bad)
+
+
+def test_cli_report_and_export(study, tmp_path):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    out = runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
+                                  str(tmp_path / "x.html")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "x.html").stat().st_size > 100_000
+    out = runner.invoke(r_app(), ["export", "made", "--storage", url, "-o",
+                                  str(tmp_path / "e.json")])
+    assert out.exit_code == 0, out.output
+    assert read_export(tmp_path / "e.json")["provenance"]["study"] == "made"
+    out = runner.invoke(r_app(), ["export", "made", "--storage", url, "--trial", "4"])
+    assert out.exit_code == 2 and "early-stopped" in _plain(out.output)
+    out = runner.invoke(r_app(), ["export", "nope", "--storage", url])
+    assert out.exit_code == 2 and "no study named 'nope'" in _plain(out.output)
+    out = runner.invoke(r_app(), ["status", "made", "--storage", url])
+    assert out.exit_code == 0 and "best trial 1" in _plain(out.output)
+
+
+def r_app():
+    from dm_search.cli import app
+
+    return app
