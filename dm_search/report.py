@@ -193,7 +193,7 @@ def _value(t: Any) -> float | None:
         return None
     hist = t.user_attrs.get(st.A_HISTORY) or []
     last = hist[-1].get("val_acc") if hist else None
-    return float(last) if _finite(last) else None
+    return float(last) if last is not None and _finite(last) else None
 
 
 def history_info(study: Any) -> HistoryInfo:

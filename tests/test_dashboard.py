@@ -57,7 +57,7 @@ def _chromium() -> str:
 
 
 def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
-    base, port = dashboard
+    base, _ = dashboard
     with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as resp:
         studies = json.load(resp)["study_summaries"]
     assert [s["study_name"] for s in studies] == ["made"]
