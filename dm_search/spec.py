@@ -277,6 +277,7 @@ def loss_settings(family: str, fs: FamilySpace | None) -> tuple[str, float]:
 
 
 ENV_PREFIX = "env:"
+ENV_STUDY_DIR = "DM_SEARCH_STUDY_DIR"
 
 
 def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
@@ -303,6 +304,9 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
         data["base"] = apply_overrides(data["base"], data.pop("base_set"))
     if name is not None:
         data["name"] = name
+    if os.environ.get(ENV_STUDY_DIR):
+        # Deployments put every study's files on one shared volume, whatever the spec says.
+        data["study_dir"] = os.environ[ENV_STUDY_DIR]
     try:
         return StudySpec.model_validate(data)
     except ValidationError as err:

@@ -86,7 +86,8 @@ def resolve_url(cli: str | None, spec: StudySpec | None, study_dir: str = "runs"
         return os.environ[ENV_STORAGE]
     if spec is not None and spec.storage:
         return spec.storage
-    folder = Path(spec.study_dir if spec is not None else study_dir)
+    folder = Path(spec.study_dir if spec is not None
+                  else os.environ.get("DM_SEARCH_STUDY_DIR", study_dir))
     return f"sqlite:///{folder / 'studies.db'}"
 
 
