@@ -99,7 +99,7 @@ def test_every_command_is_real_with_valid_flags():
     # The check itself can fail (typer vendors its own click, hence the message match).
     with pytest.raises(Exception, match="No such option: --hots"):
         check_command(["dm-search", "dashboard", "--hots", "0.0.0.0"])
-    with pytest.raises(click.UsageError, match="No such option.*--headd"):
+    with pytest.raises(click.UsageError, match=r"No such option.*--headd"):
         check_command(["ray", "start", "--headd"])
 
 
