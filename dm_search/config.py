@@ -49,11 +49,13 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field and the fix."""
 
 
-class _Frozen(BaseModel):
+class FrozenModel(BaseModel):
+    """Base of every config model: unknown keys are errors, instances are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class NoiseConfig(_Frozen):
+class NoiseConfig(FrozenModel):
     """Label noise applied to the training split (never to validation or test)."""
 
     kind: Literal["none", "symmetric", "asymmetric", "file"] = "none"
@@ -73,13 +75,13 @@ class NoiseConfig(_Frozen):
         return self
 
 
-class ImbalanceConfig(_Frozen):
+class ImbalanceConfig(FrozenModel):
     """Long-tailed subsampling of the training set before the split."""
 
     ratio: float = Field(1.0, ge=1.0)  # 1 keeps every example
 
 
-class DataConfig(_Frozen):
+class DataConfig(FrozenModel):
     name: str = "mnist1d"
     noise: NoiseConfig = NoiseConfig()
     # The paper picks hyperparameters on a clean 20% of the training set.
@@ -92,12 +94,12 @@ class DataConfig(_Frozen):
     path: str | None = None  # npz dataset file
 
 
-class ModelConfig(_Frozen):
+class ModelConfig(FrozenModel):
     name: str = "cnn1d"
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
 
 
-class LossConfig(_Frozen):
+class LossConfig(FrozenModel):
     edf: dict[str, Any] = Field(default_factory=lambda: {"family": "dm", "lam": 0.5, "beta": 8.0})
     normalise: Literal["batch", "none"] = "batch"
     eps: float = Field(5e-7, ge=0.0)
@@ -111,7 +113,7 @@ class LossConfig(_Frozen):
         return EDF.from_config(self.edf)
 
 
-class OptimConfig(_Frozen):
+class OptimConfig(FrozenModel):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -138,20 +140,20 @@ class OptimConfig(_Frozen):
         return self
 
 
-class AugmentConfig(_Frozen):
+class AugmentConfig(FrozenModel):
     """Batched on-device augmentation; null means the dataset's default."""
 
     crop_pad: int | None = Field(None, ge=0)
     flip: bool | None = None
 
 
-class CheckpointConfig(_Frozen):
+class CheckpointConfig(FrozenModel):
     dir: str | None = None  # where to save; nothing is saved without it
     every: int = Field(1, ge=1)  # epochs between checkpoints
     resume: bool = True  # continue from the latest checkpoint in dir when there is one
 
 
-class TrialConfig(_Frozen):
+class TrialConfig(FrozenModel):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()

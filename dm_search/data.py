@@ -241,36 +241,30 @@ def _images(train: object, test: object, k: int, pad: int, flip: bool) -> RawDat
     return RawData(x_tr, y_tr, x_te, y_te, k, crop_pad=pad, flip=flip)
 
 
-@register("cifar10")
-def _cifar10(cfg: DataConfig, root: Path) -> RawData:
-    tr, te = _torchvision("cifar10", cfg, root, "cifar-10-batches-py/ (data_batch_1..5, "
-                          "test_batch, batches.meta)")
-    return _images(tr, te, 10, 4, True)
+# name -> (classes, default crop padding, default flip, the files to put in place offline)
+_TORCHVISION: dict[str, tuple[int, int, bool, str]] = {
+    "cifar10": (10, 4, True, "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
+    "cifar100": (100, 4, True, "cifar-100-python/ (train, test, meta)"),
+    "mnist": (10, 0, False, "MNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"),
+    "fashion_mnist": (10, 0, False, "FashionMNIST/raw/ (the four idx files)"),
+    "svhn": (10, 4, False, "train_32x32.mat and test_32x32.mat"),  # flipped digits change
+}
 
 
-@register("cifar100")
-def _cifar100(cfg: DataConfig, root: Path) -> RawData:
-    tr, te = _torchvision("cifar100", cfg, root, "cifar-100-python/ (train, test, meta)")
-    return _images(tr, te, 100, 4, True)
+def _torchvision_loader(name: str) -> Loader:
+    k, pad, flip, files = _TORCHVISION[name]
+
+    def load(cfg: DataConfig, root: Path) -> RawData:
+        tr, te = _torchvision(name, cfg, root, files)
+        return _images(tr, te, k, pad, flip)
+
+    load.__doc__ = f"{name} through torchvision (downloaded once into data.root/{name})."
+    return load
 
 
-@register("mnist")
-def _mnist(cfg: DataConfig, root: Path) -> RawData:
-    tr, te = _torchvision("mnist", cfg, root, "MNIST/raw/ (train-images-idx3-ubyte, train-"
-                          "labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)")
-    return _images(tr, te, 10, 0, False)
-
-
-@register("fashion_mnist")
-def _fashion(cfg: DataConfig, root: Path) -> RawData:
-    tr, te = _torchvision("fashion_mnist", cfg, root, "FashionMNIST/raw/ (the four idx files)")
-    return _images(tr, te, 10, 0, False)
-
-
-@register("svhn")
-def _svhn(cfg: DataConfig, root: Path) -> RawData:
-    tr, te = _torchvision("svhn", cfg, root, "train_32x32.mat and test_32x32.mat")
-    return _images(tr, te, 10, 4, False)  # flipping digits changes them
+for _name in _TORCHVISION:
+    register(_name)(_torchvision_loader(_name))
 
 
 # ---------------------------------------------------------------------- the split

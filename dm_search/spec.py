@@ -21,18 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dm_search import edf as edf_mod
 from dm_search.config import (
     ConfigError,
+    FrozenModel,
     TrialConfig,
     apply_overrides,
     dump_yaml,
@@ -53,10 +47,6 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # Ranges used when a family is listed without its own: wide enough to hold the paper's settings
 # (PAPER.md section 6: modes 0 to 2/3, spreads 0.5 to 24).
 DEFAULT_FAMILY_RANGES: dict[str, dict[str, Any]] = {
@@ -71,7 +61,7 @@ DEFAULT_FAMILY_RANGES: dict[str, dict[str, Any]] = {
 BASELINE_FAMILIES = ("cce", "mae", "mse", "gce")
 
 
-class FamilySpace(_Frozen):
+class FamilySpace(FrozenModel):
     """Where to search one family: its emphasis mode and spread, each a [low, high] range or a
     single fixed value. Families without those coordinates (cce, mae, mse, uniform) take none."""
 
@@ -82,7 +72,7 @@ class FamilySpace(_Frozen):
     eps: float | None = Field(None, ge=0.0)  # default: 0 for baselines, else 5e-7
 
 
-class ParamRange(_Frozen):
+class ParamRange(FrozenModel):
     """Another trial hyperparameter, addressed by its dotted path (e.g. optim.lr)."""
 
     low: int | float | None = None  # int first: integer bounds search integers
@@ -108,7 +98,7 @@ class ParamRange(_Frozen):
                 isinstance(self.low, bool))
 
 
-class SpaceSpec(_Frozen):
+class SpaceSpec(FrozenModel):
     families: dict[str, FamilySpace] = Field(default_factory=lambda: {"dm": FamilySpace(),
                                                                       "cce": FamilySpace()})
     params: dict[str, ParamRange] = Field(default_factory=dict)
@@ -116,31 +106,31 @@ class SpaceSpec(_Frozen):
     grid: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class SamplerSpec(_Frozen):
+class SamplerSpec(FrozenModel):
     name: Literal["tpe", "cmaes", "qmc", "random", "grid"] = "tpe"
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
 
 
-class SchedulerSpec(_Frozen):
+class SchedulerSpec(FrozenModel):
     name: Literal["asha", "median", "none"] = "asha"
     grace_period: int = Field(5, ge=1)  # epochs every trial runs before it can be stopped
     reduction_factor: float = Field(3.0, gt=1.0)  # asha: keep the top 1/reduction_factor
 
 
-class ResourcesSpec(_Frozen):
+class ResourcesSpec(FrozenModel):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)  # fractions share a GPU between trials
 
 
-class FinalSpec(_Frozen):
+class FinalSpec(FrozenModel):
     """Retrain the best config and the plain-CE baseline on the full training set."""
 
     enabled: bool = False
     seeds: int = Field(3, ge=1)
 
 
-class StudySpec(_Frozen):
+class StudySpec(FrozenModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     storage: str | None = None  # default: $DM_SEARCH_STORAGE, else sqlite in study_dir
     study_dir: str = "runs"
