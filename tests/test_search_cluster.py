@@ -57,14 +57,14 @@ def two_node_cluster(free_port, monkeypatch):
         worker = ray("start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
                      "--node-ip-address=127.0.0.1")
         assert worker.returncode == 0, worker.stderr
-        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", env
     finally:
         ray("stop", "--force")
 
 
 def test_trials_run_on_both_nodes_and_detach_submits_a_job(tmp_path, data_root,
                                                           two_node_cluster):
-    gcs, jobs = two_node_cluster
+    gcs, jobs, env = two_node_cluster
     spec = write_spec(tmp_path, data_root, name="cluster", n_trials=6, epochs=4,
                       model="cnn1d", num_samples=800, scheduler={"name": "none"})
     out = run_cli("submit", str(spec), "--address", gcs)
@@ -79,15 +79,21 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(tmp_path, data_root,
     out = run_cli("submit", str(detached), "--detach", "--address", jobs, "--storage", url)
     assert out.returncode == 0, out.stdout + out.stderr
     job_id = out.stdout.split("as Ray job ")[1].split()[0]
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(jobs)
+    # Asked through the `ray job` command (a fresh process that reads the token from the
+    # environment): Ray caches its authentication settings in a process that imported it.
     deadline = time.monotonic() + 240
-    while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                  JobStatus.STOPPED):
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+    while True:
+        status = subprocess.run([RAY, "job", "status", "--address", jobs, job_id], env=env,
+                                capture_output=True, text=True, timeout=60)
+        said = (status.stdout + status.stderr).lower()
+        if any(f"' {s}" in said for s in ("succeeded", "failed", "stopped")):
+            break
+        assert time.monotonic() < deadline, status.stdout + status.stderr
         time.sleep(1)
-    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
+    if "' succeeded" not in said:
+        logs = subprocess.run([RAY, "job", "logs", "--address", jobs, job_id], env=env,
+                              capture_output=True, text=True, timeout=60)
+        raise AssertionError(status.stdout + logs.stdout[-3000:])
     summary = status_json(url, "detached")
     assert summary["trials"] == 2
     assert optuna.load_study(study_name="detached", storage=url).trials
