@@ -39,7 +39,13 @@ from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
-from dm_search.space import grid_points, make_sampler, make_space, trial_config_for
+from dm_search.space import (
+    grid_points,
+    make_sampler,
+    make_space,
+    trial_config_for,
+    warm_start_points,
+)
 from dm_search.spec import StudySpec
 from dm_search.trainer import run_trial, total_epochs
 
@@ -404,8 +410,6 @@ def run_study(
     if opened.created:
         points = grid_points(spec) if spec.sampler.name == "grid" else []
         if spec.warm_start:
-            from dm_search.space import warm_start_points
-
             points += warm_start_points(spec)
         # Never more than the budget: an enqueued point that never runs would wait forever.
         for p in points[: spec.n_trials]:

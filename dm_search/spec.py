@@ -29,7 +29,6 @@ from dm_search.config import (
     FrozenModel,
     TrialConfig,
     apply_overrides,
-    dump_yaml,
     format_validation_error,
     read_yaml,
 )
@@ -179,6 +178,10 @@ class StudySpec(FrozenModel):
                 raise ValueError(f"n_trials ({self.n_trials}) is smaller than the grid "
                                  f"({len(self.space.grid)} points)")
         for i, point in enumerate(self.space.grid):
+            unsearched = sorted(k for k in point if "." in k and k not in self.space.params)
+            if unsearched:
+                raise ValueError(f"space.grid[{i}] sets {', '.join(unsearched)}, which "
+                                 "space.params does not list: add a range for it there")
             edf_part = {k: v for k, v in point.items() if "." not in k}
             try:
                 EDF.from_config(edf_part)
@@ -304,6 +307,3 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
-
-def dump_spec(spec: StudySpec) -> str:
-    return dump_yaml(spec.stored())

@@ -131,6 +131,28 @@ def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, data_root):
+    spec = write_spec(
+        tmp_path, data_root, name="fails", n_trials=3, epochs=2, warm_start=False,
+        scheduler={"name": "none"}, sampler={"name": "grid"},
+        space={"families": {"dm": {}, "cce": {}},
+               "params": {"optim.lr": {"low": 1e-3, "high": 1e31, "log": True}},
+               "grid": [{"family": "cce", "optim.lr": 1e30},
+                        {"family": "dm", "optim.lr": 0.05},
+                        {"family": "cce", "optim.lr": 0.05}]})
+    out = run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "trial 0 failed: TrialDiverged" in out.stdout
+    study = _load(f"sqlite:///{tmp_path}/studies.db", "fails")
+    first, *rest = study.trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs[st.A_STOP].startswith("failed: TrialDiverged: trial diverged in "
+                                                  "epoch 1")
+    assert first.user_attrs[st.A_CONFIG]["optim"]["lr"] == 1e30
+    assert [t.state for t in rest] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert st.best_trial(study) is not None
+
+
 def test_bad_spec_and_unreachable_database_write_nothing(tmp_path, data_root):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nspace: {families: {dmm: {}}}\n")

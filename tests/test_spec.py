@@ -54,6 +54,8 @@ def _spec(**kw):
         ({"space": {"params": {"optim.lrr": {"low": 0.1, "high": 0.2}}}}, r"not a usable"),
         ({"space": {"params": {"optim.lr": {"low": 0, "high": 1, "log": True}}}}, r"low > 0"),
         ({"sampler": {"name": "grid"}}, r"sampler grid needs space.grid"),
+        ({"space": {"families": {"dm": {}}, "grid": [{"family": "dm", "optim.lr": 0.1}]},
+          "sampler": {"name": "grid"}, "n_trials": 1}, r"optim.lr, which space.params does not"),
         ({"scheduler": {"grace_period": 50}}, r"grace_period \(50\) exceeds"),
         ({"base": {"data": {"val_fraction": 0.0}}}, r"needs a clean validation split"),
         ({"base": {"optim": {"lr": -1}}}, r"optim.lr"),
