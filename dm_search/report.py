@@ -311,13 +311,15 @@ def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
 
 
 def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
-    """``metric`` per epoch for the top-k trials and the best cross-entropy trial."""
+    """``metric`` per epoch for the top-k trials and the best cross-entropy trial (the one that
+    ran longest when no CE trial ran its full budget: CE is often stopped early)."""
     from dm_search import storage as st
 
     chosen = top_trials(study, k)
-    ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and st.is_eligible(t)]
+    ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and _value(t) is not None]
     if ce:
-        best_ce = max(ce, key=lambda t: t.value)
+        best_ce = max(ce, key=lambda t: (st.is_eligible(t), t.user_attrs.get(st.A_EPOCHS, 0),
+                                         _value(t)))
         if best_ce not in chosen:
             chosen.append(best_ce)
     labels, series = [], []

@@ -32,12 +32,12 @@ TRIALS: list[tuple[dict[str, Any], list[float], str]] = [
 ]
 
 
-def make_study(url: str) -> optuna.Study:
+def make_study(url: str, trials: list | None = None) -> optuna.Study:
     spec = StudySpec.model_validate(SPEC)
     storage = st.open_storage(url)
     study = st.open_study(storage, spec, resume=False).study
     space = make_space(spec)
-    for params, curve, kind in TRIALS:
+    for params, curve, kind in TRIALS if trials is None else trials:
         study.enqueue_trial(params)
         trial = study.ask()
         cfg = space(trial)["trial_config"]

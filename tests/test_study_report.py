@@ -50,6 +50,17 @@ def test_learning_and_memorisation_curves(study):
     assert len(mem.series) == 2  # best trial and the best CE trial
 
 
+def test_memorisation_compares_with_the_longest_ce_trial_when_ce_was_stopped_early(tmp_path):
+    trials = [({"family": "dm", "dm.mode": 0.5, "dm.spread": 16.0}, [.5, .6, .7, .8, .8, .8],
+               "full"),
+              ({"family": "cce"}, [.5], "early"),
+              ({"family": "cce"}, [.5, .52, .5], "early")]
+    study = make_study(f"sqlite:///{tmp_path}/ce.db", trials)
+    info = r.curves_info(study, "memorised", k=1)
+    assert [lab.split(":")[0] for lab in info.labels] == ["trial 0", "trial 2"]
+    assert info.series[1][0] == [1, 2, 3]
+
+
 def test_importances_and_final_table(study):
     imp = r.importance_info(study)
     assert set(imp) == {"dm"} and set(imp["dm"]) == {"dm.mode", "dm.spread"}
