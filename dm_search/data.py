@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dm_search import noise as noise_mod
 from dm_search.config import DataConfig
+from dm_search.registry import Registry
 
 __all__ = [
     "DatasetUnavailable",
@@ -83,29 +84,10 @@ class PreparedData:
 
 
 Loader = Callable[[DataConfig, Path], RawData]
-_REGISTRY: dict[str, Loader] = {}
-
-
-def register(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> Loader:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(names())
-        raise ValueError(f"Unknown dataset {name!r}. Known datasets: {known}.") from None
+_REGISTRY: Registry[Loader] = Registry("dataset")
+register = _REGISTRY.register
+names = _REGISTRY.names
+get = _REGISTRY.get
 
 
 def data_root(cfg: DataConfig) -> Path:

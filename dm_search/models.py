@@ -16,24 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dm_search.registry import Registry
+
 __all__ = ["create_model", "names", "register"]
 
 Factory = Callable[..., nn.Module]
-_REGISTRY: dict[str, Factory] = {}
-
-
-def register(name: str) -> Callable[[Factory], Factory]:
-    def deco(fn: Factory) -> Factory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Factory] = Registry("model")
+register = _REGISTRY.register
+names = _REGISTRY.names
 
 
 def create_model(
@@ -43,10 +33,7 @@ def create_model(
 
     Unknown names list the known ones; unknown options list the accepted ones.
     """
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(names())}.") from None
+    factory = _REGISTRY.get(name)
     params = inspect.signature(factory).parameters
     accepted = [p for p in params if p not in ("input_shape", "num_classes")]
     unknown = sorted(set(options) - set(accepted))
