@@ -220,34 +220,30 @@ def _range(v: tuple[float, float] | float) -> tuple[float, float]:
 
 def _check_family(family: str, fs: FamilySpace) -> None:
     where = f"space.families.{family}"
-    has_mode_spread = family in DEFAULT_FAMILY_RANGES
-    if not has_mode_spread:
+    default = DEFAULT_FAMILY_RANGES.get(family)
+    if default is None:
         if fs.mode is not None or fs.spread is not None:
             raise ValueError(f"{where}: {family!r} has no mode/spread to search; list it as "
                              f"'{family}: {{}}'")
         return
-    default = DEFAULT_FAMILY_RANGES[family]
-    mode = fs.mode if fs.mode is not None else default["mode"]
-    needs_spread = "spread" in default
-    if fs.spread is not None and not needs_spread:
+    if fs.spread is not None and "spread" not in default:
         raise ValueError(f"{where}: {family!r} has no spread; give only its mode")
-    spread = fs.spread if fs.spread is not None else default.get("spread")
-    lo, hi = _range(mode)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise ValueError(f"{where}.mode: need low <= high; got {mode!r}")
-    points = [(lo, s) for s in _range(spread)] + [(hi, s) for s in _range(spread)] if spread \
-        is not None else [(lo, None), (hi, None)]
-    if spread is not None:
-        slo, shi = _range(spread)
-        if not slo <= shi:
-            raise ValueError(f"{where}.spread: need low <= high; got {spread!r}")
-        if fs.log_spread and slo <= 0:
+    mode_r, spread_r = family_ranges(family, fs)
+    assert mode_r is not None
+    if not (math.isfinite(mode_r[0]) and math.isfinite(mode_r[1]) and mode_r[0] <= mode_r[1]):
+        raise ValueError(f"{where}.mode: need low <= high; got {fs.mode!r}")
+    if spread_r is not None:
+        if not spread_r[0] <= spread_r[1]:
+            raise ValueError(f"{where}.spread: need low <= high; got {fs.spread!r}")
+        if fs.log_spread and spread_r[0] <= 0:
             raise ValueError(f"{where}.spread: log_spread needs low > 0")
-    for m, s in points:
-        try:
-            EDF.from_mode_spread(family, mode=m, spread=s)
-        except ValueError as err:
-            raise ValueError(f"{where}: the range reaches an invalid point ({err})") from None
+    spreads: tuple[float | None, ...] = spread_r if spread_r is not None else (None,)
+    for m in mode_r:  # the range's corners must all be valid EDFs
+        for sp in spreads:
+            try:
+                EDF.from_mode_spread(family, mode=m, spread=sp)
+            except ValueError as err:
+                raise ValueError(f"{where}: the range reaches an invalid point ({err})") from None
 
 
 def family_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | None,
