@@ -49,19 +49,6 @@ def _root(
     """dm-search: Derivative Manipulation example-weighting search."""
 
 
-def _parse_params(items: list[str]) -> dict[str, float]:
-    params: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {item!r} (e.g. --param beta=8)")
-        try:
-            params[key.strip()] = float(value)
-        except ValueError:
-            raise typer.BadParameter(f"{key.strip()}={value!r} is not a number") from None
-    return params
-
-
 def _build(
     family: str, params: list[str], mode: float | None, spread: float | None
 ) -> EDF:
@@ -72,7 +59,7 @@ def _build(
             if mode is None:
                 raise ValueError("--spread needs --mode too")
             return EDF.from_mode_spread(family, mode=mode, spread=spread)
-        return EDF(family, **_parse_params(params))
+        return EDF(family, **edf_mod.parse_params(params))
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
 

@@ -19,14 +19,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "names", "register"]
+__all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "names", "parse_params", "register"]
 
 _LOG2 = math.log(2.0)
 _LOG4 = math.log(4.0)
@@ -247,20 +247,27 @@ class EDF:
         return hash((self.family, tuple(self._params.items())))
 
 
-def from_spec_string(text: str) -> EDF:
-    """Parse ``"family"`` or ``"family:k=v,k=v"`` (the CLI's compact EDF notation)."""
-    family, _, rest = text.partition(":")
+def parse_params(items: Iterable[str]) -> dict[str, float]:
+    """``["lam=0.5", "beta=8"]`` -> ``{"lam": 0.5, "beta": 8.0}``."""
     params: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"EDF spec {text!r}: expected key=value, got {item!r}")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r} (e.g. beta=8)")
         try:
             params[key.strip()] = float(value)
         except ValueError:
-            raise ValueError(
-                f"EDF spec {text!r}: {key.strip()}={value!r} is not a number"
-            ) from None
+            raise ValueError(f"{key.strip()}={value!r} is not a number") from None
+    return params
+
+
+def from_spec_string(text: str) -> EDF:
+    """Parse ``"family"`` or ``"family:k=v,k=v"`` (the CLI's compact EDF notation)."""
+    family, _, rest = text.partition(":")
+    try:
+        params = parse_params(filter(None, (s.strip() for s in rest.split(","))))
+    except ValueError as err:
+        raise ValueError(f"EDF spec {text!r}: {err}") from None
     return EDF(family.strip(), **params)
 
 
