@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -349,7 +350,7 @@ def submit(
         return
 
     def say(msg: str) -> None:
-        stamp = __import__("datetime").datetime.now().strftime("%H:%M:%S")
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
         console.print(f"[dim]{stamp}[/dim] {msg}", highlight=False, soft_wrap=True)
 
     try:
@@ -379,17 +380,10 @@ def status(
     """Show a study's progress, best trial and family breakdown (reads only the database)."""
     import json
 
-    import optuna
-
     from dm_search import storage as st
 
-    store, url = _open(storage)
-    names = [s.study_name for s in store.get_all_studies()]
-    if study is not None and study not in names:
-        raise _fail(f"no study named {study!r} in {st.mask_url(url)}; studies there: "
-                    f"{', '.join(names) or 'none'}")
-    summaries = [st.study_summary(optuna.load_study(study_name=n, storage=store))
-                 for n in ([study] if study else names)]
+    studies, url = _studies(storage, study)
+    summaries = [st.study_summary(s) for s in studies]
     if json_out:
         typer.echo(json.dumps(summaries if study is None else summaries[0], indent=2))
         return
@@ -404,16 +398,14 @@ def list_studies(
     storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
 ) -> None:
     """List the studies in the database with their progress and best validation accuracy."""
-    import optuna
-
     from dm_search import storage as st
 
-    store, url = _open(storage)
+    studies, url = _studies(storage)
     table = Table(title=f"studies in {st.mask_url(url)}")
     for col in ("study", "trials", "finished", "best val acc", "best EDF", "created"):
         table.add_column(col)
-    for s in store.get_all_studies():
-        summary = st.study_summary(optuna.load_study(study_name=s.study_name, storage=store))
+    for s in studies:
+        summary = st.study_summary(s)
         best = summary["best"]
         table.add_row(
             s.study_name, f"{summary['trials']}/{summary['n_trials'] or '?'}",
@@ -425,17 +417,23 @@ def list_studies(
     console.print(table)
 
 
-def _load_study(study: str, storage: str | None) -> Any:
+def _studies(storage: str | None, only: str | None = None) -> tuple[list[Any], str]:
+    """The studies in the database (or just ``only``, refused clearly when it is not there)."""
     import optuna
 
     from dm_search import storage as st
 
     store, url = _open(storage)
     names = [s.study_name for s in store.get_all_studies()]
-    if study not in names:
-        raise _fail(f"no study named {study!r} in {st.mask_url(url)}; studies there: "
+    if only is not None and only not in names:
+        raise _fail(f"no study named {only!r} in {st.mask_url(url)}; studies there: "
                     f"{', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study, storage=store)
+    return [optuna.load_study(study_name=n, storage=store)
+            for n in ([only] if only else names)], url
+
+
+def _load_study(study: str, storage: str | None) -> Any:
+    return _studies(storage, study)[0][0]
 
 
 @app.command()
