@@ -122,7 +122,6 @@ class Progress:
     finished: int = 0
     early: int = 0
     failed: int = 0
-    durations: list[float] = field(default_factory=list)
     wall_s: dict[int, float] = field(default_factory=dict)  # trial number -> start to end
     best: tuple[float, int, str] | None = None
 
@@ -131,10 +130,10 @@ class Progress:
         return self.finished + self.early + self.failed
 
     def eta_s(self, concurrency: int) -> float | None:
-        if not self.durations:
+        if not self.wall_s:
             return None
         left = max(self.total - self.done, 0)
-        return statistics.mean(self.durations) * math.ceil(left / max(concurrency, 1))
+        return statistics.mean(self.wall_s.values()) * math.ceil(left / max(concurrency, 1))
 
 
 def _hms(seconds: float | None) -> str:
@@ -165,6 +164,7 @@ class _Recorder(tune.Callback):
         self.say = say
         self.history: dict[int, list[dict[str, float]]] = {}
         self.started: dict[int, float] = {}
+        self.trial_ids: dict[int, int] = {}
         self.fingerprint_saved = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -175,6 +175,12 @@ class _Recorder(tune.Callback):
     @staticmethod
     def _number(trial: Any) -> int:
         return int(trial.config["optuna_trial"])
+
+    def _trial_id(self, number: int) -> int:
+        if number not in self.trial_ids:  # one lookup per trial, not one per epoch
+            self.trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, number)
+        return self.trial_ids[number]
 
     def _line(self) -> str:
         p = self.progress
@@ -193,7 +199,7 @@ class _Recorder(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         number = self._number(trial)
-        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        tid = self._trial_id(number)
         put = self.storage.set_trial_user_attr
         if "error" in result:
             put(tid, st.A_STOP, f"failed: {result['error']}")
@@ -232,8 +238,7 @@ class _Recorder(tune.Callback):
     def _refresh(self, number: int, force: bool = False) -> None:
         """The trial's note now; the study figures at most every 10 s (and at the end)."""
         def work() -> None:
-            tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-            report.save_trial_note(self.study, self.storage.get_trial(tid))
+            report.save_trial_note(self.study, self.storage.get_trial(self._trial_id(number)))
             if force or time.monotonic() - self.last_refresh > 10:
                 report.update_dashboard(self.study, notes=False)
                 self.last_refresh = time.monotonic()
@@ -246,9 +251,7 @@ class _Recorder(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
         self.progress.running.discard(number)
-        wall = time.monotonic() - self.started.get(number, 0.0)
-        self.progress.durations.append(wall)
-        self.progress.wall_s[number] = wall
+        self.progress.wall_s[number] = time.monotonic() - self.started.get(number, 0.0)
         last = trial.last_result or {}
         epoch, total = int(last.get("epoch", 0)), int(last.get("total_epochs", 0) or 0)
         value = last.get(METRIC)
@@ -451,7 +454,15 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    progress.finished = sum(1 for t in study.get_trials(deepcopy=False) if st.is_eligible(t))
+    # A resumed study's progress line starts from what the database already holds.
+    for t in study.get_trials(deepcopy=False):
+        reason = st.stop_reason(t)
+        if st.is_eligible(t):
+            progress.finished += 1
+        elif reason == st.EARLY:
+            progress.early += 1
+        elif reason.startswith("failed") and reason != st.INTERRUPTED:
+            progress.failed += 1
     recorder = _Recorder(study, progress, spec.max_concurrent, say, artifacts)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
