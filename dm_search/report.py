@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 import torch
 
+from dm_search import storage as st
 from dm_search.edf import EDF
 
 __all__ = [
@@ -166,15 +167,11 @@ class FinalInfo(NamedTuple):
 
 
 def _trials(study: Any) -> list[Any]:
-    from dm_search import storage as st
-
     return [t for t in study.get_trials(deepcopy=False)
             if t.user_attrs.get(st.A_EDF) and t.state.is_finished()]
 
 
 def _edf_of(t: Any) -> EDF:
-    from dm_search import storage as st
-
     return EDF.from_config(t.user_attrs[st.A_EDF])
 
 
@@ -187,8 +184,6 @@ def _value(t: Any) -> float | None:
     epoch where it stopped."""
     if _finite(t.value):
         return float(t.value)
-    from dm_search import storage as st
-
     if st.stop_reason(t) != st.EARLY:
         return None
     hist = t.user_attrs.get(st.A_HISTORY) or []
@@ -197,8 +192,6 @@ def _value(t: Any) -> float | None:
 
 
 def history_info(study: Any) -> HistoryInfo:
-    from dm_search import storage as st
-
     rows = [t for t in _trials(study) if _value(t) is not None]
     rows.sort(key=lambda t: t.number)
     best: float | None = None
@@ -232,8 +225,6 @@ def plot_history(info: HistoryInfo) -> go.Figure:
 
 
 def family_info(study: Any) -> FamilyInfo:
-    from dm_search import storage as st
-
     full: dict[str, list[float]] = {}
     early: dict[str, list[float]] = {}
     for t in _trials(study):
@@ -264,8 +255,6 @@ def plot_families(info: FamilyInfo) -> go.Figure:
 
 
 def mode_spread_info(study: Any) -> ModeSpreadInfo:
-    from dm_search import storage as st
-
     rows = [t for t in _trials(study) if _value(t) is not None]
     pts = [(t, _edf_of(t)) for t in rows]
     pts = [(t, e) for t, e in pts if e.mode is not None and e.spread is not None]
@@ -296,8 +285,6 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
 
 
 def top_trials(study: Any, k: int = 3) -> list[Any]:
-    from dm_search import storage as st
-
     eligible = [t for t in _trials(study) if st.is_eligible(t)]
     return sorted(eligible, key=lambda t: (-t.value, t.number))[:k]
 
@@ -313,8 +300,6 @@ def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
 def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
     """``metric`` per epoch for the top-k trials and the best cross-entropy trial (the one that
     ran longest when no CE trial ran its full budget: CE is often stopped early)."""
-    from dm_search import storage as st
-
     chosen = top_trials(study, k)
     ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and _value(t) is not None]
     if ce:
@@ -385,8 +370,6 @@ def plot_importances(info: dict[str, dict[str, float]]) -> go.Figure:
 
 
 def final_info(study: Any) -> FinalInfo:
-    from dm_search import storage as st
-
     final = study.user_attrs.get(st.S_FINAL)
     if not final:
         return FinalInfo([], None)
@@ -415,8 +398,6 @@ def study_figures(study: Any) -> dict[str, go.Figure]:
 
 def trial_note(t: Any) -> str:
     """A readable Markdown note on a trial for the dashboard."""
-    from dm_search import storage as st
-
     edf = _edf_of(t)
     final = t.user_attrs.get(st.A_FINAL) or {}
     lines = [f"## {edf.family} — {_label(edf)}",
@@ -486,8 +467,6 @@ def write_report(study: Any, path: str | Path) -> Path:
     """One self-contained HTML file (plotly.js embedded, works offline) with every figure."""
     import datetime as dt
     import html
-
-    from dm_search import storage as st
 
     summary = st.study_summary(study)
     figs: list[tuple[str, go.Figure]] = [
