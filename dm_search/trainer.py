@@ -324,7 +324,7 @@ def run_trial(
             assert w is not None
             dm_sum += loss.detach()
             ce_sum += F.cross_entropy(logits.detach(), yb)
-            w_noisy += w[corrupted[idx]].sum()
+            w_noisy += torch.dot(w, corrupted[idx].to(w.dtype))  # boolean indexing would sync
             w_total += w.sum()
             w_var += w.var(unbiased=False)
             seen += len(idx)
