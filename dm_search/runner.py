@@ -397,11 +397,7 @@ def run_study(
     """
     url = st.resolve_url(storage_url, spec)
     storage = st.open_storage(url)
-    # Refuse a clashing name before starting Ray (slow) or writing anything.
-    if spec.name in [s.study_name for s in storage.get_all_studies()]:
-        existing = optuna.load_study(study_name=spec.name, storage=storage)
-        if existing.user_attrs.get(st.S_IDENTITY) != spec.identity() or not resume:
-            st.open_study(storage, spec, resume=resume)  # raises the explanatory StudyClash
+    st.check_submission(storage, spec, resume=resume)  # before starting Ray (slow)
     connect_ray(address)
     opened = st.open_study(storage, spec, resume=resume)
     study = opened.study

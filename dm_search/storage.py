@@ -172,24 +172,33 @@ class Opened:
     done: int
 
 
+def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
+                     resume: bool) -> optuna.Study | None:
+    """The existing study ``spec`` may continue (None when there is none); raises StudyClash
+    for a different spec under the name, or an existing study without ``resume``. Writes
+    nothing."""
+    if spec.name not in _study_names(storage):
+        return None
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    if study.user_attrs.get(S_IDENTITY) != spec.identity():
+        raise StudyClash(
+            f"a study named {spec.name!r} already exists with a different spec. Submit under "
+            "another name (--name NEW), or resubmit the spec it was created with to resume "
+            "it (see dm-search status " + spec.name + ")."
+        )
+    if not resume:
+        raise StudyClash(
+            f"study {spec.name!r} already exists. Add --resume to continue it (completed "
+            "trials are kept), or --name NEW to start another."
+        )
+    return study
+
+
 def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: bool) -> Opened:
     """Create the study, or with ``resume`` reopen it: refuses a different spec under the same
     name, repairs interrupted trials, and counts the trials already done."""
-    exists = spec.name in _study_names(storage)
-    if exists:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-        stored = study.user_attrs.get(S_IDENTITY)
-        if stored != spec.identity():
-            raise StudyClash(
-                f"a study named {spec.name!r} already exists with a different spec. Submit under "
-                "another name (--name NEW), or resubmit the spec it was created with to resume "
-                "it (see dm-search status " + spec.name + ")."
-            )
-        if not resume:
-            raise StudyClash(
-                f"study {spec.name!r} already exists. Add --resume to continue it (completed "
-                "trials are kept), or --name NEW to start another."
-            )
+    study = check_submission(storage, spec, resume=resume)
+    if study is not None:
         repaired = repair_interrupted(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
