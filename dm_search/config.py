@@ -12,6 +12,7 @@ Unknown keys are errors. Defaults sit here with a short reason each. Example (th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -209,32 +210,33 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``data["a"]["b"]["c"] = value`` for the dotted ``path`` "a.b.c", in place,
+    creating missing sections."""
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path!r}: {part!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict copy."""
-    out = _deepcopy(data)
+    out = copy.deepcopy(data)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like a.b=value (e.g. optim.lr=0.1)")
-        parts = key.strip().split(".")
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = _parse_scalar(value)
+        try:
+            set_path(out, key.strip(), _parse_scalar(value))
+        except ConfigError as err:
+            raise ConfigError(f"override {item!r}: {err}") from None
     return out
-
-
-def _deepcopy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deepcopy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deepcopy(v) for v in data]
-    return data
 
 
 class _Dumper(yaml.SafeDumper):

@@ -9,19 +9,11 @@ from typing import Any
 
 import optuna
 
-from dm_search.config import TrialConfig
+from dm_search.config import TrialConfig, set_path
 from dm_search.edf import EDF
 from dm_search.spec import StudySpec, family_ranges, loss_settings
 
 __all__ = ["grid_points", "make_sampler", "make_space", "trial_config_for", "warm_start_points"]
-
-
-def _set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
-    node = cfg
-    *parents, last = path.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 def trial_config_for(spec: StudySpec, edf: EDF, params: dict[str, Any] | None = None,
@@ -31,7 +23,7 @@ def trial_config_for(spec: StudySpec, edf: EDF, params: dict[str, Any] | None = 
     normalise, eps = loss_settings(edf.family, spec.space.families.get(edf.family))
     cfg["loss"] = {"edf": edf.to_config(), "normalise": normalise, "eps": eps}
     for path, value in (params or {}).items():
-        _set_path(cfg, path, value)
+        set_path(cfg, path, value)
     return TrialConfig.from_dict(cfg, source=f"trial config for {edf!r}")
 
 
