@@ -238,6 +238,11 @@ class EDF:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"EDF({self.family!r}{', ' if args else ''}{args})"
 
+    def __str__(self) -> str:
+        """A short label for plots and logs: ``dm(lam=0.5, beta=8)``."""
+        params = ", ".join(f"{k}={v:.4g}" for k, v in self._params.items())
+        return f"{self.family}({params})" if params else self.family
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EDF):
             return NotImplemented

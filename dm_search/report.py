@@ -39,11 +39,6 @@ _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#
             "#F0E442")
 
 
-def _label(edf: EDF) -> str:
-    params = ", ".join(f"{k}={v:g}" for k, v in edf.params.items())
-    return f"{edf.family}({params})" if params else edf.family
-
-
 def edf_curves_info(
     edfs: Sequence[EDF], *, points: int = 201, normalise: bool = True
 ) -> EDFCurvesInfo:
@@ -68,7 +63,7 @@ def edf_curves_info(
         curves.append([float(v) for v in w])
     return EDFCurvesInfo(
         p=[float(v) for v in p],
-        labels=[_label(e) for e in edfs],
+        labels=[str(e) for e in edfs],
         weights=curves,
         modes=[e.mode for e in edfs],
         normalised=normalise,
@@ -312,7 +307,7 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
         hist = t.user_attrs.get(st.A_HISTORY) or []
         pts = [(int(h["epoch"]), float(h[metric])) for h in hist if _finite(h.get(metric))]
         if pts:
-            labels.append(f"trial {t.number}: {_label(_edf_of(t))}")
+            labels.append(f"trial {t.number}: {_edf_of(t)}")
             series.append(([e for e, _ in pts], [v for _, v in pts]))
     return CurvesInfo(metric, labels, series)
 
@@ -374,7 +369,7 @@ def final_info(study: Any) -> FinalInfo:
     if not final:
         return FinalInfo([], None)
     rows = []
-    for key, label in (("best", f"best: {_label(EDF.from_config(final['best']['edf']))} "
+    for key, label in (("best", f"best: {EDF.from_config(final['best']['edf'])} "
                                 f"(trial {final['best']['trial']})"),
                        ("ce", "cross-entropy")):
         r = final[key]
@@ -400,7 +395,7 @@ def trial_note(t: Any) -> str:
     """A readable Markdown note on a trial for the dashboard."""
     edf = _edf_of(t)
     final = t.user_attrs.get(st.A_FINAL) or {}
-    lines = [f"## {edf.family} — {_label(edf)}",
+    lines = [f"## {edf.family} — {edf}",
              f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
              f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
              f"- stop reason: **{st.stop_reason(t)}**, epochs "
@@ -505,7 +500,7 @@ def write_report(study: Any, path: str | Path) -> Path:
     ]
     if best:
         parts.append(f"<p><b>Best full-budget trial {best['number']}</b>: "
-                     f"{html.escape(_label(EDF.from_config(best['edf'])))}, clean validation "
+                     f"{html.escape(str(EDF.from_config(best['edf'])))}, clean validation "
                      f"accuracy {best['value']:.4f}.</p>")
     if final.rows:
         parts.append("<h2>Final retrain on the full training set</h2><table><tr><th>EDF</th>"

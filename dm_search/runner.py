@@ -143,9 +143,7 @@ def _hms(seconds: float | None) -> str:
 
 
 def _edf_label(cfg: dict[str, Any]) -> str:
-    edf = EDF.from_config(cfg["loss"]["edf"])
-    params = " ".join(f"{k}={v:.3g}" for k, v in edf.params.items())
-    return f"{edf.family} {params}".strip()
+    return str(EDF.from_config(cfg["loss"]["edf"]))
 
 
 class _Recorder(tune.Callback):
