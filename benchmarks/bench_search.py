@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -69,7 +70,7 @@ def main() -> None:
                            if n != first]
         rows[conc] = out.search_s
     speedup = rows[1] / rows[2]
-    print(f"# {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs; "
+    print(f"# {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs; "
           f"{args.trials} trials of {args.epochs} epochs (MNIST-1D, 1-D CNN, 1 CPU each); "
           f"one run")
     print("| measure | value |")
