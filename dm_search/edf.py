@@ -26,7 +26,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "names", "parse_params", "register"]
+__all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "moments", "names", "parse_params",
+           "register"]
 
 _LOG2 = math.log(2.0)
 _LOG4 = math.log(4.0)
@@ -189,6 +190,28 @@ class EDF:
         alpha + eta - 2 for beta); None for families without a free spread."""
         return self._spread()
 
+    @property
+    def mean(self) -> float:
+        """Mean of w normalised to a density on [0, 1]: where the emphasis sits on average."""
+        return moments(self)[0]
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of w normalised to a density on [0, 1]: how widely the emphasis
+        is spread (uniform weights: 1/sqrt(12), about 0.289)."""
+        return moments(self)[1]
+
+    @staticmethod
+    def from_moments(family: str, *, mean: float, std: float | None = None) -> EDF:
+        """The member of ``family`` whose emphasis density has this mean and standard deviation.
+
+        Families with one free parameter (exponential, gce) are fixed by their mean alone; give
+        ``std`` only to check it. A pair the family cannot reach raises ValueError saying what
+        it reaches (``dm-search edf describe FAMILY`` shows the whole region)."""
+        from dm_search.moments import solve
+
+        return solve(family, mean, std)
+
     def log_weight(self, p: Tensor) -> Tensor:
         """log w(p) for probabilities ``p`` of any shape (computed in p's dtype)."""
         p = torch.as_tensor(p)
@@ -250,6 +273,46 @@ class EDF:
 
     def __hash__(self) -> int:
         return hash((self.family, tuple(self._params.items())))
+
+
+# Tanh-sinh quadrature on (0, 1), kept in log space: the nodes crowd towards both ends
+# double-exponentially, so integrable end-point singularities (beta family with alpha or eta
+# below 1) and sharp bumps (large spreads) both converge to double precision; log p and
+# log(1 - p) are exact even where p itself underflows.
+_QUAD_H = 1.0 / 96.0
+_QUAD_T = 6.5
+_QUAD: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+
+def _quadrature() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    global _QUAD
+    if _QUAD is None:
+        n = round(_QUAD_T / _QUAD_H)
+        t = torch.arange(-n, n + 1, dtype=torch.float64) * _QUAD_H
+        u = math.pi * torch.sinh(t)
+        log_p = -torch.nn.functional.softplus(-u)  # log sigmoid(u)
+        log_1mp = -torch.nn.functional.softplus(u)
+        log_dp = torch.log(_QUAD_H * math.pi * torch.cosh(t)) + log_p + log_1mp
+        _QUAD = (log_p, log_1mp, log_dp, torch.exp(log_p))
+    return _QUAD
+
+
+_MOMENTS_CACHE: dict[tuple[str, tuple[float, ...]], tuple[float, float]] = {}
+
+
+def moments(edf: EDF) -> tuple[float, float]:
+    """(mean, std) of ``w(p)`` normalised to a probability density on [0, 1]."""
+    key = (edf.family, tuple(edf.params.values()))
+    if key not in _MOMENTS_CACHE:
+        log_p, log_1mp, log_dp, p = _quadrature()
+        log_f = edf.log_weight_from_logs(log_p, log_1mp).to(torch.float64) + log_dp
+        density = torch.softmax(log_f, 0)
+        mean = float(torch.dot(density, p))
+        var = float(torch.dot(density, (p - mean) ** 2))
+        if len(_MOMENTS_CACHE) > 100_000:
+            _MOMENTS_CACHE.clear()
+        _MOMENTS_CACHE[key] = (mean, math.sqrt(max(var, 0.0)))
+    return _MOMENTS_CACHE[key]
 
 
 def parse_params(items: Iterable[str]) -> dict[str, float]:
