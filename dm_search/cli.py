@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dm_search import __version__
@@ -51,9 +52,16 @@ def _root(
 
 
 def _build(
-    family: str, params: list[str], mode: float | None, spread: float | None
+    family: str, params: list[str], mode: float | None, spread: float | None,
+    mean: float | None = None, std: float | None = None,
 ) -> EDF:
     try:
+        if mean is not None or std is not None:
+            if params or mode is not None or spread is not None:
+                raise ValueError("give one of --param, --mode/--spread or --mean/--std")
+            if mean is None:
+                raise ValueError("--std needs --mean too")
+            return EDF.from_moments(family, mean=mean, std=std)
         if mode is not None or spread is not None:
             if params:
                 raise ValueError("give either --param or --mode/--spread, not both")
@@ -90,18 +98,26 @@ def edf_describe(
         float | None, typer.Option(help="Build from the emphasis mode in [0, 1] instead.")
     ] = None,
     spread: Annotated[float | None, typer.Option(help="Spread (>= 0) with --mode.")] = None,
+    mean: Annotated[
+        float | None,
+        typer.Option(help="Build from the mean of the emphasis density (with --std) instead."),
+    ] = None,
+    std: Annotated[float | None, typer.Option(help="Std of the emphasis density.")] = None,
     points: Annotated[int, typer.Option(min=2, help="Rows in the w(p) table.")] = 11,
 ) -> None:
-    """Print an EDF's parameters, emphasis mode and spread, and a table of w(p).
+    """Print an EDF's parameters, emphasis mode and spread, the mean and std of its emphasis
+    density, a table of w(p), and the (mean, std) pairs the family can reach.
 
     Example: dm-search edf describe dm --param lam=0.5 --param beta=8
     """
-    edf = _build(family, param or [], mode, spread)
+    edf = _build(family, param or [], mode, spread, mean, std)
     console.print(f"[bold]{edf!r}[/bold]  {type(edf).description}")
     console.print(f"config: {edf.to_config()}")
     m, s = edf.mode, edf.spread
     console.print(f"emphasis mode: {'none (constant weight)' if m is None else f'{m:.4f}'}")
     console.print(f"spread: {'-' if s is None else f'{s:g}'}")
+    console.print(f"emphasis density (w normalised on [0, 1]): mean {edf.mean:.4f}, "
+                  f"std {edf.std:.4f}")
     import torch
 
     p = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
@@ -118,6 +134,23 @@ def edf_describe(
         bar = "#" * round(30 * rel) if rel == rel and rel != float("inf") else "inf"
         table.add_row(f"{pi:.2f}", f"{wi:.4g}", f"{rel:.3f}", bar)
     console.print(table)
+    from dm_search import moments
+
+    kind = moments.has_moments(edf.family)
+    region = moments.reach(edf.family)
+    lo, hi = region.mean_range
+    if kind == "none":
+        console.print(f"{edf.family} has no free parameters: one (mean, std) point")
+    elif kind == "one":
+        console.print(f"{edf.family} reaches mean {lo:.3f} to {hi:.3f}; one free parameter, so "
+                      "its std follows from its mean (search it with mean only)")
+    else:
+        reach = Table(title=f"(mean, std) pairs {edf.family} reaches")
+        for col in ("mean", "lowest std", "highest std"):
+            reach.add_column(col, justify="right")
+        for c, a, b in region.bins:
+            reach.add_row(f"{c:.2f}", f"{a:.3f}", f"{b:.3f}")
+        console.print(reach)
 
 
 @edf_app.command("plot")
@@ -153,7 +186,9 @@ def edf_plot(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/bold red] {message}")
+    # Escaped: messages quote user input like "[cce]", which is not markup. Soft-wrapped: a
+    # path in a message must come out whole, so that it can be copied.
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -258,24 +293,36 @@ def train(
 
 
 # ====================================================================== studies
+def _coords(t: dict) -> str:
+    def f(key: str, spec: str) -> str:
+        return "-" if t.get(key) is None else format(t[key], spec)
+
+    return (f"mode {f('mode', '.3f')}  spread {f('spread', '.3g')}  mean {f('mean', '.3f')}  "
+            f"std {f('std', '.3f')}")
+
+
 def _print_summary(summary: dict) -> None:
     by = summary["by_reason"]
     console.print(
         f"[bold]{summary['name']}[/bold]: {summary['trials']} trial(s) of "
-        f"{summary['n_trials'] or '?'} | finished {by.get('finished', 0)} | early-stopped "
+        f"{summary['n_trials'] or '?'} searched + {len(summary.get('references') or [])} "
+        f"reference(s) | finished {by.get('finished', 0)} | early-stopped "
         f"{by.get('early-stopped', 0)} | failed {by.get('failed', 0)} | running "
         f"{by.get('running', 0)}"
     )
     best = summary["best"]
     if best:
         edf = EDF.from_config(best["edf"])
-        mode = "-" if best["mode"] is None else f"{best['mode']:.3f}"
-        spread = "-" if best["spread"] is None else f"{best['spread']:.3g}"
-        console.print(f"best trial {best['number']}: {edf!r}  mode {mode}  spread {spread}  "
+        console.print(f"best trial {best['number']}: {edf!r}  {_coords(best)}  "
                       f"val_acc {best['value']:.4f}  "
                       f"test_acc {_fmt(best['test_acc'] or math.nan)}")
     else:
         console.print("best trial: none has run its full budget yet")
+    for ref in summary.get("references") or []:
+        value = "-" if ref["value"] is None else f"{ref['value']:.4f}"
+        console.print(f"reference trial {ref['number']} ({ref['stop_reason']}): "
+                      f"{EDF.from_config(ref['edf'])!r}  {_coords(ref)}  val_acc {value}  "
+                      f"test_acc {_fmt(ref['test_acc'] or math.nan)}")
     if summary["families"]:
         table = Table(title="by family")
         for col in ("family", "trials", "full budget", "best val acc"):

@@ -51,7 +51,7 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
             raise ExportError(f"study {study.study_name!r} has no trial {trial_number}; its "
                               f"trials are 0..{max(numbers, default=-1)}")
         trial = numbers[trial_number]
-        if not st.is_eligible(trial):
+        if not st.ran_full_budget(trial):
             raise ExportError(
                 f"trial {trial_number} is {st.stop_reason(trial)} "
                 f"({trial.user_attrs.get(st.A_EPOCHS, 0)} of "
@@ -77,6 +77,8 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         "loss": {"normalise": cfg["loss"]["normalise"], "eps": cfg["loss"]["eps"]},
         "mode": edf.mode,
         "spread": edf.spread,
+        "mean": round(edf.mean, 6),
+        "std": round(edf.std, 6),
         "result": result,
         "provenance": {
             "study": study.study_name,

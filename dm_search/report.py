@@ -130,7 +130,8 @@ class HistoryInfo(NamedTuple):
     value: list[float]
     family: list[str]
     reason: list[str]
-    best_so_far: list[float | None]  # over trials that ran their full budget
+    best_so_far: list[float | None]  # over searched trials that ran their full budget
+    references: list[tuple[str, float]]  # (label, final val acc) of the reference baselines
 
 
 class FamilyInfo(NamedTuple):
@@ -140,12 +141,17 @@ class FamilyInfo(NamedTuple):
 
 
 class ModeSpreadInfo(NamedTuple):
+    """Trials on a plane of EDF coordinates: (mode, spread), or (mean, std) of the emphasis
+    density, where every family and the references share the axes."""
+
     family: list[str]
-    mode: list[float]
-    spread: list[float]
+    mode: list[float]  # x: the emphasis mode, or the mean
+    spread: list[float]  # y: the spread, or the std
     value: list[float]
     number: list[int]
     finished: list[bool]
+    coords: str = "mode_spread"
+    reference: list[bool] | None = None
 
 
 class CurvesInfo(NamedTuple):
@@ -186,9 +192,16 @@ def _value(t: Any) -> float | None:
     return float(last) if last is not None and _finite(last) else None
 
 
+def _family_label(t: Any) -> str:
+    fam = _edf_of(t).family
+    return f"{fam} (reference)" if st.is_reference(t) else fam
+
+
 def history_info(study: Any) -> HistoryInfo:
-    rows = [t for t in _trials(study) if _value(t) is not None]
-    rows.sort(key=lambda t: t.number)
+    trials = [t for t in _trials(study) if _value(t) is not None]
+    refs = [(f"{_edf_of(t)} (reference)", float(t.value)) for t in trials
+            if st.is_reference(t) and st.ran_full_budget(t)]
+    rows = sorted((t for t in trials if not st.is_reference(t)), key=lambda t: t.number)
     best: float | None = None
     best_so_far: list[float | None] = []
     for t in rows:
@@ -197,7 +210,14 @@ def history_info(study: Any) -> HistoryInfo:
         best_so_far.append(best)
     return HistoryInfo([t.number for t in rows], [float(_value(t) or 0.0) for t in rows],
                        [_edf_of(t).family for t in rows], [st.stop_reason(t) for t in rows],
-                       best_so_far)
+                       best_so_far, refs)
+
+
+def _reference_lines(fig: go.Figure, refs: Sequence[tuple[str, float]]) -> None:
+    for label, value in refs:
+        fig.add_hline(y=value, line={"dash": "dash", "color": "#888"},
+                      annotation_text=f"{label}: {value:.4f}",
+                      annotation_position="bottom right")
 
 
 def plot_history(info: HistoryInfo) -> go.Figure:
@@ -213,7 +233,9 @@ def plot_history(info: HistoryInfo) -> go.Figure:
             text=[info.reason[i] for i in idx]))
     fig.add_trace(go.Scatter(x=info.number, y=info.best_so_far, mode="lines",
                              name="best (full budget)", line={"color": "#444", "shape": "hv"}))
-    fig.update_layout(title="Optimisation history (open circles: early-stopped)",
+    _reference_lines(fig, info.references)
+    fig.update_layout(title="Optimisation history (open circles: early-stopped; dashed: "
+                      "reference baselines)",
                       xaxis_title="trial", yaxis_title="clean validation accuracy",
                       template="plotly_white")
     return fig
@@ -226,8 +248,8 @@ def family_info(study: Any) -> FamilyInfo:
         value = _value(t)
         if value is None:
             continue
-        fam = _edf_of(t).family
-        (full if st.is_eligible(t) else early).setdefault(fam, []).append(value)
+        fam = _family_label(t)
+        (full if st.ran_full_budget(t) else early).setdefault(fam, []).append(value)
         full.setdefault(fam, [])
     order = sorted(full, key=lambda f: -max(full[f], default=-1.0))
     return FamilyInfo(order, [full[f] for f in order], [early.get(f, []) for f in order])
@@ -249,32 +271,54 @@ def plot_families(info: FamilyInfo) -> go.Figure:
     return fig
 
 
-def mode_spread_info(study: Any) -> ModeSpreadInfo:
+def mode_spread_info(study: Any, coords: str = "mode_spread") -> ModeSpreadInfo:
+    """Trials in (mode, spread) (families that have both) or, with ``coords="moments"``, in
+    (mean, std) of the emphasis density (every family, the references included)."""
     rows = [t for t in _trials(study) if _value(t) is not None]
     pts = [(t, _edf_of(t)) for t in rows]
-    pts = [(t, e) for t, e in pts if e.mode is not None and e.spread is not None]
-    return ModeSpreadInfo([e.family for _, e in pts], [float(e.mode or 0.0) for _, e in pts],
-                          [float(e.spread or 0.0) for _, e in pts],
-                          [float(_value(t) or 0.0) for t, _ in pts], [t.number for t, _ in pts],
-                          [st.is_eligible(t) for t, _ in pts])
+    xy: list[tuple[float | None, float | None]]
+    if coords == "moments":
+        xy = [(e.mean, e.std) for _, e in pts]
+    else:
+        xy = [(e.mode, e.spread) for _, e in pts]
+    keep = [i for i, (x, y) in enumerate(xy) if x is not None and y is not None]
+    return ModeSpreadInfo([_edf_of(pts[i][0]).family for i in keep],
+                          [float(xy[i][0] or 0.0) for i in keep],
+                          [float(xy[i][1] or 0.0) for i in keep],
+                          [float(_value(pts[i][0]) or 0.0) for i in keep],
+                          [pts[i][0].number for i in keep],
+                          [st.ran_full_budget(pts[i][0]) for i in keep], coords,
+                          [st.is_reference(pts[i][0]) for i in keep])
 
 
 def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
     symbols = ["circle", "square", "diamond", "triangle-up", "cross"]
+    refs = info.reference or [False] * len(info.family)
     fig = go.Figure()
     for k, fam in enumerate(sorted(set(info.family))):
-        idx = [i for i, f in enumerate(info.family) if f == fam]
-        fig.add_trace(go.Scatter(
-            x=[info.mode[i] for i in idx], y=[info.spread[i] for i in idx], mode="markers",
-            name=fam, text=[f"trial {info.number[i]}: val {info.value[i]:.4f}" for i in idx],
-            marker={"symbol": symbols[k % len(symbols)], "size": 12,
-                    "color": [info.value[i] for i in idx], "coloraxis": "coloraxis",
-                    "line": {"width": [0 if info.finished[i] else 2 for i in idx],
-                             "color": "#999"}}))
-    fig.update_layout(title="Accuracy over the (emphasis mode, spread) plane",
-                      xaxis_title="emphasis mode (0: hardest examples count most, 1: easiest)",
-                      yaxis_title="spread", coloraxis={"colorbar": {"title": "val acc"},
-                                                       "colorscale": "Viridis"},
+        for ref in (False, True):
+            idx = [i for i, f in enumerate(info.family) if f == fam and refs[i] == ref]
+            if not idx:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[info.mode[i] for i in idx], y=[info.spread[i] for i in idx],
+                mode="markers", name=f"{fam} (reference)" if ref else fam,
+                text=[f"trial {info.number[i]}: val {info.value[i]:.4f}" for i in idx],
+                marker={"symbol": "star" if ref else symbols[k % len(symbols)],
+                        "size": 16 if ref else 12,
+                        "color": [info.value[i] for i in idx], "coloraxis": "coloraxis",
+                        "line": {"width": [0 if info.finished[i] else 2 for i in idx],
+                                 "color": "#999"}}))
+    if info.coords == "moments":
+        title = "Accuracy over the (mean, std) plane of the emphasis density"
+        x_title = "mean of the emphasis density (where the emphasis sits on average)"
+        y_title = "std of the emphasis density (how widely it is spread)"
+    else:
+        title = "Accuracy over the (emphasis mode, spread) plane"
+        x_title = "emphasis mode (0: hardest examples count most, 1: easiest)"
+        y_title = "spread"
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title,
+                      coloraxis={"colorbar": {"title": "val acc"}, "colorscale": "Viridis"},
                       template="plotly_white", legend={"orientation": "h", "y": -0.2})
     return fig
 
@@ -298,8 +342,8 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
     chosen = top_trials(study, k)
     ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and _value(t) is not None]
     if ce:
-        best_ce = max(ce, key=lambda t: (st.is_eligible(t), t.user_attrs.get(st.A_EPOCHS, 0),
-                                         _value(t)))
+        best_ce = max(ce, key=lambda t: (st.is_reference(t), st.ran_full_budget(t),
+                                         t.user_attrs.get(st.A_EPOCHS, 0), _value(t)))
         if best_ce not in chosen:
             chosen.append(best_ce)
     labels, series = [], []
@@ -307,7 +351,8 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
         hist = t.user_attrs.get(st.A_HISTORY) or []
         pts = [(int(h["epoch"]), float(h[metric])) for h in hist if _finite(h.get(metric))]
         if pts:
-            labels.append(f"trial {t.number}: {_edf_of(t)}")
+            ref = " (reference)" if st.is_reference(t) else ""
+            labels.append(f"trial {t.number}: {_edf_of(t)}{ref}")
             series.append(([e for e, _ in pts], [v for _, v in pts]))
     return CurvesInfo(metric, labels, series)
 
@@ -378,7 +423,8 @@ def final_info(study: Any) -> FinalInfo:
 
 
 # ====================================================================== dashboard and report
-DASHBOARD_FIGURES = ("dm-edf-curves", "dm-families", "dm-mode-spread")
+DASHBOARD_FIGURES = ("dm-edf-curves", "dm-families", "dm-mode-spread", "dm-mean-std",
+                     "dm-history")
 
 
 def study_figures(study: Any) -> dict[str, go.Figure]:
@@ -388,6 +434,8 @@ def study_figures(study: Any) -> dict[str, go.Figure]:
                                          title="EDFs of the best trials against CE"),
         "dm-families": plot_families(family_info(study)),
         "dm-mode-spread": plot_mode_spread(mode_spread_info(study)),
+        "dm-mean-std": plot_mode_spread(mode_spread_info(study, "moments")),
+        "dm-history": plot_history(history_info(study)),
     }
 
 
@@ -395,9 +443,11 @@ def trial_note(t: Any) -> str:
     """A readable Markdown note on a trial for the dashboard."""
     edf = _edf_of(t)
     final = t.user_attrs.get(st.A_FINAL) or {}
-    lines = [f"## {edf.family} — {edf}",
+    ref = " (reference baseline)" if st.is_reference(t) else ""
+    lines = [f"## {edf.family} — {edf}{ref}",
              f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
              f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
+             f"- emphasis density: mean {edf.mean:.3f}, std {edf.std:.3f}",
              f"- stop reason: **{st.stop_reason(t)}**, epochs "
              f"{t.user_attrs.get(st.A_EPOCHS, '?')}/{t.user_attrs.get(st.A_TOTAL, '?')}"]
     for key, name in (("val_acc", "clean validation accuracy"), ("test_acc", "test accuracy"),
@@ -470,6 +520,7 @@ def write_report(study: Any, path: str | Path) -> Path:
         ("edf", plot_edf_curves(best_edf_curves_info(study),
                                 title="EDFs of the best trials against CE (unit area)")),
         ("mode-spread", plot_mode_spread(mode_spread_info(study))),
+        ("mean-std", plot_mode_spread(mode_spread_info(study, "moments"))),
         ("importances", plot_importances(importance_info(study))),
         ("learning", plot_curves(curves_info(study, "val_acc"),
                                  "Validation accuracy over epochs", "clean validation accuracy")),
@@ -502,6 +553,18 @@ def write_report(study: Any, path: str | Path) -> Path:
         parts.append(f"<p><b>Best full-budget trial {best['number']}</b>: "
                      f"{html.escape(str(EDF.from_config(best['edf'])))}, clean validation "
                      f"accuracy {best['value']:.4f}.</p>")
+    refs = summary.get("references") or []
+    if refs:
+        parts.append("<h2>Reference baselines (run once, full budget)</h2><table><tr>"
+                     "<th>EDF</th><th>clean validation accuracy</th><th>test accuracy</th>"
+                     "</tr>")
+        for r in refs:
+            val = "-" if r["value"] is None else f"{r['value']:.4f}"
+            test = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
+            parts.append(f"<tr><td style='text-align:left'>"
+                         f"{html.escape(str(EDF.from_config(r['edf'])))}</td><td>{val}</td>"
+                         f"<td>{test}</td></tr>")
+        parts.append("</table>")
     if final.rows:
         parts.append("<h2>Final retrain on the full training set</h2><table><tr><th>EDF</th>"
                      "<th>test accuracy (mean)</th><th>std</th><th>seeds</th></tr>")

@@ -30,8 +30,8 @@ import optuna
 import ray
 from optuna.artifacts import FileSystemArtifactStore
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from dm_search import report
@@ -47,6 +47,7 @@ from dm_search.space import (
     warm_start_points,
 )
 from dm_search.spec import StudySpec
+from dm_search.stopping import MedianRule, NoStopping, RungRule, StoppingRule
 from dm_search.trainer import run_trial, total_epochs
 
 __all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
@@ -76,6 +77,8 @@ def _prepared(cfg: TrialConfig) -> PreparedData:
 
 
 def _trainable(config: dict[str, Any]) -> None:
+    if config.get("duplicate_of") is not None:
+        return  # the same configuration was trained already: its result is on record
     cfg = TrialConfig.from_dict(config["trial_config"])
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     if cfg.threads is None:
@@ -192,10 +195,15 @@ class _Recorder(tune.Callback):
         number = self._number(trial)
         self.progress.running.add(number)
         self.started[number] = time.monotonic()
-        self.say(f"trial {number} started: {_edf_label(trial.config['trial_config'])}")
+        if trial.config.get("duplicate_of") is not None:
+            return
+        ref = " (reference)" if trial.config.get("reference") else ""
+        self.say(f"trial {number} started{ref}: {_edf_label(trial.config['trial_config'])}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if trial.config.get("duplicate_of") is not None:
+            return  # not trained: its record was written when it was suggested
         number = self._number(trial)
         tid = self._trial_id(number)
         put = self.storage.set_trial_user_attr
@@ -253,10 +261,19 @@ class _Recorder(tune.Callback):
         last = trial.last_result or {}
         epoch, total = int(last.get("epoch", 0)), int(last.get("total_epochs", 0) or 0)
         value = last.get(METRIC)
+        twin = trial.config.get("duplicate_of")
+        if twin is not None:
+            self.progress.early += 1
+            self.say(f"trial {number} repeats trial {twin}'s configuration: not trained again "
+                     f"| {self._line()}")
+            return
         if total and epoch >= total:
             self.progress.finished += 1
             what = "finished"
-            if value is not None and (self.progress.best is None or value > self.progress.best[0]):
+            if trial.config.get("reference"):
+                what = "finished (reference)"
+            elif value is not None and (self.progress.best is None
+                                        or value > self.progress.best[0]):
                 self.progress.best = (value, number, _edf_label(trial.config["trial_config"]))
         else:
             self.progress.early += 1
@@ -294,11 +311,16 @@ class _RecordingSpace:
         out = self.space(trial)
         cfg = out["trial_config"]
         edf = EDF.from_config(cfg["loss"]["edf"])
-        trial.set_user_attr(st.A_CONFIG, cfg)
-        trial.set_user_attr(st.A_EDF, edf.to_config())
-        trial.set_user_attr("mode", edf.mode)
-        trial.set_user_attr("spread", edf.spread)
+        st.record_trial_config(trial, cfg)
         out["optuna_trial"] = trial.number
+        raw = getattr(trial, "ot_trial", trial)
+        twin = st.find_twin(getattr(raw, "study", None), cfg, trial.number)
+        if twin is not None:
+            # Never train one configuration twice: the copy takes its twin's result as a
+            # pruned trial (samplers still learn from the value) and the Ray trial returns.
+            st.record_duplicate(raw, twin)
+            out["duplicate_of"] = twin.number
+            return out
         _attach(lambda: report.upload_figure(
             getattr(trial, "ot_trial", trial),
             report.plot_edf_curves(report.edf_curves_info([edf, EDF("cce")]),
@@ -315,17 +337,125 @@ def _attach(upload: Callable[[], None]) -> None:
         warnings.warn(f"could not attach a figure for the dashboard: {err}", stacklevel=2)
 
 
-def _scheduler(spec: StudySpec) -> Any:
-    s = spec.scheduler
-    max_t = spec.total_epochs() or 10_000  # an iteration budget ends trials by itself
-    if s.name == "asha":
-        return ASHAScheduler(metric=METRIC, mode="max", time_attr="training_iteration",
-                             max_t=max_t, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
-    if s.name == "median":
-        return MedianStoppingRule(metric=METRIC, mode="max", time_attr="training_iteration",
-                                  grace_period=s.grace_period, min_samples_required=3)
-    return FIFOScheduler()
+class _RuleScheduler(FIFOScheduler):
+    """A :mod:`dm_search.stopping` rule as a Tune scheduler. The rule is built at the first
+    result, when the trials' budget in epochs is known (an iteration budget gives it only
+    then), and is first shown the curves of the trials already in the study, so that a
+    resumed study's rungs keep their bars. Reference trials are never stopped and never set a
+    bar for the others."""
+
+    def __init__(self, spec: StudySpec, past: list[list[float]] | None = None) -> None:
+        super().__init__()
+        self.spec = spec.scheduler
+        self.past = past or []
+        self.rule: StoppingRule | None = None
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True
+
+    def _make(self, budget: int) -> StoppingRule:
+        s = self.spec
+        grace = s.grace_epochs(budget)
+        if s.name == "rung":
+            return RungRule(budget, grace, s.reduction_factor, min_trials=s.min_trials,
+                            trend=s.trend, window=s.trend_window)
+        if s.name == "asha":
+            return RungRule(budget, grace, s.reduction_factor)
+        if s.name == "median":
+            return MedianRule(grace)
+        return NoStopping()
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.config.get("reference") or "error" in result or METRIC not in result:
+            return TrialScheduler.CONTINUE
+        if self.rule is None:
+            self.rule = self._make(int(result.get("total_epochs") or 1))
+            for k, curve in enumerate(self.past):
+                for epoch, v in enumerate(curve, 1):
+                    self.rule.on_result(f"past-{k}", epoch, v)
+                self.rule.forget(f"past-{k}")
+        value = _num(result[METRIC])
+        go_on = self.rule.on_result(trial.trial_id, int(result["epoch"]), value)
+        return TrialScheduler.CONTINUE if go_on else TrialScheduler.STOP
+
+    def _forget(self, trial: Any) -> None:
+        if self.rule is not None:
+            self.rule.forget(trial.trial_id)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._forget(trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial)
+
+
+class _StudySearcher(Searcher):
+    """Wraps the Optuna searcher with what a study adds to it: the reference baselines run
+    first, once each (a resumed study skips the ones on record), and with ``budget_epochs``
+    a trial starts only while the epochs trained, those the running trials may still need and
+    its own full length fit in the budget."""
+
+    def __init__(self, inner: Searcher, spec: StudySpec, study: optuna.Study) -> None:
+        super().__init__(metric=METRIC, mode="max")
+        self.inner = inner
+        self.spec = spec
+        self.study = study
+        self.pending = st.missing_references(study, spec)
+        self.references: dict[str, int] = {}  # Ray trial id -> Optuna trial number
+        self.budget = spec.budget_epochs
+        self.used = st.epochs_trained(study)
+        self.progress: dict[str, tuple[int, int]] = {}  # running: (epochs done, total)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return bool(self.inner.set_search_properties(metric, mode, config, **spec))
+
+    def _committed(self) -> int:
+        per_trial = self.spec.total_epochs() or 0
+        return sum(total - done if total else per_trial
+                   for done, total in self.progress.values())
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.budget is not None:
+            # A trial starts only if the budget holds it at full length on top of what the
+            # running trials may still need; the study never trains more than its budget.
+            need = self.spec.total_epochs() or 1
+            if self.used + need > self.budget:
+                return Searcher.FINISHED  # type: ignore[return-value]  # Ray's own sentinel
+            if self.used + self._committed() + need > self.budget:
+                return None  # wait: a running trial may be stopped early and free budget
+        if self.pending:
+            edf = self.pending.pop(0)
+            cfg = trial_config_for(self.spec, edf).to_dict()
+            number = st.new_reference_trial(self.study, cfg).number
+            self.references[trial_id] = number
+            self.progress[trial_id] = (0, 0)
+            return {"trial_config": cfg, "optuna_trial": number, "reference": True}
+        out = self.inner.suggest(trial_id)
+        if isinstance(out, dict):
+            self.progress[trial_id] = (0, 0)
+        return out
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if "epoch" in result and "error" not in result:
+            done = int(result["epoch"])
+            before = self.progress.get(trial_id, (0, 0))[0]
+            self.used += max(done - before, 0)
+            self.progress[trial_id] = (done, int(result.get("total_epochs") or 0))
+        if trial_id not in self.references:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.progress.pop(trial_id, None)
+        if trial_id in self.references:
+            value = None if error or not result else result.get(METRIC)
+            st.finish_reference_trial(self.study, self.references.pop(trial_id), value)
+        else:
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
 
 
 def _check_reachable(address: str) -> None:
@@ -413,10 +543,15 @@ def run_study(
             study.enqueue_trial(p, skip_if_exists=True)
 
     remaining = spec.n_trials - opened.done
-    progress = Progress(total=spec.n_trials)
+    missing = st.missing_references(study, spec)
+    progress = Progress(total=spec.n_trials + len(spec.baselines))
     t0 = time.monotonic()
-    if remaining > 0:
-        _search(spec, study, storage, remaining, progress, say)
+    over_budget = (spec.budget_epochs is not None
+                   and st.epochs_trained(study) >= spec.budget_epochs)
+    if over_budget and not missing:
+        say(f"the study's budget of {spec.budget_epochs} epochs is spent")
+    elif remaining > 0 or missing:
+        _search(spec, study, storage, max(remaining, 0), progress, say)
     else:
         say(f"all {spec.n_trials} trials are done")
     search_s = time.monotonic() - t0
@@ -442,11 +577,14 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
         warnings.simplefilter("ignore")
         searcher = OptunaSearch(space=define, metric=METRIC, mode="max", sampler=sampler,
                                 study_name=spec.name, storage=storage)
-    search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    study_searcher = _StudySearcher(searcher, spec, study)
+    search_alg = ConcurrencyLimiter(study_searcher, max_concurrent=spec.max_concurrent)
     # Non-default searchers get one pending trial at a time unless told otherwise, which
     # would serialise the study.
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A duplicate trial returns without training, so its only result has no val_acc.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # A resumed study's progress line starts from what the database already holds.
     for t in study.get_trials(deepcopy=False):
@@ -462,8 +600,10 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         tune.with_resources(_trainable, resources),
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec),
-                                    num_samples=remaining, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=search_alg,
+                                    scheduler=_RuleScheduler(spec, st.past_curves(study)),
+                                    num_samples=remaining + len(study_searcher.pending),
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{stamp}",
             storage_path=str(Path(spec.study_dir).resolve() / "ray"),
@@ -472,7 +612,8 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    say(f"running {remaining} trial(s), up to {spec.max_concurrent} at a time, "
+    refs = f" and {len(study_searcher.pending)} reference(s)" if study_searcher.pending else ""
+    say(f"running {remaining} trial(s){refs}, up to {spec.max_concurrent} at a time, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each")
     tuner.fit()
 
@@ -488,7 +629,12 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
         say("final stage already done for the current best trial")
         return
     best_cfg = TrialConfig.from_dict(best.user_attrs[st.A_CONFIG])
-    ce_cfg = trial_config_for(spec, EDF("cce"))
+    # The CE the best is compared with: the study's CE reference where it has one (the same
+    # recipe it was measured with during the search), else plain CE on the base config.
+    ce_ref = next((t for t in st.reference_trials(study)
+                   if (t.user_attrs.get(st.A_EDF) or {}).get("family") == "cce"), None)
+    ce_cfg = (TrialConfig.from_dict(ce_ref.user_attrs[st.A_CONFIG]) if ce_ref is not None
+              else trial_config_for(spec, EDF("cce")))
 
     def full(cfg: TrialConfig, seed: int) -> dict[str, Any]:
         d = cfg.to_dict()

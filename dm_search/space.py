@@ -11,7 +11,13 @@ import optuna
 
 from dm_search.config import TrialConfig, set_path
 from dm_search.edf import EDF
-from dm_search.spec import StudySpec, family_ranges, loss_settings
+from dm_search.spec import (
+    StudySpec,
+    family_coords,
+    family_ranges,
+    loss_settings,
+    moment_ranges,
+)
 
 __all__ = ["grid_points", "make_sampler", "make_space", "trial_config_for", "warm_start_points"]
 
@@ -33,10 +39,30 @@ def _suggest(trial: optuna.Trial, name: str, lo: float, hi: float, log: bool = F
     return trial.suggest_float(name, lo, hi, log=log)
 
 
+def suggest_edf(trial: optuna.Trial, spec: StudySpec, family: str) -> EDF:
+    """The family's coordinates, suggested conditionally on the family: (mode, spread), mapped
+    to the parameters (dm: lam = mode / (1 - mode), beta = spread), or (mean, std), mapped to
+    the member with those moments (the nearest reachable one where the pair is out of reach)."""
+    from dm_search import moments
+
+    fs = spec.space.families[family]
+    if family_coords(family, fs) == "moments":
+        mean_r, std_r = moment_ranges(family, fs)
+        mean = _suggest(trial, f"{family}.mean", *mean_r)
+        std = None if std_r is None else _suggest(trial, f"{family}.std", *std_r)
+        return moments.nearest(family, mean, std)
+    mode_r, spread_r = family_ranges(family, fs)
+    assert mode_r is not None
+    mode = _suggest(trial, f"{family}.mode", *mode_r)
+    spread = (None if spread_r is None
+              else _suggest(trial, f"{family}.spread", *spread_r, log=fs.log_spread))
+    return EDF.from_mode_spread(family, mode=mode, spread=spread)
+
+
 class SearchSpace:
-    """The define-by-run function: family (categorical), then its mode and spread (conditional
-    on the family; dm's are mapped to lam = mode / (1 - mode), beta = spread), then any dotted
-    hyperparameters. Returns ``{"trial_config": <resolved TrialConfig as a dict>}``.
+    """The define-by-run function: family (categorical), then its coordinates (conditional on
+    the family, see :func:`suggest_edf`), then any dotted hyperparameters. Returns
+    ``{"trial_config": <resolved TrialConfig as a dict>}``.
 
     A class rather than a closure so that it pickles (Ray saves its searcher's state)."""
 
@@ -49,15 +75,7 @@ class SearchSpace:
         extra = spec.space.params
         family = (trial.suggest_categorical("family", families) if len(families) > 1
                   else families[0])
-        fs = spec.space.families[family]
-        mode_r, spread_r = family_ranges(family, fs)
-        if mode_r is None:
-            edf = EDF(family)
-        else:
-            mode = _suggest(trial, f"{family}.mode", *mode_r)
-            spread = (None if spread_r is None
-                      else _suggest(trial, f"{family}.spread", *spread_r, log=fs.log_spread))
-            edf = EDF.from_mode_spread(family, mode=mode, spread=spread)
+        edf = suggest_edf(trial, spec, family)
         params: dict[str, Any] = {}
         for path, rng in extra.items():
             if rng.choices is not None:
@@ -81,11 +99,14 @@ def _as_params(spec: StudySpec, edf: EDF, extra: dict[str, Any]) -> dict[str, An
     point: dict[str, Any] = {}
     if len(spec.space.families) > 1:
         point["family"] = edf.family
-    mode_r, spread_r = family_ranges(edf.family, spec.space.families[edf.family])
-    if mode_r is not None and mode_r[0] != mode_r[1]:
-        point[f"{edf.family}.mode"] = edf.mode
-    if spread_r is not None and spread_r[0] != spread_r[1]:
-        point[f"{edf.family}.spread"] = edf.spread
+    fs = spec.space.families[edf.family]
+    if family_coords(edf.family, fs) == "moments":
+        ranges = dict(zip(("mean", "std"), moment_ranges(edf.family, fs), strict=True))
+    else:
+        ranges = dict(zip(("mode", "spread"), family_ranges(edf.family, fs), strict=True))
+    for name, r in ranges.items():
+        if r is not None and r[0] != r[1]:
+            point[f"{edf.family}.{name}"] = getattr(edf, name)
     point.update(extra)
     return point
 
@@ -102,13 +123,12 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     return out
 
 
-# The paper's settings (PAPER.md section 6) evaluated first with warm_start: the hand-picked
-# DM (mode, spread) pairs and the plain losses.
+# The paper's settings evaluated first with warm_start: the hand-picked DM (mode, spread) pairs
+# and GCE (plain CE is a baseline, run once as a reference).
 _PAPER_POINTS: list[dict[str, Any]] = [
     {"family": "dm", "lam": 0.5, "beta": 8.0},
     {"family": "dm", "lam": 1.0, "beta": 16.0},
     {"family": "dm", "lam": 2.0, "beta": 16.0},
-    {"family": "cce"},
     {"family": "gce", "q": 0.7},
 ]
 
@@ -121,11 +141,12 @@ def warm_start_points(spec: StudySpec) -> list[dict[str, Any]]:
         fs = spec.space.families.get(edf.family)
         if fs is None:
             continue
-        mode_r, spread_r = family_ranges(edf.family, fs)
-        inside = (mode_r is None or (edf.mode is not None and
-                                     mode_r[0] <= edf.mode <= mode_r[1]))
-        inside = inside and (spread_r is None or (edf.spread is not None and
-                                                  spread_r[0] <= edf.spread <= spread_r[1]))
+        if family_coords(edf.family, fs) == "moments":
+            ranges = dict(zip(("mean", "std"), moment_ranges(edf.family, fs), strict=True))
+        else:
+            ranges = dict(zip(("mode", "spread"), family_ranges(edf.family, fs), strict=True))
+        inside = all(r is None or (getattr(edf, k) is not None and
+                                   r[0] <= getattr(edf, k) <= r[1]) for k, r in ranges.items())
         if inside:
             out.append(_as_params(spec, edf, {}))
     return out

@@ -46,27 +46,41 @@ __all__ = [
 ]
 
 
-# Ranges used when a family is listed without its own: wide enough to hold the paper's settings
-# (PAPER.md section 6: modes 0 to 2/3, spreads 0.5 to 24).
+# Ranges used when a family is listed without its own, wide enough to hold the paper's settings
+# (modes 0 to 2/3). dm's spread starts at 4: on MNIST-1D no spread below 4 ever won, and
+# spreads of 32 and more collapse training at modes up to 1/2 (benchmarks/RESULTS.md).
 DEFAULT_FAMILY_RANGES: dict[str, dict[str, Any]] = {
-    "dm": {"mode": (0.0, 0.75), "spread": (0.5, 24.0)},
+    "dm": {"mode": (0.0, 0.75), "spread": (4.0, 24.0)},
     "normal": {"mode": (0.0, 1.0), "spread": (0.5, 24.0)},
     "beta": {"mode": (0.0, 1.0), "spread": (0.5, 24.0)},
     "exponential": {"mode": 0.0, "spread": (0.1, 8.0)},
     "gce": {"mode": (0.1, 0.5)},
 }
+# The same families' default ranges in (mean, std) of the emphasis density; one-parameter
+# families (exponential, gce) take a mean only.
+DEFAULT_MOMENT_RANGES: dict[str, dict[str, Any]] = {
+    "dm": {"mean": (0.2, 0.7), "std": (0.12, 0.29)},
+    "normal": {"mean": (0.1, 0.9), "std": (0.12, 0.28)},
+    "beta": {"mean": (0.1, 0.9), "std": (0.12, 0.28)},
+    "exponential": {"mean": (0.05, 0.5)},
+    "gce": {"mean": (0.34, 0.5)},
+}
+# Which coordinates a family listed without ranges is searched in.
+DEFAULT_COORDS: Literal["mode_spread", "moments"] = "mode_spread"
 # The loss-equivalent families run as the losses they stand for (no DN, exact direction), so
 # a study answers "is DM better than plain CE/GCE?"; the others run with DN as in the paper.
 BASELINE_FAMILIES = ("cce", "mae", "mse", "gce")
 
 
 class FamilySpace(FrozenModel):
-    """Where to search one family: its emphasis mode and spread, each a [low, high] range or a
-    single fixed value. Families without those coordinates (cce, mae, mse, uniform) take none."""
+    """Where to search one family: either its emphasis mode and spread, or the mean and std of
+    its emphasis density, each a [low, high] range or a single fixed value."""
 
     mode: tuple[float, float] | float | None = None
     spread: tuple[float, float] | float | None = None
     log_spread: bool = False
+    mean: tuple[float, float] | float | None = None
+    std: tuple[float, float] | float | None = None
     normalise: Literal["batch", "none"] | None = None  # default: none for baselines, else batch
     eps: float | None = Field(None, ge=0.0)  # default: 0 for baselines, else 5e-7
 
@@ -98,8 +112,7 @@ class ParamRange(FrozenModel):
 
 
 class SpaceSpec(FrozenModel):
-    families: dict[str, FamilySpace] = Field(default_factory=lambda: {"dm": FamilySpace(),
-                                                                      "cce": FamilySpace()})
+    families: dict[str, FamilySpace] = Field(default_factory=lambda: {"dm": FamilySpace()})
     params: dict[str, ParamRange] = Field(default_factory=dict)
     # sampler grid: the exact points to evaluate, as EDF configs (+ optional dotted params).
     grid: list[dict[str, Any]] = Field(default_factory=list)
@@ -112,9 +125,33 @@ class SamplerSpec(FrozenModel):
 
 
 class SchedulerSpec(FrozenModel):
-    name: Literal["asha", "median", "none"] = "asha"
-    grace_period: int = Field(5, ge=1)  # epochs every trial runs before it can be stopped
-    reduction_factor: float = Field(3.0, gt=1.0)  # asha: keep the top 1/reduction_factor
+    """Early stopping. ``rung`` (default) is successive halving with a late first rung, a rung
+    decided only once ``min_trials`` trials reached it, and a trend term in the score; ``asha``
+    is plain asynchronous successive halving (first arrival continues, score = current value);
+    ``median`` stops a trial whose best value is below the median of the others' running means.
+    The first rung (or the median rule's start) is ``grace_period`` epochs, or
+    ``grace_fraction`` of the budget."""
+
+    name: Literal["rung", "asha", "median", "none"] = "rung"
+    grace_period: int | None = Field(None, ge=1)  # epochs every trial runs before any stop
+    grace_fraction: float | None = Field(None, gt=0.0, le=1.0)  # the same, as a budget share
+    reduction_factor: float = Field(4.0, gt=1.0)  # keep the top 1/reduction_factor at a rung
+    min_trials: int = Field(5, ge=1)  # rung: trials that must reach a rung before it decides
+    trend: float = Field(1.0, ge=0.0)  # rung: score = val + trend * (gain over trend_window)
+    trend_window: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _one_grace(self) -> SchedulerSpec:
+        if self.grace_period is not None and self.grace_fraction is not None:
+            raise ValueError("give grace_period (epochs) or grace_fraction (of the budget), "
+                             "not both")
+        return self
+
+    def grace_epochs(self, budget: int) -> int:
+        """The first rung in epochs for trials of ``budget`` epochs (default: a third)."""
+        if self.grace_period is not None:
+            return self.grace_period
+        return max(1, round((self.grace_fraction or 1.0 / 3.0) * budget))
 
 
 class ResourcesSpec(FrozenModel):
@@ -141,8 +178,33 @@ class StudySpec(FrozenModel):
     max_concurrent: int = Field(2, ge=1)
     resources: ResourcesSpec = ResourcesSpec()
     max_failures: int = Field(0, ge=0)  # retries of a failed trial (e.g. a lost node)
-    warm_start: bool = False  # evaluate the paper's settings first
+    # Run the paper's settings that fall inside the space first (measured: it keeps a study at
+    # the hand grid's level where TPE alone misses the grid's best region).
+    warm_start: bool = True
     final: FinalSpec = FinalSpec()
+    # Reference EDFs ("cce", "gce:q=0.7"): each runs once per study at full budget, never
+    # early-stopped, and is shown beside the search's results.
+    baselines: list[str] = Field(default_factory=lambda: ["cce"])
+    # Total epochs the study may train (references included): a trial starts only while the
+    # epochs trained, those running trials may still need and its own fit. None: n_trials.
+    budget_epochs: int | None = Field(None, ge=1)
+
+    @field_validator("baselines")
+    @classmethod
+    def _valid_baselines(cls, v: list[str]) -> list[str]:
+        seen = set()
+        for i, text in enumerate(v):
+            try:
+                edf = edf_mod.from_spec_string(text)
+            except ValueError as err:
+                raise ValueError(f"baselines[{i}]: {err}") from None
+            if edf in seen:
+                raise ValueError(f"baselines[{i}]: {text!r} is listed twice")
+            seen.add(edf)
+        return v
+
+    def baseline_edfs(self) -> list[EDF]:
+        return [edf_mod.from_spec_string(t) for t in self.baselines]
 
     @field_validator("base")
     @classmethod
@@ -188,9 +250,10 @@ class StudySpec(FrozenModel):
             except ValueError as err:
                 raise ValueError(f"space.grid[{i}]: {err}") from None
         epochs = self.total_epochs()
-        if self.scheduler.name != "none" and epochs and self.scheduler.grace_period > epochs:
-            raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds the "
-                             f"trials' {epochs} epochs")
+        grace = self.scheduler.grace_period
+        if self.scheduler.name != "none" and epochs and grace is not None and grace > epochs:
+            raise ValueError(f"scheduler.grace_period ({grace}) exceeds the trials' {epochs} "
+                             "epochs")
         return self
 
     def base_config(self) -> TrialConfig:
@@ -203,11 +266,12 @@ class StudySpec(FrozenModel):
         return None if o.iterations is not None else (o.epochs or 30)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the study's results: a resumed study must match it. The trial budget,
-        concurrency, resources and where things are stored may change between submissions."""
+        """What defines the study's results: a resumed study must match it. The budget (trials
+        or epochs), concurrency, resources and where things are stored may change between
+        submissions."""
         return self.model_dump(mode="json", exclude={"name", "storage", "study_dir", "n_trials",
-                                                     "max_concurrent", "resources",
-                                                     "max_failures"})
+                                                     "budget_epochs", "max_concurrent",
+                                                     "resources", "max_failures"})
 
     def stored(self) -> dict[str, Any]:
         """The spec as recorded on the study: no storage URL (it may hold a password)."""
@@ -219,13 +283,18 @@ def _range(v: tuple[float, float] | float) -> tuple[float, float]:
 
 
 def _check_family(family: str, fs: FamilySpace) -> None:
+    from dm_search import moments
+
     where = f"space.families.{family}"
-    default = DEFAULT_FAMILY_RANGES.get(family)
-    if default is None:
-        if fs.mode is not None or fs.spread is not None:
-            raise ValueError(f"{where}: {family!r} has no mode/spread to search; list it as "
-                             f"'{family}: {{}}'")
+    kind = moments.has_moments(family)
+    if kind == "none":
+        raise ValueError(f"{where}: {family!r} has no parameters to search; list it under "
+                         f"baselines (e.g. baselines: [{family}]) and it runs once per study, at "
+                         "full budget, as a reference")
+    if family_coords(family, fs) == "moments":
+        _check_moment_family(family, fs, kind)
         return
+    default = DEFAULT_FAMILY_RANGES[family]
     if fs.spread is not None and "spread" not in default:
         raise ValueError(f"{where}: {family!r} has no spread; give only its mode")
     mode_r, spread_r = family_ranges(family, fs)
@@ -246,6 +315,51 @@ def _check_family(family: str, fs: FamilySpace) -> None:
                 raise ValueError(f"{where}: the range reaches an invalid point ({err})") from None
 
 
+def _check_moment_family(family: str, fs: FamilySpace, kind: str) -> None:
+    from dm_search import moments
+
+    where = f"space.families.{family}"
+    if fs.mode is not None or fs.spread is not None:
+        raise ValueError(f"{where}: give either mode/spread or mean/std, not both")
+    mean_r, std_r = moment_ranges(family, fs)
+    if kind == "one" and std_r is not None:
+        raise ValueError(f"{where}: {family!r} has one free parameter, so its std follows from "
+                         "its mean; give only mean")
+    if kind == "two" and std_r is None:
+        raise ValueError(f"{where}: give both mean and std (or mode and spread)")
+    for name, r in (("mean", mean_r), ("std", std_r)):
+        if r is not None and not (0.0 <= r[0] <= r[1] <= 1.0):
+            raise ValueError(f"{where}.{name}: need 0 <= low <= high <= 1; got {r!r}")
+    region = moments.reach(family)
+    lo, hi = region.mean_range
+    if mean_r[1] < lo or mean_r[0] > hi:
+        raise ValueError(f"{where}.mean: {family!r} reaches no mean in {list(mean_r)}; "
+                         f"{region.describe()}")
+    if std_r is not None:
+        # Most of the rectangle must be reachable: the search clamps the rest to the boundary.
+        pts = [(m, sd) for m in _grid(mean_r) for sd in _grid(std_r)]
+        ok = 0
+        for m, sd in pts:
+            at = region.at(m)
+            ok += at is not None and at[0] <= sd <= at[1]
+        if ok < 0.5 * len(pts):
+            raise ValueError(f"{where}: most of mean {list(mean_r)} x std {list(std_r)} is out "
+                             f"of reach ({ok} of {len(pts)} grid points); {region.describe()}")
+
+
+def _grid(r: tuple[float, float], n: int = 7) -> list[float]:
+    return [r[0] + (r[1] - r[0]) * i / (n - 1) for i in range(n)]
+
+
+def family_coords(family: str, fs: FamilySpace) -> Literal["mode_spread", "moments"]:
+    """The coordinates ``family`` is searched in: what the spec gives, else the default."""
+    if fs.mean is not None or fs.std is not None:
+        return "moments"
+    if fs.mode is not None or fs.spread is not None:
+        return "mode_spread"
+    return DEFAULT_COORDS
+
+
 def family_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | None,
                                                           tuple[float, float] | None]:
     """(mode range, spread range) with the defaults filled in; None where not applicable."""
@@ -255,6 +369,17 @@ def family_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | N
     mode = _range(fs.mode if fs.mode is not None else default["mode"])
     spread_v = fs.spread if fs.spread is not None else default.get("spread")
     return mode, (None if spread_v is None else _range(spread_v))
+
+
+def moment_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float],
+                                                         tuple[float, float] | None]:
+    """(mean range, std range) with the defaults filled in; std None for one-parameter
+    families."""
+    default = DEFAULT_MOMENT_RANGES[family]
+    given = fs.mean is not None or fs.std is not None
+    mean = _range(fs.mean if fs.mean is not None else default["mean"])
+    std_v = fs.std if given else default.get("std")
+    return mean, (None if std_v is None else _range(std_v))
 
 
 def loss_settings(family: str, fs: FamilySpace | None) -> tuple[str, float]:

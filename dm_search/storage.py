@@ -8,6 +8,7 @@ fingerprint are study user attributes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import sqlite3
@@ -48,6 +49,8 @@ A_FINAL = "final_metrics"
 A_HISTORY = "history"
 A_NODE = "node"
 A_EDF = "edf"
+A_REFERENCE = "reference"  # a baseline run once per study at full budget, never searched
+A_DUPLICATE = "duplicate_of"  # the earlier trial whose configuration this one repeats
 # Study user attributes
 S_SPEC = "spec"
 S_IDENTITY = "spec_identity"
@@ -159,9 +162,115 @@ def repair_interrupted(study: optuna.Study) -> int:
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that used up budget: everything finished except interrupted ones."""
+    """Searched trials that used up budget: everything finished except interrupted ones and
+    the references (which n_trials does not count)."""
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.is_finished() and t.user_attrs.get(A_STOP) != INTERRUPTED)
+               if t.state.is_finished() and t.user_attrs.get(A_STOP) != INTERRUPTED
+               and not is_reference(t))
+
+
+def epochs_trained(study: optuna.Study) -> int:
+    """Epochs the study's trials have trained, references included: what budget_epochs
+    counts."""
+    return sum(int(t.user_attrs.get(A_EPOCHS) or 0) for t in study.get_trials(deepcopy=False))
+
+
+def past_curves(study: optuna.Study) -> list[list[float]]:
+    """Validation accuracy per epoch of the searched trials already in the study, in order."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        hist = t.user_attrs.get(A_HISTORY) or []
+        curve = [float(h["val_acc"]) for h in hist if h.get("val_acc") is not None]
+        if curve and not is_reference(t):
+            out.append(curve)
+    return out
+
+
+# ------------------------------------------------------------------ writing trials
+def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
+    """The resolved trial config and its EDF in both coordinate pairs, on a running trial."""
+    from dm_search.edf import EDF
+
+    edf = EDF.from_config(cfg["loss"]["edf"])
+    trial.set_user_attr(A_CONFIG, cfg)
+    trial.set_user_attr(A_EDF, edf.to_config())
+    trial.set_user_attr("mode", edf.mode)
+    trial.set_user_attr("spread", edf.spread)
+    trial.set_user_attr("mean", round(edf.mean, 6))
+    trial.set_user_attr("std", round(edf.std, 6))
+
+
+def _config_key(cfg: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint")},
+                      sort_keys=True)
+
+
+def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
+              ) -> FrozenTrial | None:
+    """An earlier trial of the study (not a duplicate itself, not failed) that trains exactly
+    ``cfg``; None when there is none."""
+    if study is None:
+        return None
+    key = _config_key(cfg)
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number or t.user_attrs.get(A_DUPLICATE) is not None:
+            continue
+        if t.state == TrialState.FAIL or A_CONFIG not in t.user_attrs:
+            continue
+        if _config_key(t.user_attrs[A_CONFIG]) == key:
+            return t
+    return None
+
+
+def record_duplicate(trial: Any, twin: FrozenTrial) -> None:
+    """Mark ``trial`` as a copy of ``twin``: its twin's final value as its one intermediate
+    value (so samplers learn from it), its stop reason saying whose copy it is."""
+    trial.set_user_attr(A_DUPLICATE, twin.number)
+    trial.set_user_attr(A_STOP, f"duplicate of trial {twin.number}")
+    trial.set_user_attr(A_EPOCHS, 0)
+    value = twin.value
+    if value is None and twin.intermediate_values:
+        value = twin.intermediate_values[max(twin.intermediate_values)]
+    if value is not None and math.isfinite(value):
+        trial.report(float(value), int(twin.user_attrs.get(A_EPOCHS) or 1))
+
+
+def is_reference(t: FrozenTrial) -> bool:
+    return bool(t.user_attrs.get(A_REFERENCE))
+
+
+def reference_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if is_reference(t)]
+
+
+def missing_references(study: optuna.Study, spec: StudySpec) -> list[Any]:
+    """The spec's baselines (as EDFs) that have no finished reference trial yet."""
+    from dm_search.edf import EDF
+
+    done = {EDF.from_config(t.user_attrs[A_EDF]) for t in reference_trials(study)
+            if t.user_attrs.get(A_STOP) == FINISHED and t.state == TrialState.COMPLETE}
+    return [e for e in spec.baseline_edfs() if e not in done]
+
+
+def new_reference_trial(study: optuna.Study, cfg: dict[str, Any]) -> optuna.Trial:
+    """A running trial with no searched parameters, for a baseline. Made in the storage, not
+    with ``study.ask()``, which would take the next enqueued (warm-start or grid) point."""
+    trial_id = study._storage.create_new_trial(study._study_id)
+    trial = optuna.Trial(study, trial_id)
+    record_trial_config(trial, cfg)
+    trial.set_user_attr(A_REFERENCE, True)
+    return trial
+
+
+def finish_reference_trial(study: optuna.Study, number: int, value: float | None) -> None:
+    """Close a reference trial: its last validation accuracy, or FAIL without one."""
+    try:
+        if value is None or not math.isfinite(value):
+            study.tell(number, state=TrialState.FAIL)
+        else:
+            study.tell(number, float(value))
+    except (RuntimeError, ValueError):
+        pass  # already closed (a repaired interrupted trial): nothing left to write
 
 
 @dataclass
@@ -221,11 +330,17 @@ def stop_reason(t: FrozenTrial) -> str:
     return "failed" if t.state == TrialState.FAIL else t.state.name.lower()
 
 
-def is_eligible(t: FrozenTrial) -> bool:
-    """Only trials that ran their full budget can be 'best': an early-stopped trial's value is
-    an early epoch's, not comparable with finished trials'."""
+def ran_full_budget(t: FrozenTrial) -> bool:
+    """Finished with a value after its whole budget: an early-stopped trial's value is an
+    early epoch's, not comparable with finished trials'."""
     return (t.state == TrialState.COMPLETE and t.user_attrs.get(A_STOP) == FINISHED
             and t.value is not None and math.isfinite(t.value))
+
+
+def is_eligible(t: FrozenTrial) -> bool:
+    """Only searched trials that ran their full budget can be 'best'; references are what the
+    best is compared with."""
+    return ran_full_budget(t) and not is_reference(t)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -244,6 +359,9 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
         "edf": edf,
         "mode": t.user_attrs.get("mode"),
         "spread": t.user_attrs.get("spread"),
+        "mean": t.user_attrs.get("mean"),
+        "std": t.user_attrs.get("std"),
+        "reference": is_reference(t),
         "epochs": t.user_attrs.get(A_EPOCHS),
         "total_epochs": t.user_attrs.get(A_TOTAL),
         "node": t.user_attrs.get(A_NODE),
@@ -262,7 +380,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     families: dict[str, dict[str, Any]] = {}
     for t in trials:
         fam = (t.user_attrs.get(A_EDF) or {}).get("family")
-        if fam is None:
+        if fam is None or is_reference(t):
             continue
         f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
         f["trials"] += 1
@@ -278,6 +396,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "trials": len(trials),
         "by_reason": dict(reasons),
         "best": trial_summary(best) if best else None,
+        "references": [trial_summary(t) for t in trials if is_reference(t)],
         "families": families,
         "final_stage": study.user_attrs.get(S_FINAL),
         "version": study.user_attrs.get(S_VERSION),

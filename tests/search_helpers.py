@@ -25,7 +25,7 @@ def write_spec(folder: Path, data_root: Path, *, name: str = "tiny", epochs: int
             "optim": {"epochs": epochs, "batch_size": 64},
             "diagnostics": False,
         },
-        "space": {"families": {"dm": {}, "cce": {}}},
+        "space": {"families": {"dm": {}, "gce": {}}},
         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
         "n_trials": n_trials,
         "max_concurrent": 2,

@@ -12,7 +12,7 @@ def _plain(text: str) -> str:
     """Output without colours, box borders and line wrapping, for substring checks."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     text = re.sub(r"\s*[│╭╮╰╯─]+\s*", " ", text)
-    return re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\s+", " ", text)
 
 
 def test_help_explains_the_commands():
@@ -43,6 +43,24 @@ def test_edf_describe_from_mode_and_spread():
     result = runner.invoke(app, ["edf", "describe", "dm", "--mode", "0.5", "--spread", "16"])
     assert result.exit_code == 0, result.output
     assert "'lam': 1.0, 'beta': 16.0" in _plain(result.output)
+
+
+def test_edf_describe_from_mean_and_std_shows_the_reachable_region():
+    result = runner.invoke(app, ["edf", "describe", "dm", "--mean", "0.5", "--std", "0.17"])
+    assert result.exit_code == 0, result.output
+    out = _plain(result.output)
+    assert "emphasis mode: 0.5000" in out
+    assert "mean 0.5000, std 0.1700" in out
+    assert "(mean, std) pairs dm reaches" in out
+    bad = runner.invoke(app, ["edf", "describe", "dm", "--mean", "0.9", "--std", "0.3"])
+    assert bad.exit_code == 2
+    out = _plain(bad.output)
+    assert "cannot reach mean 0.9, std 0.3: at mean 0.9 its std can be" in out
+    assert "Traceback" not in out
+    one = runner.invoke(app, ["edf", "describe", "gce", "--mean", "0.45"])
+    assert one.exit_code == 0 and "std follows from its mean" in _plain(one.output)
+    both = runner.invoke(app, ["edf", "describe", "dm", "--mode", "0.5", "--mean", "0.5"])
+    assert both.exit_code == 2 and "give one of" in _plain(both.output)
 
 
 def test_edf_describe_uniform_has_no_mode():
@@ -123,3 +141,15 @@ def test_train_bad_config_exits_2_naming_the_field(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2
     assert "does not exist" in _plain(result.output)
+
+
+def test_submit_refuses_a_parameterless_family_and_says_to_list_it_as_a_baseline(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: x\nstudy_dir: {tmp_path}/runs\nbase: {{optim: {{epochs: 3}}}}\n"
+                    "space: {families: {dm: {}, cce: {}}}\n")
+    result = runner.invoke(app, ["submit", str(spec)])
+    assert result.exit_code == 2
+    out = _plain(result.output)
+    assert "'cce' has no parameters to search; list it under baselines (e.g. baselines: [cce])" \
+        in out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()

@@ -25,7 +25,7 @@ def _load(url: str, name: str) -> optuna.Study:
 def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study:
     study = _load(url, name)
     trials = study.trials
-    assert len(trials) == n_trials
+    assert len(trials) == n_trials + 1  # and the CE reference
     assert study.user_attrs[st.S_SPEC]["name"] == name
     assert study.user_attrs[st.S_VERSION]
     assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
@@ -43,8 +43,15 @@ def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study
         elif reason == st.EARLY:
             assert t.user_attrs[st.A_EPOCHS] < epochs
             assert t.state == TrialState.PRUNED
-    # warm start: the paper's settings ran first
-    assert trials[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
+    refs = st.reference_trials(study)
+    assert [t.user_attrs[st.A_EDF] for t in refs] == [{"family": "cce"}]
+    assert refs[0].user_attrs[st.A_STOP] == st.FINISHED and refs[0].params == {}
+    searched = [t for t in trials if not st.is_reference(t)]
+    assert searched[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    assert all(t.user_attrs[st.A_EDF]["family"] != "cce" for t in searched)
+    for t in trials:  # both coordinate pairs on every trial
+        assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
     return study
 
 
@@ -52,7 +59,7 @@ def test_study_end_to_end_with_sqlite(tmp_path, data_root):
     spec = write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2})
     out = run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "trial 0 started" in out.stdout and "done 4/4" in out.stdout
+    assert "started (reference): cce" in out.stdout and "done 5/5" in out.stdout
     assert "final test accuracy: best EDF" in out.stdout
     url = f"sqlite:///{tmp_path}/studies.db"
     study = check_study(url, "tiny", 4, 3)
@@ -66,8 +73,11 @@ def test_study_end_to_end_with_sqlite(tmp_path, data_root):
                                           - final["ce"]["test_acc_mean"])
 
     summary = status_json(url, "tiny")
-    assert summary["trials"] == 4 and summary["best"]["number"] == best.number
-    assert set(summary["families"]) <= {"dm", "cce"}
+    assert summary["trials"] == 5 and summary["best"]["number"] == best.number
+    assert set(summary["families"]) <= {"dm", "gce"}
+    assert [r["edf"] for r in summary["references"]] == [{"family": "cce"}]
+    # The final stage compared with the CE reference's own recipe.
+    assert final["ce"]["edf"] == summary["references"][0]["edf"]
     listed = run_cli("list", "--storage", url)
     assert listed.returncode == 0 and "tiny" in listed.stdout
 
@@ -81,12 +91,14 @@ def test_study_end_to_end_with_sqlite(tmp_path, data_root):
     # Resuming a finished study runs nothing more.
     resumed = run_cli("submit", str(spec), "--resume")
     assert resumed.returncode == 0 and "all 4 trials are done" in resumed.stdout
-    assert len(_load(url, "tiny").trials) == 4
+    assert "started (reference)" not in resumed.stdout  # the baseline is not run again
+    assert len(_load(url, "tiny").trials) == 5
 
 
 def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
     spec = write_spec(tmp_path, data_root, name="killme", epochs=25, n_trials=6,
-                      model="cnn1d", num_samples=1200, scheduler={"name": "none"})
+                      model="cnn1d", num_samples=1200, scheduler={"name": "none"},
+                      baselines=[])
     url = f"sqlite:///{tmp_path}/studies.db"
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
@@ -135,11 +147,12 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, data_root):
     spec = write_spec(
         tmp_path, data_root, name="fails", n_trials=3, epochs=2, warm_start=False,
         scheduler={"name": "none"}, sampler={"name": "grid"},
-        space={"families": {"dm": {}, "cce": {}},
+        baselines=[],
+        space={"families": {"dm": {}},
                "params": {"optim.lr": {"low": 1e-3, "high": 1e31, "log": True}},
-               "grid": [{"family": "cce", "optim.lr": 1e30},
+               "grid": [{"family": "dm", "lam": 1.0, "beta": 8.0, "optim.lr": 1e30},
                         {"family": "dm", "optim.lr": 0.05},
-                        {"family": "cce", "optim.lr": 0.05}]})
+                        {"family": "dm", "lam": 1.0, "beta": 8.0, "optim.lr": 0.05}]})
     out = run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "trial 0 failed: TrialDiverged" in out.stdout
@@ -168,3 +181,62 @@ def test_bad_spec_and_unreachable_database_write_nothing(tmp_path, data_root):
     assert out.returncode == 2 and "cannot connect to the Ray cluster" in out.stderr
     assert not [s for s in st.open_storage(f"sqlite:///{tmp_path}/studies.db")
                 .get_all_studies()]
+
+
+def test_moments_spec_budget_and_duplicates_end_to_end(tmp_path, data_root):
+    """A study searched in (mean, std), with a second baseline, an epoch budget, and a grid
+    point that repeats a reference: the repeat is not trained again."""
+    spec = write_spec(
+        tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
+        baselines=["cce", "gce:q=0.7"], budget_epochs=15,
+        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
+    out = run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
+    refs = st.reference_trials(study)
+    assert sorted(t.user_attrs[st.A_EDF]["family"] for t in refs) == ["cce", "gce"]
+    assert st.epochs_trained(study) <= 15
+    for t in study.trials:
+        if st.is_reference(t):
+            continue
+        edf = t.user_attrs[st.A_EDF]
+        if edf["family"] == "dm":
+            assert 0.3 - 1e-6 <= t.user_attrs["mean"] <= 0.6 + 1e-6
+            assert 0.15 - 1e-6 <= t.user_attrs["std"] <= 0.25 + 1e-6
+            assert t.params["dm.mean"] == pytest.approx(t.user_attrs["mean"], abs=1e-5)
+    # Resumed with a larger budget: the study goes on, and its references are not run again.
+    spec2 = write_spec(
+        tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
+        baselines=["cce", "gce:q=0.7"], budget_epochs=24,
+        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
+    before = len(study.trials)
+    again = run_cli("submit", str(spec2), "--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(reference)" not in again.stdout
+    study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
+    assert len(st.reference_trials(study)) == 2
+    assert before < len(study.trials) and st.epochs_trained(study) <= 24
+
+
+def test_no_configuration_is_trained_twice(tmp_path, data_root):
+    """A grid point that repeats the gce reference is recorded as its duplicate, untrained."""
+    spec = write_spec(
+        tmp_path, data_root, name="dups", n_trials=3, epochs=2, warm_start=False,
+        scheduler={"name": "none"}, sampler={"name": "grid"}, baselines=["gce:q=0.7"],
+        space={"families": {"dm": {}, "gce": {}},
+               "grid": [{"family": "dm", "lam": 1.0, "beta": 8.0},
+                        {"family": "gce", "q": 0.7}]})
+    out = run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    study = _load(f"sqlite:///{tmp_path}/studies.db", "dups")
+    assert len(study.trials) == 4  # 3 searched and the reference
+    trained = [t for t in study.trials if t.user_attrs.get(st.A_DUPLICATE) is None]
+    keys = [st._config_key(t.user_attrs[st.A_CONFIG]) for t in trained]
+    assert len(keys) == len(set(keys)) == 3
+    (copy,) = [t for t in study.trials if t.user_attrs.get(st.A_DUPLICATE) is not None]
+    (ref,) = st.reference_trials(study)
+    assert copy.user_attrs[st.A_DUPLICATE] == ref.number
+    assert copy.user_attrs[st.A_STOP] == f"duplicate of trial {ref.number}"
+    assert copy.state == TrialState.PRUNED and not st.is_eligible(copy)
+    assert "history" not in copy.user_attrs  # never trained
+    assert f"repeats trial {ref.number}'s configuration" in out.stdout

@@ -29,7 +29,7 @@ def _ask(spec, n=40, seed=0):
 
 def test_family_is_categorical_and_parameters_are_conditional():
     spec = _spec(space={"families": {"dm": {"mode": [0.1, 0.6], "spread": [2, 20]},
-                                     "normal": {}, "cce": {}}})
+                                     "normal": {}, "gce": {}}})
     seen = set()
     for params, cfg in _ask(spec):
         family = params["family"]
@@ -44,13 +44,38 @@ def test_family_is_categorical_and_parameters_are_conditional():
             assert cfg["loss"]["edf"]["beta"] == params["dm.spread"]
             assert 0.1 <= params["dm.mode"] <= 0.6 and 2 <= params["dm.spread"] <= 20
             assert cfg["loss"]["normalise"] == "batch" and cfg["loss"]["eps"] == 5e-7
-        elif family == "cce":
-            assert set(params) == {"family"}
-            # baselines run as the plain loss
+        elif family == "gce":
+            assert set(params) == {"family", "gce.mode"}
+            # the loss-equivalent families run as the plain loss
             assert cfg["loss"]["normalise"] == "none" and cfg["loss"]["eps"] == 0.0
         else:
             assert set(params) == {"family", "normal.mode", "normal.spread"}
-    assert seen == {"dm", "normal", "cce"}
+    assert seen == {"dm", "normal", "gce"}
+
+
+def test_mean_std_coordinates_map_to_the_member_with_those_moments():
+    spec = _spec(space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]},
+                                     "gce": {"mean": [0.4, 0.48]}}})
+    seen = set()
+    for params, cfg in _ask(spec, n=16):
+        edf = EDF.from_config(cfg["loss"]["edf"])
+        seen.add(edf.family)
+        if edf.family == "dm":
+            assert set(params) == {"family", "dm.mean", "dm.std"}
+            assert edf.mean == pytest.approx(params["dm.mean"], abs=1e-6)
+            assert edf.std == pytest.approx(params["dm.std"], abs=1e-6)
+        else:
+            assert set(params) == {"family", "gce.mean"}
+            assert edf.mean == pytest.approx(params["gce.mean"], abs=1e-6)
+    assert seen == {"dm", "gce"}
+
+
+def test_out_of_reach_pairs_train_the_nearest_member():
+    # the corner (0.75, 0.29) is out of dm's reach; the search trains the closest member
+    spec = _spec(space={"families": {"dm": {"mean": 0.75, "std": [0.2, 0.29]}}})
+    for params, cfg in _ask(spec, n=6):
+        edf = EDF.from_config(cfg["loss"]["edf"])
+        assert abs(edf.mean - 0.75) < 0.02 and edf.std <= params["dm.std"] + 1e-6
 
 
 def test_other_hyperparameters_by_dotted_path():
@@ -73,8 +98,10 @@ def test_fixed_values_are_not_searched():
 
 
 def test_grid_points_reproduce_the_listed_edfs():
-    spec = _spec(space={"families": {"dm": {"mode": [0, 0.7], "spread": [0.5, 24]}, "cce": {}},
-                        "grid": [{"family": "dm", "lam": 0.5, "beta": 8.0}, {"family": "cce"}]},
+    spec = _spec(space={"families": {"dm": {"mode": [0, 0.7], "spread": [0.5, 24]},
+                                     "gce": {}},
+                        "grid": [{"family": "dm", "lam": 0.5, "beta": 8.0},
+                                 {"family": "gce", "q": 0.5}]},
                  sampler={"name": "grid"}, n_trials=2)
     study = optuna.create_study(direction="maximize")
     for p in grid_points(spec):
@@ -85,7 +112,8 @@ def test_grid_points_reproduce_the_listed_edfs():
         t = study.ask()
         got.append(space(t)["trial_config"]["loss"]["edf"])
         study.tell(t, 0.1)
-    assert got == [{"family": "dm", "lam": 0.5, "beta": 8.0}, {"family": "cce"}]
+    assert got[0] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    assert got[1] == {"family": "gce", "q": pytest.approx(0.5)}
 
 
 def test_grid_family_must_be_in_the_space():
@@ -97,12 +125,13 @@ def test_grid_family_must_be_in_the_space():
 
 def test_warm_start_keeps_paper_points_inside_the_space():
     spec = _spec(space={"families": {"dm": {"mode": [0.0, 0.6], "spread": [1, 20]},
-                                     "cce": {}}})
+                                     "gce": {}}})
     points = warm_start_points(spec)
     assert {"family": "dm", "dm.mode": pytest.approx(1 / 3), "dm.spread": 8.0} in points
     assert {"family": "dm", "dm.mode": 0.5, "dm.spread": 16.0} in points
     assert not any(p.get("dm.mode", 0) > 0.6 for p in points)  # lam 2 is outside
-    assert {"family": "cce"} in points
+    assert {"family": "gce", "gce.mode": pytest.approx(0.7 / 1.7)} in points
+    assert not any(p.get("family") == "cce" for p in points)  # CE is a baseline
 
 
 @pytest.mark.parametrize("name", ["tpe", "cmaes", "qmc", "random", "grid"])

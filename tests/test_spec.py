@@ -27,7 +27,8 @@ def test_shipped_specs_cover_the_paper_protocols():
         assert spec.resources.gpu > 0 and spec.final.enabled
         assert base.optim.iterations == 30000 and base.optim.batch_size == 256
     grid = load_spec(ROOT / "search_spaces" / "paper_grid.yaml")
-    assert grid.sampler.name == "grid" and len(grid.space.grid) == 17
+    assert grid.sampler.name == "grid" and len(grid.space.grid) == 16  # and CE, a baseline
+    assert grid.baselines == ["cce"] and grid.scheduler.name == "none"
 
 
 def test_quickstart_inlines_its_base_with_overrides():
@@ -47,7 +48,23 @@ def _spec(**kw):
     [
         ({"space": {"families": {"dmm": {}}}}, r"unknown EDF family; known: beta, cce, dm"),
         ({"space": {"families": {"dm": {"mode": [0.5, 1.0]}}}}, r"mode must be < 1"),
-        ({"space": {"families": {"cce": {"mode": 0.2}}}}, r"has no mode/spread to search"),
+        ({"space": {"families": {"cce": {"mode": 0.2}}}}, r"'cce' has no parameters to search; "
+         r"list it under baselines"),
+        ({"space": {"families": {"dm": {}, "cce": {}}}}, r"list it under baselines"),
+        ({"scheduler": {"grace_period": 3, "grace_fraction": 0.3}}, r"not both"),
+        ({"scheduler": {"grace_fraction": 1.5}}, r"grace_fraction"),
+        ({"baselines": ["cce", "cce"]}, r"baselines\[1\]: 'cce' is listed twice"),
+        ({"baselines": ["dm:lam=-1"]}, r"baselines\[0\]: .*'lam'=-1.0 is outside"),
+        ({"baselines": ["nope"]}, r"baselines\[0\]: Unknown EDF family 'nope'"),
+        ({"space": {"families": {"dm": {"mean": [0.3, 0.6]}}}}, r"give both mean and std"),
+        ({"space": {"families": {"gce": {"mean": [0.4, 0.45], "std": [0.1, 0.2]}}}},
+         r"one free parameter, so its std follows from its mean"),
+        ({"space": {"families": {"dm": {"mode": [0, 0.5], "mean": [0.3, 0.6],
+                                        "std": [0.1, 0.2]}}}}, r"not both"),
+        ({"space": {"families": {"dm": {"mean": [0.8, 0.95], "std": [0.25, 0.3]}}}},
+         r"most of mean \[0.8, 0.95\] x std \[0.25, 0.3\] is out of reach.*dm reaches mean"),
+        ({"space": {"families": {"gce": {"mean": [0.6, 0.9]}}}},
+         r"'gce' reaches no mean in \[0.6, 0.9\]"),
         ({"space": {"families": {"gce": {"spread": [1, 2]}}}}, r"has no spread"),
         ({"space": {"families": {"exponential": {"mode": [0.0, 0.5]}}}}, r"must be 0 or 1"),
         ({"space": {"families": {"dm": {"spread": [5, 1]}}}}, r"low <= high"),
@@ -80,5 +97,7 @@ def test_identity_ignores_budget_and_storage_but_not_the_space():
     a = _spec()
     assert a.identity() == _spec(n_trials=99, max_concurrent=7, storage="sqlite:///x.db",
                                  name="other").identity()
-    assert a.identity() != _spec(space={"families": {"dm": {}}}).identity()
+    assert a.identity() == _spec(budget_epochs=500).identity()
+    assert a.identity() != _spec(space={"families": {"dm": {}, "gce": {}}}).identity()
+    assert a.identity() != _spec(baselines=["cce", "gce:q=0.7"]).identity()
     assert "storage" not in _spec(storage="postgresql://u:secret@h/db").stored()

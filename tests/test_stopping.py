@@ -95,3 +95,13 @@ def test_replay_is_deterministic_for_a_seed_and_concurrency_changes_arrivals():
     b = replay(pool, RungRule(30, 3, 2), workers=2, rng=random.Random(1))
     assert a == b
     assert expected(pool, lambda: RungRule(30, 3, 2), workers=8, orders=5)[2] > 0
+
+
+def test_a_rule_shown_past_curves_keeps_their_bars():
+    rule = RungRule(budget=4, grace=2, reduction_factor=2, min_trials=2)
+    for k, curve in enumerate(([0.5, 0.9], [0.5, 0.8])):  # as a resumed study replays them
+        for e, v in enumerate(curve, 1):
+            rule.on_result(f"past-{k}", e, v)
+        rule.forget(f"past-{k}")
+    rule.on_result("new", 1, 0.3)
+    assert not rule.on_result("new", 2, 0.3)  # judged against the study's earlier trials

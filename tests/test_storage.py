@@ -61,7 +61,7 @@ def test_create_clash_and_resume(tmp_path):
     with pytest.raises(st.StudyClash, match=r"already exists\. Add --resume"):
         st.open_study(storage, _spec(), resume=False)
     with pytest.raises(st.StudyClash, match="different spec"):
-        st.open_study(storage, _spec(space={"families": {"dm": {}}}), resume=True)
+        st.open_study(storage, _spec(space={"families": {"dm": {}, "gce": {}}}), resume=True)
     # a bigger budget is the same study
     again = st.open_study(storage, _spec(n_trials=50), resume=True)
     assert not again.created and again.done == 0
@@ -94,3 +94,24 @@ def test_best_trial_never_picks_an_early_stopped_one(tmp_path):
     summary = st.study_summary(study)
     assert summary["by_reason"] == {"early-stopped": 1, "finished": 2}
     assert summary["families"]["cce"] == {"trials": 3, "finished": 2, "best_val_acc": 0.7}
+
+
+def test_find_twin_matches_the_resolved_config_and_skips_duplicates_and_failures(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    cfg = {"loss": {"edf": {"family": "dm", "lam": 1.0, "beta": 8.0}}, "threads": 1}
+    first = study.ask()
+    st.record_trial_config(first, cfg)
+    first.set_user_attr(st.A_EPOCHS, 6)
+    study.tell(first, 0.7)
+    failed = study.ask()
+    st.record_trial_config(failed, {**cfg, "seed": 3})
+    study.tell(failed, state=TrialState.FAIL)
+    again = study.ask()
+    twin = st.find_twin(study, {**cfg, "threads": 4}, again.number)  # threads do not count
+    assert twin is not None and twin.number == first.number
+    st.record_duplicate(again, twin)
+    assert again.study.trials[again.number].intermediate_values == {6: 0.7}
+    assert st.find_twin(study, {**cfg, "seed": 3}, 99) is None  # only a failed trial had it
+    other = {"loss": {"edf": {"family": "dm", "lam": 1.0, "beta": 9.0}}}
+    assert st.find_twin(study, other, 99) is None

@@ -20,15 +20,17 @@ def study(tmp_path):
 
 def test_history_counts_only_full_budget_trials_as_best(study):
     info = r.history_info(study)
-    assert info.number == [0, 1, 2, 3, 4, 5, 7]  # the failed trial 6 has no value
-    assert info.reason[4] == "early-stopped" and info.value[4] == 0.9
+    # the failed trial 6 has no value; the CE reference (trial 2) is a line, not a point
+    assert info.number == [0, 1, 3, 4, 5, 7]
+    assert info.references == [("cce (reference)", 0.55)]
+    assert info.reason[3] == "early-stopped" and info.value[3] == 0.9
     # trial 4's 0.9 (early-stopped after one epoch) never becomes the best
-    assert info.best_so_far == [0.80, 0.84, 0.84, 0.84, 0.84, 0.84, 0.84]
+    assert info.best_so_far == [0.80, 0.84, 0.84, 0.84, 0.84, 0.84]
 
 
 def test_family_info_orders_by_best_and_separates_early_stops(study):
     info = r.family_info(study)
-    assert info.family == ["dm", "gce", "cce"]
+    assert info.family == ["dm", "gce", "cce (reference)"]
     assert sorted(info.values[0]) == [0.74, 0.79, 0.80, 0.84] and info.early[0] == [0.9]
 
 
@@ -40,6 +42,23 @@ def test_mode_spread_and_edf_curves(study):
     assert ms.finished[ms.number.index(4)] is False
     curves = r.best_edf_curves_info(study, k=2)
     assert curves.labels == ["#1 dm(lam=1, beta=16)", "#2 dm(lam=0.5, beta=8)", "cce (CE)"]
+
+
+def test_mean_std_plane_puts_every_family_and_the_reference_on_one_pair_of_axes(study):
+    ms = r.mode_spread_info(study, "moments")
+    assert sorted(set(ms.family)) == ["cce", "dm", "gce"]
+    ce = ms.family.index("cce")
+    assert ms.reference is not None and ms.reference[ce] and sum(ms.reference) == 1
+    assert ms.mode[ce] == pytest.approx(1 / 3) and ms.spread[ce] == pytest.approx(18 ** -0.5)
+    one = ms.number.index(1)  # dm(lam=1, beta=16)
+    assert ms.mode[one] == pytest.approx(0.5) and 0.15 < ms.spread[one] < 0.2
+    fig = r.plot_mode_spread(ms)
+    names = [tr.name for tr in fig.data]
+    assert "cce (reference)" in names
+    assert "mean of the emphasis density" in fig.layout.xaxis.title.text
+    for t in study.trials:  # the trials carry both coordinate pairs
+        if t.user_attrs.get("edf"):
+            assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
 
 
 def test_learning_and_memorisation_curves(study):
@@ -78,10 +97,12 @@ def test_trial_note_is_readable(study):
 def test_report_is_one_self_contained_html(study, tmp_path):
     path = r.write_report(study, tmp_path / "rep.html")
     html = path.read_text()
-    for fid in ("history", "families", "edf", "mode-spread", "importances", "learning",
-                "memorisation"):
+    for fid in ("history", "families", "edf", "mode-spread", "mean-std", "importances",
+                "learning", "memorisation"):
         assert f"id='{fid}'" in html
     assert "EDFs of the best trials against CE" in html
+    assert "Reference baselines (run once, full budget)" in html
+    assert "<td style='text-align:left'>cce</td><td>0.5500</td>" in html
     assert "Gain over CE: +25.00 points" in html
     # plotly.js is embedded once, and nothing is fetched from the network
     assert html.count("plotly.js v") >= 1
@@ -104,6 +125,7 @@ def test_export_best_and_round_trip_gives_the_trials_gradient(study, tmp_path):
     assert doc["provenance"]["trial"] == 1 and doc["edf"] == {"family": "dm", "lam": 1.0,
                                                               "beta": 16.0}
     assert doc["mode"] == 0.5 and doc["spread"] == 16.0
+    assert doc["mean"] == pytest.approx(0.5) and 0.15 < doc["std"] < 0.2
     assert doc["result"]["final_test_acc_mean"] == 0.86
     assert doc["result"]["ce_test_acc_mean"] == 0.61
     for suffix in ("yaml", "json"):

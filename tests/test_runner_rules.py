@@ -1,0 +1,92 @@
+"""The study's scheduler and searcher wrappers, driven without a Ray cluster."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from dm_search import storage as st
+from dm_search.runner import _RuleScheduler, _StudySearcher
+from dm_search.spec import StudySpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _spec(**kw):
+    data = {"name": "s", "base": {"data": {"name": "mnist1d"}, "optim": {"epochs": 6}}}
+    data.update(kw)
+    return StudySpec.model_validate(data)
+
+
+def _result(epoch, value):
+    return {"epoch": epoch, "val_acc": value, "total_epochs": 6}
+
+
+def test_references_are_never_stopped_and_past_curves_set_the_bars():
+    spec = _spec(scheduler={"name": "rung", "grace_period": 2, "reduction_factor": 2,
+                            "min_trials": 2, "trend": 0.0})
+    sched = _RuleScheduler(spec, past=[[0.5, 0.9, 0.9, 0.9, 0.9, 0.9]])
+    ref = SimpleNamespace(trial_id="ref", config={"reference": True})
+    new = SimpleNamespace(trial_id="new", config={})
+    for e in (1, 2):
+        assert sched.on_trial_result(None, ref, _result(e, 0.01)) == "CONTINUE"
+    assert sched.on_trial_result(None, new, _result(1, 0.3)) == "CONTINUE"
+    assert sched.on_trial_result(None, new, _result(2, 0.3)) == "STOP"
+
+
+class _Inner:
+    """Stands in for OptunaSearch: hands out numbered configs and records what it is told."""
+
+    def __init__(self):
+        self.told: list[str] = []
+        self.n = 0
+
+    def set_search_properties(self, metric, mode, config, **spec):
+        return True
+
+    def suggest(self, trial_id):
+        self.n += 1
+        return {"trial_config": {}, "optuna_trial": 100 + self.n}
+
+    def on_trial_result(self, trial_id, result):
+        pass
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.told.append(trial_id)
+
+
+def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
+    spec = _spec(baselines=["cce", "gce:q=0.7"], budget_epochs=20)
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, spec, resume=False).study
+    inner = _Inner()
+    searcher = _StudySearcher(inner, spec, study)  # type: ignore[arg-type]
+    a, b = searcher.suggest("a"), searcher.suggest("b")
+    assert a["reference"] and b["reference"]
+    assert [t.user_attrs[st.A_EDF]["family"] for t in st.reference_trials(study)] == ["cce",
+                                                                                      "gce"]
+    # 12 epochs committed to the two references, 6 more fit, a fourth trial would not
+    c = searcher.suggest("c")
+    assert c is not None and not c.get("reference")
+    assert searcher.suggest("d") is None  # wait: running trials may free budget
+    for tid, ref in zip(("a", "b"), st.reference_trials(study), strict=True):
+        for e in range(1, 7):
+            searcher.on_trial_result(tid, _result(e, 0.5))
+        # what the driver's recorder writes while a trial runs
+        study._storage.set_trial_user_attr(ref._trial_id, st.A_STOP, st.FINISHED)
+        searcher.on_trial_complete(tid, _result(6, 0.5))
+    for e in (1, 2):
+        searcher.on_trial_result("c", _result(e, 0.4))
+    searcher.on_trial_complete("c", _result(2, 0.4))  # stopped early: 2 epochs used
+    assert searcher.used == 14
+    assert searcher.suggest("e") is not None  # 14 + 6 <= 20
+    assert searcher.suggest("f") is None
+    assert inner.told == ["c"]  # references are closed by the searcher itself
+    refs = st.reference_trials(study)
+    assert [t.state for t in refs] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.value for t in refs] == [pytest.approx(0.5)] * 2
+    # A resumed study finds its references done and runs none again.
+    assert st.missing_references(study, spec) == []
+    assert _StudySearcher(_Inner(), spec, study).pending == []  # type: ignore[arg-type]
