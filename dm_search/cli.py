@@ -212,9 +212,6 @@ def train(
 
     Example: dm-search train examples/mnist1d_dm.yaml --set loss.edf.beta=12
     """
-    import json
-    import math
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -225,8 +222,8 @@ def train(
     )
 
     from dm_search.config import ConfigError, load_trial_config
-    from dm_search.data import DatasetUnavailable
-    from dm_search.trainer import TrialDiverged, run_trial
+    from dm_search.data import DatasetUnavailable, prepare_data
+    from dm_search.trainer import TrialDiverged, run_trial, total_epochs
 
     try:
         cfg = load_trial_config(config, set_ or [])
@@ -240,9 +237,12 @@ def train(
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet,
     )
-    total = cfg.optim.epochs or 0
+    try:
+        data = prepare_data(cfg.data)
+    except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
     with progress:
-        task = progress.add_task("train", total=total or None, info="")
+        task = progress.add_task("train", total=total_epochs(cfg, len(data.y_train)), info="")
 
         def report(m: dict[str, float]) -> None:
             info = (f"loss {m['train_loss']:.3f}  val {_fmt(m['val_acc'])}  "
@@ -250,12 +250,19 @@ def train(
             progress.update(task, completed=int(m["epoch"]), info=info)
 
         try:
-            result = run_trial(cfg, report=report)
+            result = run_trial(cfg, report=report, data=data)
         except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError) as err:
             raise _fail(str(err)) from None
         except TrialDiverged as err:
             raise _fail(f"{err}. Lower optim.lr or pick a gentler EDF.", code=1) from None
 
+    _print_result(result)
+    if json_out is not None:
+        _write_json(result.to_dict(), json_out)
+
+
+def _print_result(result: Any) -> None:
+    """A finished trial's numbers as a table."""
     final = result.final
     table = Table(title="Trial result")
     table.add_column("metric")
@@ -276,20 +283,25 @@ def train(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
 
-        def clean(v: object) -> object:  # JSON has no NaN: write null
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
 
-        json_out.write_text(json.dumps(clean(result.to_dict()), indent=2))
-        console.print(f"wrote {json_out}")
+def _write_json(doc: dict, path: Path) -> None:
+    """``doc`` as JSON, NaN written as null (JSON has no NaN)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    path.write_text(json.dumps(clean(doc), indent=2))
+    console.print(f"wrote {path}")
 
 
 # ====================================================================== studies

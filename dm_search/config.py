@@ -114,6 +114,10 @@ class LossConfig(FrozenModel):
         return EDF.from_config(self.edf)
 
 
+# Epochs a trial trains when its config gives neither epochs nor iterations.
+DEFAULT_EPOCHS = 30
+
+
 class OptimConfig(FrozenModel):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0.0)
@@ -121,7 +125,7 @@ class OptimConfig(FrozenModel):
     nesterov: bool = False
     weight_decay: float = Field(1e-4, ge=0.0)
     batch_size: int = Field(128, ge=1)
-    epochs: int | None = Field(None, ge=1)  # 30 when neither epochs nor iterations is given
+    epochs: int | None = Field(None, ge=1)  # DEFAULT_EPOCHS when neither this nor iterations
     iterations: int | None = Field(None, ge=1)  # alternative to epochs (the paper counts these)
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"
     # multistep: fractions of training at which lr is multiplied by gamma; the paper's CIFAR-100
@@ -129,6 +133,14 @@ class OptimConfig(FrozenModel):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = Field(0.1, gt=0.0)
     warmup_epochs: float = Field(0.0, ge=0.0)
+
+    @property
+    def epoch_budget(self) -> int | None:
+        """Epochs to train; None when the budget is in iterations (the epoch count then
+        depends on the training-set size)."""
+        if self.iterations is not None:
+            return None
+        return self.epochs or DEFAULT_EPOCHS
 
     @model_validator(mode="after")
     def _budget(self) -> OptimConfig:

@@ -262,8 +262,7 @@ class StudySpec(FrozenModel):
     def total_epochs(self) -> int | None:
         """Epochs each trial runs; None when the budget is in iterations (the epoch count then
         depends on the training-set size, known only when a trial loads its data)."""
-        o = self.base_config().optim
-        return None if o.iterations is not None else (o.epochs or 30)
+        return self.base_config().optim.epoch_budget
 
     def identity(self) -> dict[str, Any]:
         """What defines the study's results: a resumed study must match it. The budget (trials

@@ -1,8 +1,8 @@
 """One trial: train one network with one EDF and measure why it works. No Ray, no Optuna.
 
-``run_trial(cfg, report)`` follows the paper's protocol (PAPER.md section 5): the model trains
-on the (noisy) training split, is selected on the clean validation split, and is measured on
-the untouched test set. After every epoch ``report(metrics)`` receives:
+``run_trial(cfg, report)`` follows the paper's protocol (docs/method.md, "The protocol"): the
+model trains on the (noisy) training split, is selected on the clean validation split, and is
+measured on the untouched test set. After every epoch ``report(metrics)`` receives:
 
 ==================== ======================================================================
 epoch                1-based epoch just finished
@@ -132,7 +132,7 @@ def budget(cfg: TrialConfig, num_train: int) -> tuple[int, int, int]:
     steps_per_epoch = num_train // bs
     if cfg.optim.iterations is not None:
         return bs, steps_per_epoch, cfg.optim.iterations
-    return bs, steps_per_epoch, (cfg.optim.epochs or 30) * steps_per_epoch
+    return bs, steps_per_epoch, (cfg.optim.epoch_budget or 1) * steps_per_epoch
 
 
 def total_epochs(cfg: TrialConfig, num_train: int) -> int:
@@ -209,7 +209,194 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("checkpoint", "threads", "eval_batch_size")}
 
 
-# ------------------------------------------------------------------ the trial
+# ------------------------------------------------------------------ the trial, step by step
+@dataclass
+class _Run:
+    """One trial's state between its steps: what set-up built and training changes."""
+
+    cfg: TrialConfig
+    data: PreparedData
+    device: torch.device
+    amp: Any
+    channels_last: bool
+    tensors: dict[str, Tensor]  # the splits and the corrupted mask, on the device
+    crop_pad: int
+    flip: bool
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    loss_fn: DMLoss
+    g_shuffle: torch.Generator
+    g_aug: torch.Generator
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    warmup: int
+    ckpt_path: Path | None
+    cfg_dict: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    start_epoch: int = 0
+
+
+def _set_up(cfg: TrialConfig, data: PreparedData | None) -> _Run:
+    """Device, data on it, model, optimiser, loss, random generators and the budget."""
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(_threads(cfg))
+    if data is None:
+        data = prepare_data(cfg.data)
+    use_bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
+    if cfg.precision == "bf16" and device.type != "cuda":
+        use_bf16 = device.type == "cpu"  # an explicit request is honoured on the CPU too
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
+    tensors = {
+        "x_train": data.x_train.to(device), "y_train": data.y_train.to(device),
+        "corrupted": data.corrupted.to(device),
+        "x_val": data.x_val.to(device), "y_val": data.y_val.to(device),
+        "x_test": data.x_test.to(device), "y_test": data.y_test.to(device),
+    }
+    # Model initialisation is the one place that draws from torch's global generator; fork it
+    # so that a trial neither depends on nor disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model.name, data.input_shape, data.num_classes,
+                             **cfg.model.options)
+    model.to(device)
+    channels_last = device.type == "cuda" and data.x_train.dim() == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    bs, steps_per_epoch, total_steps = budget(cfg, len(data.y_train))
+    return _Run(
+        cfg=cfg, data=data, device=device, amp=amp, channels_last=channels_last,
+        tensors=tensors,
+        crop_pad=data.crop_pad if cfg.augment.crop_pad is None else cfg.augment.crop_pad,
+        flip=data.flip if cfg.augment.flip is None else cfg.augment.flip,
+        model=model, opt=_optimizer(cfg, model),
+        loss_fn=DMLoss(cfg.loss.build_edf(), normalise=cfg.loss.normalise, eps=cfg.loss.eps),
+        g_shuffle=torch.Generator().manual_seed(cfg.seed + 1),
+        g_aug=torch.Generator().manual_seed(cfg.seed + 2),
+        batch_size=bs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch),
+        warmup=round(cfg.optim.warmup_epochs * steps_per_epoch),
+        ckpt_path=Path(cfg.checkpoint.dir) / _CKPT if cfg.checkpoint.dir else None,
+        cfg_dict=cfg.to_dict(),
+    )
+
+
+def _restore(run: _Run) -> None:
+    """Continue from the trial's checkpoint when there is one and resuming is on."""
+    path = run.ckpt_path
+    if path is None or not run.cfg.checkpoint.resume or not path.is_file():
+        return
+    state = torch.load(path, map_location=run.device, weights_only=False)
+    if _comparable(state["config"]) != _comparable(run.cfg_dict):
+        raise ConfigError(
+            f"{path} was written by a different configuration; point "
+            "checkpoint.dir elsewhere or set checkpoint.resume: false to start over"
+        )
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.g_shuffle.set_state(state["g_shuffle"])
+    run.g_aug.set_state(state["g_aug"])
+    run.step, run.start_epoch, run.history = state["step"], state["epoch"], state["history"]
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """One pass over the shuffled training set; returns the epoch's training metrics."""
+    cfg, t, device, bs = run.cfg, run.tensors, run.device, run.batch_size
+    t0 = time.perf_counter()
+    run.model.train()
+    n = len(t["y_train"])
+    perm = torch.randperm(n, generator=run.g_shuffle).to(device)
+    ce_sum = torch.zeros((), device=device)
+    dm_sum = torch.zeros((), device=device)
+    w_noisy = torch.zeros((), device=device)
+    w_total = torch.zeros((), device=device)
+    w_var = torch.zeros((), device=device)
+    seen = 0
+    for b in range(run.steps_per_epoch):
+        if run.step >= run.total_steps:
+            break
+        lr = cfg.optim.lr * _lr_factor(cfg, run.step, run.total_steps, run.warmup)
+        for group in run.opt.param_groups:
+            group["lr"] = lr
+        idx = perm[b * bs:(b + 1) * bs]
+        xb = augment(t["x_train"][idx], run.crop_pad, run.flip, run.g_aug)
+        if run.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yb = t["y_train"][idx]
+        with run.amp:
+            logits = run.model(xb)
+        logits = logits.float()
+        loss = run.loss_fn(logits, yb)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        # Running sums stay on the device: no synchronisation inside the epoch.
+        w = run.loss_fn.last_weights
+        assert w is not None
+        dm_sum += loss.detach()
+        ce_sum += F.cross_entropy(logits.detach(), yb)
+        w_noisy += torch.dot(w, t["corrupted"][idx].to(w.dtype))  # boolean indexing would sync
+        w_total += w.sum()
+        w_var += w.var(unbiased=False)
+        seen += len(idx)
+        run.step += 1
+    batches = max(seen // bs, 1)
+    train_s = time.perf_counter() - t0
+    train_loss = float(ce_sum) / batches
+    dm_loss = float(dm_sum) / batches
+    if not (math.isfinite(train_loss) and math.isfinite(dm_loss)):
+        raise TrialDiverged(epoch + 1, f"training loss is {train_loss} (DM value {dm_loss})")
+    has_noise = bool(run.data.corrupted.any())
+    return {
+        "train_loss": train_loss,
+        "dm_loss": dm_loss,
+        "noisy_weight_share": float(w_noisy / w_total) if has_noise else NAN,
+        "weight_var": float(w_var) / batches,
+        "lr": float(run.opt.param_groups[0]["lr"]),
+        "samples_per_s": seen / train_s if train_s > 0 else NAN,
+    }
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    """Validation and test accuracy; with diagnostics, how the training labels are fitted."""
+    t, ebs = run.tensors, run.cfg.eval_batch_size
+
+    def predict(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _predict(run.model, x, y, ebs, run.amp, run.channels_last)
+
+    val_correct, _ = predict(t["x_val"], t["y_val"])
+    test_correct, _ = predict(t["x_test"], t["y_test"])
+    out = {"val_acc": _mean(val_correct), "test_acc": _mean(test_correct)}
+    if not run.cfg.diagnostics:
+        return {**out, "intact_acc": NAN, "memorised": NAN, "p_clean": NAN, "p_noisy": NAN}
+    corrupted = t["corrupted"]
+    has_noise = bool(run.data.corrupted.any())
+    tr_correct, tr_p = predict(t["x_train"], t["y_train"])
+    return {
+        **out,
+        "intact_acc": _mean(tr_correct[~corrupted]),
+        "memorised": _mean(tr_correct[corrupted]) if has_noise else NAN,
+        "p_clean": _mean(tr_p[~corrupted]),
+        "p_noisy": _mean(tr_p[corrupted]) if has_noise else NAN,
+    }
+
+
+def _checkpoint(run: _Run, epoch: int) -> None:
+    """Save every ``checkpoint.every`` epochs and after the last one."""
+    if run.ckpt_path is None:
+        return
+    if (epoch + 1) % run.cfg.checkpoint.every and epoch + 1 != run.epochs:
+        return
+    _save_checkpoint(run.ckpt_path, {
+        "config": run.cfg_dict, "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(), "g_shuffle": run.g_shuffle.get_state(),
+        "g_aug": run.g_aug.get_state(), "step": run.step, "epoch": epoch + 1,
+        "history": run.history, "version": __version__,
+    })
+
+
 def run_trial(
     cfg: TrialConfig,
     report: Report | None = None,
@@ -235,158 +422,39 @@ def run_trial(
         >>> result = run_trial(cfg, report=print)  # doctest: +SKIP
     """
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(_threads(cfg))
-    if data is None:
-        data = prepare_data(cfg.data)
-    use_bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
-    if cfg.precision == "bf16" and device.type != "cuda":
-        use_bf16 = device.type == "cpu"  # an explicit request is honoured on the CPU too
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
-    channels_last = device.type == "cuda" and data.x_train.dim() == 4
-
-    x_tr = data.x_train.to(device)
-    y_tr = data.y_train.to(device)
-    corrupted = data.corrupted.to(device)
-    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    x_te, y_te = data.x_test.to(device), data.y_test.to(device)
-    crop_pad = data.crop_pad if cfg.augment.crop_pad is None else cfg.augment.crop_pad
-    flip = data.flip if cfg.augment.flip is None else cfg.augment.flip
-
-    # Model initialisation is the one place that draws from torch's global generator; fork it
-    # so that a trial neither depends on nor disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model.name, data.input_shape, data.num_classes,
-                             **cfg.model.options)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    num_params = sum(p.numel() for p in model.parameters())
-    opt = _optimizer(cfg, model)
-    loss_fn = DMLoss(cfg.loss.build_edf(), normalise=cfg.loss.normalise, eps=cfg.loss.eps)
-    g_shuffle = torch.Generator().manual_seed(cfg.seed + 1)
-    g_aug = torch.Generator().manual_seed(cfg.seed + 2)
-
-    n = len(y_tr)
-    bs, steps_per_epoch, total_steps = budget(cfg, n)
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
-
-    history: list[dict[str, float]] = []
-    step, start_epoch = 0, 0
-    ckpt_path = Path(cfg.checkpoint.dir) / _CKPT if cfg.checkpoint.dir else None
-    cfg_dict = cfg.to_dict()
-    if ckpt_path is not None and cfg.checkpoint.resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if _comparable(state["config"]) != _comparable(cfg_dict):
-            raise ConfigError(
-                f"{ckpt_path} was written by a different configuration; point "
-                "checkpoint.dir elsewhere or set checkpoint.resume: false to start over"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        g_shuffle.set_state(state["g_shuffle"])
-        g_aug.set_state(state["g_aug"])
-        step, start_epoch, history = state["step"], state["epoch"], state["history"]
-
-    has_noise = bool(data.corrupted.any())
-    for epoch in range(start_epoch, epochs):
+    run = _set_up(cfg, data)
+    _restore(run)
+    for epoch in range(run.start_epoch, run.epochs):
         t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, generator=g_shuffle).to(device)
-        ce_sum = torch.zeros((), device=device)
-        dm_sum = torch.zeros((), device=device)
-        w_noisy = torch.zeros((), device=device)
-        w_total = torch.zeros((), device=device)
-        w_var = torch.zeros((), device=device)
-        seen = 0
-        for b in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            lr = cfg.optim.lr * _lr_factor(cfg, step, total_steps, warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = perm[b * bs:(b + 1) * bs]
-            xb = augment(x_tr[idx], crop_pad, flip, g_aug)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y_tr[idx]
-            with amp:
-                logits = model(xb)
-            logits = logits.float()
-            loss = loss_fn(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # Running sums stay on the device: no synchronisation inside the epoch.
-            w = loss_fn.last_weights
-            assert w is not None
-            dm_sum += loss.detach()
-            ce_sum += F.cross_entropy(logits.detach(), yb)
-            w_noisy += torch.dot(w, corrupted[idx].to(w.dtype))  # boolean indexing would sync
-            w_total += w.sum()
-            w_var += w.var(unbiased=False)
-            seen += len(idx)
-            step += 1
-        batches = max(seen // bs, 1)
-        train_s = time.perf_counter() - t0
-        train_loss = float(ce_sum) / batches
-        dm_loss = float(dm_sum) / batches
-        if not (math.isfinite(train_loss) and math.isfinite(dm_loss)):
-            raise TrialDiverged(epoch + 1, f"training loss is {train_loss} (DM value {dm_loss})")
-
-        ebs = cfg.eval_batch_size
-        val_correct, _ = _predict(model, x_val, y_val, ebs, amp, channels_last)
-        test_correct, _ = _predict(model, x_te, y_te, ebs, amp, channels_last)
-        metrics: dict[str, float] = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "dm_loss": dm_loss,
-            "val_acc": _mean(val_correct),
-            "test_acc": _mean(test_correct),
-        }
-        if cfg.diagnostics:
-            tr_correct, tr_p = _predict(model, x_tr, y_tr, ebs, amp, channels_last)
-            metrics["intact_acc"] = _mean(tr_correct[~corrupted])
-            metrics["memorised"] = _mean(tr_correct[corrupted]) if has_noise else NAN
-            metrics["p_clean"] = _mean(tr_p[~corrupted])
-            metrics["p_noisy"] = _mean(tr_p[corrupted]) if has_noise else NAN
-        else:
-            metrics.update(intact_acc=NAN, memorised=NAN, p_clean=NAN, p_noisy=NAN)
-        metrics["noisy_weight_share"] = float(w_noisy / w_total) if has_noise else NAN
-        metrics["weight_var"] = float(w_var) / batches
-        metrics["lr"] = float(opt.param_groups[0]["lr"])
+        train = _train_epoch(run, epoch)
+        metrics: dict[str, float] = {"epoch": epoch + 1, **train, **_evaluate(run)}
         metrics["epoch_s"] = time.perf_counter() - t0
-        metrics["samples_per_s"] = seen / train_s if train_s > 0 else NAN
-        history.append(metrics)
-
-        if ckpt_path is not None and ((epoch + 1) % cfg.checkpoint.every == 0
-                                      or epoch + 1 == epochs):
-            _save_checkpoint(ckpt_path, {
-                "config": cfg_dict, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "g_shuffle": g_shuffle.get_state(), "g_aug": g_aug.get_state(), "step": step,
-                "epoch": epoch + 1, "history": history, "version": __version__,
-            })
+        metrics = {k: metrics[k] for k in METRICS}  # the documented order
+        run.history.append(metrics)
+        _checkpoint(run, epoch)
         if report is not None:
             report(dict(metrics))
+    return _result(run, time.perf_counter() - t_start)
 
+
+def _result(run: _Run, wall_s: float) -> TrialResult:
+    history = run.history
     assert history, "epochs >= 1 always runs or resumes at least one epoch"
-    has_val = len(y_val) > 0
+    has_val = len(run.data.y_val) > 0
     key = "val_acc" if has_val else "test_acc"
     best = max(history, key=lambda m: (m[key], -m["epoch"]))
     return TrialResult(
-        config=cfg_dict,
+        config=run.cfg_dict,
         history=history,
         epochs_completed=len(history),
         best_epoch=int(best["epoch"]),
         best_val_acc=best["val_acc"] if has_val else NAN,
         test_acc_at_best=best["test_acc"],
         final=dict(history[-1]),
-        noise_rate=data.noise_rate,
-        num_train=n,
-        num_params=num_params,
-        fingerprint=data.fingerprint,
-        device=str(device),
-        wall_s=time.perf_counter() - t_start,
+        noise_rate=run.data.noise_rate,
+        num_train=len(run.data.y_train),
+        num_params=sum(p.numel() for p in run.model.parameters()),
+        fingerprint=run.data.fingerprint,
+        device=str(run.device),
+        wall_s=wall_s,
     )

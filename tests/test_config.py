@@ -74,3 +74,18 @@ def test_round_trip_and_frozen():
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(Exception, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_the_default_epoch_budget_has_one_home():
+    from dm_search.config import DEFAULT_EPOCHS, OptimConfig
+    from dm_search.spec import StudySpec
+    from dm_search.trainer import budget, total_epochs
+
+    assert OptimConfig().epoch_budget == DEFAULT_EPOCHS
+    assert OptimConfig(epochs=7).epoch_budget == 7
+    assert OptimConfig(iterations=100).epoch_budget is None
+    cfg = TrialConfig.from_dict({"optim": {"batch_size": 10}})
+    assert budget(cfg, 100) == (10, 10, 10 * DEFAULT_EPOCHS)
+    assert total_epochs(cfg, 100) == DEFAULT_EPOCHS
+    spec = StudySpec.model_validate({"name": "s", "base": {}})
+    assert spec.total_epochs() == DEFAULT_EPOCHS
