@@ -1,6 +1,6 @@
 """Does DM resist label noise? CE vs GCE vs DM on MNIST-1D with 40% symmetric noise.
 
-The paper's claim to check (PAPER.md section 6): DM with a higher emphasis mode resists
+The paper's claim to check (docs/method.md): DM with a higher emphasis mode resists
 memorising wrong labels and beats CE clearly under heavy noise. Every method trains the same
 1-D CNN with the same recipe; each of 3 seeds draws its own noise, split and initialisation.
 Prints mean ± std over seeds of final and best test accuracy, test accuracy at the best clean

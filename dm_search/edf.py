@@ -1,9 +1,9 @@
 """Emphasis density functions (EDFs): how much each example counts, as a function of p.
 
 An EDF ``w(p)`` maps the probability ``p`` that the model gives an example's (possibly wrong)
-label to the magnitude of that example's gradient (PAPER.md sections 3-4). Every family is
-written in log space, ``log w(p)``, so that derivative normalisation over a batch is a softmax
-of log-weights and stays finite for large ``beta``.
+label to the magnitude of that example's gradient (docs/method.md, "One gradient, many
+magnitudes"). Every family is written in log space, ``log w(p)``, so that derivative
+normalisation over a batch is a softmax of log-weights and stays finite for large ``beta``.
 
 Families live in a registry: a new one is one class decorated with :func:`register`.
 ``EDF("dm", lam=0.5, beta=8.0)`` builds the registered family by name.

@@ -1,7 +1,8 @@
 """DMLoss: a classification loss whose gradient is written down, not derived.
 
 For logits ``z_i`` (C classes) and label ``y_i``, with ``p_i = softmax(z_i)[y_i]``, the gradient
-DMLoss sends back to the logits is, per example (DESIGN.md, "The DM gradient")::
+DMLoss sends back to the logits is, per example (docs/method.md, "The gradient DM sends to the
+logits")::
 
     g_i = w~_i * s_i * 1/2 * (softmax(z_i with the target logit masked out) - onehot(y_i))
 
@@ -12,7 +13,7 @@ DMLoss sends back to the logits is, per example (DESIGN.md, "The DM gradient")::
   of the step (never back-propagated through), computed in float32 or wider.
 - ``s_i = (1 - p_i) / ((1 - p_i) + eps)`` lets the push fade once an example is fitted to
   within ``eps``; without it (``eps=0``) logit margins can grow without bound under DN and
-  training can collapse (PAPER.md section 2).
+  training can collapse (docs/method.md).
 
 With ``normalise="none"`` and ``eps=0`` the loss-equivalent families reproduce the autograd
 gradients of mean CE (``cce``), MAE (``mae``), MSE (``mse``) and GCE (``gce``).

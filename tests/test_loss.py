@@ -28,7 +28,7 @@ def _grad(loss_fn, z, y):
 
 
 def _reference_grad(edf, z, y, normalise, eps):
-    """The DM gradient written plainly in float64, from PAPER.md section 2."""
+    """The DM gradient written plainly in float64, as docs/method.md writes it."""
     z = z.double()
     sm = torch.softmax(z, 1)
     onehot = F.one_hot(y, z.shape[1]).double()
