@@ -55,6 +55,7 @@ docker-check: $(TOOLS)/.installed
 lint: $(STAMP)
 	$(BIN)/ruff check dm_search tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint docker-check browser
 	$(BIN)/python -m pytest -q

@@ -4,13 +4,31 @@ Public API:
     EDF: emphasis density functions (weight as a function of p), by family name.
     DMLoss: the Derivative Manipulation loss for any PyTorch classifier.
     load_loss: a DMLoss from the EDF file that `dm-search export` writes.
+
+The names load on first use, so that importing a light submodule (the command line's
+--help, list and status) does not import torch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-# Imported after __version__: dm_search.export reads it.
-from dm_search.edf import EDF
-from dm_search.export import load_loss
-from dm_search.loss import DMLoss, dm_loss
+from typing import TYPE_CHECKING, Any
+
+from dm_search._version import __version__
+
+if TYPE_CHECKING:
+    from dm_search.edf import EDF
+    from dm_search.export import load_loss
+    from dm_search.loss import DMLoss, dm_loss
 
 __all__ = ["EDF", "DMLoss", "__version__", "dm_loss", "load_loss"]
+
+_LAZY = {"EDF": "dm_search.edf", "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
+         "load_loss": "dm_search.export"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dm_search' has no attribute {name!r}")

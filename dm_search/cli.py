@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dm_search import __version__
-from dm_search import edf as edf_mod
-from dm_search.edf import EDF
+from dm_search._version import __version__
+from dm_search.labels import edf_repr
+
+if TYPE_CHECKING:
+    from dm_search.edf import EDF
 
 app = typer.Typer(
     name="dm-search",
@@ -55,6 +57,9 @@ def _build(
     family: str, params: list[str], mode: float | None, spread: float | None,
     mean: float | None = None, std: float | None = None,
 ) -> EDF:
+    from dm_search import edf as edf_mod
+    from dm_search.edf import EDF
+
     try:
         if mean is not None or std is not None:
             if params or mode is not None or spread is not None:
@@ -76,6 +81,8 @@ def _build(
 @edf_app.command("list")
 def edf_list() -> None:
     """List the EDF families with their parameters and defaults."""
+    from dm_search import edf as edf_mod
+
     table = Table(title="EDF families")
     table.add_column("family")
     table.add_column("w(p)")
@@ -171,6 +178,7 @@ def edf_plot(
 
     Example: dm-search edf plot cce gce:q=0.7 dm:lam=0.5,beta=8 -o edfs.png
     """
+    from dm_search import edf as edf_mod
     from dm_search.report import edf_curves_info, plot_edf_curves, write_figure
 
     try:
@@ -324,8 +332,8 @@ def _print_summary(summary: dict) -> None:
     )
     best = summary["best"]
     if best:
-        edf = EDF.from_config(best["edf"])
-        console.print(f"best trial {best['number']}: {edf!r}  {_coords(best)}  "
+        edf = edf_repr(best["edf"])
+        console.print(f"best trial {best['number']}: {edf}  {_coords(best)}  "
                       f"val_acc {best['value']:.4f}  "
                       f"test_acc {_fmt(best['test_acc'] or math.nan)}")
     else:
@@ -333,7 +341,7 @@ def _print_summary(summary: dict) -> None:
     for ref in summary.get("references") or []:
         value = "-" if ref["value"] is None else f"{ref['value']:.4f}"
         console.print(f"reference trial {ref['number']} ({ref['stop_reason']}): "
-                      f"{EDF.from_config(ref['edf'])!r}  {_coords(ref)}  val_acc {value}  "
+                      f"{edf_repr(ref['edf'])}  {_coords(ref)}  val_acc {value}  "
                       f"test_acc {_fmt(ref['test_acc'] or math.nan)}")
     if summary["families"]:
         table = Table(title="by family")
@@ -470,7 +478,7 @@ def list_studies(
             s.study_name, f"{summary['trials']}/{summary['n_trials'] or '?'}",
             str(summary["by_reason"].get("finished", 0)),
             _fmt(best["value"]) if best else "-",
-            repr(EDF.from_config(best["edf"])) if best else "-",
+            edf_repr(best["edf"]) if best else "-",
             str(summary["created"] or "-"),
         )
     console.print(table)
@@ -541,6 +549,8 @@ def export(
     except ExportError as err:
         raise _fail(str(err)) from None
     path = write_export(doc, output, fmt)  # type: ignore[arg-type]
+    from dm_search.edf import EDF
+
     edf = EDF.from_config(doc["edf"])
     console.print(f"wrote {path}: {edf!r}, normalise={doc['loss']['normalise']}, val_acc "
                   f"{doc['result']['val_acc']:.4f} (study {study}, trial "

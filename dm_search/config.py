@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from dm_search.edf import EDF
+from dm_search.errors import ConfigError
 
 __all__ = [
     "AugmentConfig",
@@ -44,10 +45,6 @@ __all__ = [
     "format_validation_error",
     "load_trial_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the field and the fix."""
 
 
 class FrozenModel(BaseModel):

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from dm_search.labels import edf_label, edf_repr
+
 __all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "moments", "names", "parse_params",
            "register"]
 
@@ -258,13 +260,11 @@ class EDF:
         return cls(**cls._from_mode_spread(m, s))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
-        return f"EDF({self.family!r}{', ' if args else ''}{args})"
+        return edf_repr(self.to_config())
 
     def __str__(self) -> str:
         """A short label for plots and logs: ``dm(lam=0.5, beta=8)``."""
-        params = ", ".join(f"{k}={v:.4g}" for k, v in self._params.items())
-        return f"{self.family}({params})" if params else self.family
+        return edf_label(self.to_config())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EDF):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from dm_search import __version__
+from dm_search._version import __version__
 from dm_search.config import ConfigError, dump_yaml
 from dm_search.edf import EDF
 from dm_search.loss import NORMALISATIONS, DMLoss

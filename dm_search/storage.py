@@ -15,15 +15,17 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from dm_search import __version__
-from dm_search.config import ConfigError
-from dm_search.spec import StudySpec
+from dm_search._version import __version__
+from dm_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dm_search.spec import StudySpec
 
 __all__ = [
     "ENV_STORAGE",

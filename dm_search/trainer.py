@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dm_search import __version__
+from dm_search._version import __version__
 from dm_search.config import ConfigError, TrialConfig
 from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss
