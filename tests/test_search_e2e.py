@@ -22,10 +22,11 @@ def _load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=st.open_storage(url))
 
 
-def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study:
+def check_study(url: str, name: str, n_trials: int, epochs: int, references: int = 1,
+                ) -> optuna.Study:
     study = _load(url, name)
     trials = study.trials
-    assert len(trials) == n_trials + 1  # and the CE reference
+    assert len(trials) == n_trials + references
     assert study.user_attrs[st.S_SPEC]["name"] == name
     assert study.user_attrs[st.S_VERSION]
     assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
@@ -43,6 +44,10 @@ def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study
         elif reason == st.EARLY:
             assert t.user_attrs[st.A_EPOCHS] < epochs
             assert t.state == TrialState.PRUNED
+    for t in trials:  # both coordinate pairs on every trial
+        assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
+    if not references:
+        return study
     # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
     refs = st.reference_trials(study)
     assert [t.user_attrs[st.A_EDF] for t in refs] == [{"family": "cce"}]
@@ -50,8 +55,6 @@ def check_study(url: str, name: str, n_trials: int, epochs: int) -> optuna.Study
     searched = [t for t in trials if not st.is_reference(t)]
     assert searched[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
     assert all(t.user_attrs[st.A_EDF]["family"] != "cce" for t in searched)
-    for t in trials:  # both coordinate pairs on every trial
-        assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
     return study
 
 
@@ -240,3 +243,13 @@ def test_no_configuration_is_trained_twice(tmp_path, data_root):
     assert copy.state == TrialState.PRUNED and not st.is_eligible(copy)
     assert "history" not in copy.user_attrs  # never trained
     assert f"repeats trial {ref.number}'s configuration" in out.stdout
+
+
+def test_a_study_under_median_stopping(tmp_path, data_root):
+    spec = write_spec(tmp_path, data_root, name="median", n_trials=5, epochs=4,
+                      warm_start=False, baselines=[],
+                      scheduler={"name": "median", "grace_period": 1})
+    out = run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    study = check_study(f"sqlite:///{tmp_path}/studies.db", "median", 5, 4, references=0)
+    assert st.best_trial(study) is not None

@@ -136,17 +136,26 @@ def test_lr_schedules():
 
 def test_augmentation_crops_and_flips_on_the_batch():
     g = torch.Generator().manual_seed(0)
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    n = 64
+    x = torch.arange(n * 3 * 8 * 8, dtype=torch.float32).reshape(n, 3, 8, 8)
     flipped = augment(x, 0, True, g)
-    for i in range(2):
-        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    was_flipped = []
+    for i in range(n):
+        same, mirrored = torch.equal(flipped[i], x[i]), torch.equal(flipped[i], x[i].flip(2))
+        assert same or mirrored
+        was_flipped.append(mirrored)
+    assert 16 < sum(was_flipped) < 48  # about half of the batch, not none and not all
     cropped = augment(x, 2, False, g)
     assert cropped.shape == x.shape
-    for i in range(2):
+    shifts = set()
+    for i in range(n):
         # every crop is a shifted window of the zero-padded image
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        assert any(torch.equal(cropped[i], padded[:, dy:dy + 8, dx:dx + 8])
-                   for dy in range(5) for dx in range(5))
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(cropped[i], padded[:, dy:dy + 8, dx:dx + 8])]
+        assert len(found) == 1
+        shifts.add(found[0])
+    assert len(shifts) > 10  # many different windows, not the image itself every time
     signals = torch.randn(4, 1, 40)
     assert augment(signals, 4, True, g) is signals
 
