@@ -1,4 +1,50 @@
+"""Shared fixtures: data, ports, a PostgreSQL server, and the helpers the search tests use to
+write specs, run the CLI as a user would and check what a study recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
 import pytest
+import yaml
+from optuna.trial import TrialState
+
+from dm_search import storage as st
+from dm_search.edf import EDF
+from dm_search.space import make_space, trial_config_for
+from dm_search.spec import StudySpec
+
+CLI = str(Path(sys.executable).parent / "dm-search")
+
+
+def _plain(text: str) -> str:
+    """Output without colours, box borders and line wrapping, for substring checks."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = re.sub(r"\s*[│╭╮╰╯─]+\s*", " ", text)
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.fixture(scope="session")
+def plain():
+    """``plain(output)``: CLI output without colours, box borders and line wrapping."""
+    return _plain
+
+
+@pytest.fixture
+def cli_runner():
+    """Typer's runner for the dm-search app, in this process."""
+    from typer.testing import CliRunner
+
+    return CliRunner()
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +100,163 @@ def postgres_url():
     finally:
         run(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ search helpers
+def _write_spec(folder: Path, data_root: Path, *, name: str = "tiny", epochs: int = 3,
+               n_trials: int = 4, model: str = "mlp", num_samples: int = 400, **extra) -> Path:
+    spec = {
+        "name": name,
+        "study_dir": str(folder),
+        "base": {
+            "data": {"name": "mnist1d", "num_samples": num_samples, "root": str(data_root),
+                     "noise": {"kind": "symmetric", "rate": 0.4}},
+            "model": {"name": model, "options": {"width": 8}},
+            "optim": {"epochs": epochs, "batch_size": 64},
+            "diagnostics": False,
+        },
+        "space": {"families": {"dm": {}, "gce": {}}},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "n_trials": n_trials,
+        "max_concurrent": 2,
+        "resources": {"cpu": 1},
+        "warm_start": True,
+    }
+    spec.update(extra)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _run_cli(*args: str, timeout: float = 600, env: dict | None = None,
+            ) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("RAY_ADDRESS", None)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+def _status_json(storage: str, study: str) -> dict:
+    out = _run_cli("status", study, "--storage", storage, "--json", timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _check_study(url: str, name: str, n_trials: int, epochs: int, references: int = 1,
+                ) -> optuna.Study:
+    study = optuna.load_study(study_name=name, storage=st.open_storage(url))
+    trials = study.trials
+    assert len(trials) == n_trials + references
+    assert study.user_attrs[st.S_SPEC]["name"] == name
+    assert study.user_attrs[st.S_VERSION]
+    assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
+        reason = t.user_attrs[st.A_STOP]
+        assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
+        assert t.user_attrs[st.A_CONFIG]["loss"]["edf"] == t.user_attrs[st.A_EDF]
+        assert t.user_attrs[st.A_NODE]["id"]
+        history = t.user_attrs[st.A_HISTORY]
+        assert [h["epoch"] for h in history] == list(range(1, t.user_attrs[st.A_EPOCHS] + 1))
+        if reason == st.FINISHED:
+            assert t.user_attrs[st.A_EPOCHS] == epochs == t.user_attrs[st.A_TOTAL]
+            assert t.value == pytest.approx(history[-1]["val_acc"])
+        elif reason == st.EARLY:
+            assert t.user_attrs[st.A_EPOCHS] < epochs
+            assert t.state == TrialState.PRUNED
+    for t in trials:  # both coordinate pairs on every trial
+        assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
+    if not references:
+        return study
+    # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
+    refs = st.reference_trials(study)
+    assert [t.user_attrs[st.A_EDF] for t in refs] == [{"family": "cce"}]
+    assert refs[0].user_attrs[st.A_STOP] == st.FINISHED and refs[0].params == {}
+    searched = [t for t in trials if not st.is_reference(t)]
+    assert searched[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    assert all(t.user_attrs[st.A_EDF]["family"] != "cce" for t in searched)
+    return study
+
+
+
+@pytest.fixture(scope="session")
+def search() -> SimpleNamespace:
+    """``search.write_spec(folder, data_root, ...)`` a tiny study spec; ``search.run_cli(*args)``
+    the dm-search command in a subprocess; ``search.status_json(url, study)``;
+    ``search.check_study(url, name, n_trials, epochs)`` what every study must have recorded;
+    ``search.cli``, the command's path."""
+    return SimpleNamespace(cli=CLI, write_spec=_write_spec, run_cli=_run_cli,
+                           status_json=_status_json, check_study=_check_study)
+
+
+# ------------------------------------------------------------------ a study without Ray
+STUDY_SPEC: dict[str, Any] = {
+    "name": "made",
+    "base": {"data": {"name": "mnist1d", "noise": {"kind": "symmetric", "rate": 0.4}},
+             "optim": {"epochs": 6}},
+    "space": {"families": {"dm": {}, "gce": {}}},
+    "final": {"enabled": True, "seeds": 2},
+}
+# (edf params, val_acc at each epoch, epochs run): 6 epochs is the full budget
+STUDY_TRIALS: list[tuple[dict[str, Any], list[float], str]] = [
+    ({"family": "dm", "dm.mode": 1 / 3, "dm.spread": 8.0}, [.5, .6, .7, .75, .78, .80], "full"),
+    ({"family": "dm", "dm.mode": 0.5, "dm.spread": 16.0}, [.5, .65, .72, .80, .83, .84], "full"),
+    ({"family": "cce"}, [.55, .60, .62, .61, .58, .55], "full"),  # the CE reference
+    ({"family": "gce", "gce.mode": 0.4}, [.5, .6, .7, .74, .76, .77], "full"),
+    ({"family": "dm", "dm.mode": 0.7, "dm.spread": 4.0}, [.9], "early"),  # stopped after 1
+    ({"family": "dm", "dm.mode": 0.1, "dm.spread": 20.0}, [.4, .5, .6, .7, .72, .74], "full"),
+    ({"family": "dm", "dm.mode": 0.2, "dm.spread": 5.0}, [.5, .6], "failed"),
+    ({"family": "dm", "dm.mode": 0.6, "dm.spread": 12.0}, [.5, .6, .7, .75, .78, .79], "full"),
+]
+
+
+def _make_study(url: str, trials: list | None = None) -> optuna.Study:
+    spec = StudySpec.model_validate(STUDY_SPEC)
+    storage = st.open_storage(url)
+    study = st.open_study(storage, spec, resume=False).study
+    space = make_space(spec)
+    for params, curve, kind in STUDY_TRIALS if trials is None else trials:
+        if params["family"] == "cce":
+            trial = st.new_reference_trial(study,
+                                           trial_config_for(spec, EDF("cce")).to_dict())
+        else:
+            study.enqueue_trial(params)
+            trial = study.ask()
+            st.record_trial_config(trial, space(trial)["trial_config"])
+        hist = [{"epoch": e + 1, "val_acc": v, "test_acc": v - 0.01, "memorised": 0.1 * e,
+                 "train_loss": 1.0, "epoch_s": 0.1} for e, v in enumerate(curve)]
+        trial.set_user_attr(st.A_HISTORY, hist)
+        trial.set_user_attr(st.A_FINAL, hist[-1])
+        trial.set_user_attr(st.A_EPOCHS, len(curve))
+        trial.set_user_attr(st.A_TOTAL, 6)
+        trial.set_user_attr(st.A_NODE, {"ip": "127.0.0.1", "id": "abc123"})
+        for e, v in enumerate(curve):
+            trial.report(v, e + 1)
+        if kind == "failed":
+            trial.set_user_attr(st.A_STOP, "failed: TrialDiverged: trial diverged in epoch 2")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif kind == "early":  # as the search records a trial its scheduler stopped
+            trial.set_user_attr(st.A_STOP, st.EARLY)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.set_user_attr(st.A_STOP, st.FINISHED)
+            study.tell(trial, curve[-1])
+    study.set_user_attr(st.S_FINGERPRINT, "0123456789abcdef")
+    study.set_user_attr(st.S_FINAL, {
+        "seeds": 2,
+        "best": {"trial": 1, "edf": {"family": "dm", "lam": 1.0, "beta": 16.0},
+                 "runs": [{"test_acc": 0.85}, {"test_acc": 0.87}], "test_acc_mean": 0.86,
+                 "test_acc_std": 0.0141},
+        "ce": {"edf": {"family": "cce"}, "runs": [{"test_acc": 0.60}, {"test_acc": 0.62}],
+               "test_acc_mean": 0.61, "test_acc_std": 0.0141},
+        "gain": 0.25,
+    })
+    return study
+
+
+@pytest.fixture(scope="session")
+def make_study():
+    """``make_study(url, trials=None)``: a small finished study written straight into a
+    database, as the search records it, so that report, export and dashboard tests need no Ray
+    run."""
+    return _make_study

@@ -12,8 +12,6 @@ import urllib.request
 import pytest
 
 from dm_search import report
-from tests.search_helpers import CLI
-from tests.study_fixture import make_study
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +22,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture
-def dashboard(tmp_path, free_port):
+def dashboard(tmp_path, free_port, make_study, search):
     url = f"sqlite:///{tmp_path}/studies.db"
     study = make_study(url)
     report.update_dashboard(study)
     port = free_port()
-    proc = subprocess.Popen([CLI, "dashboard", "--storage", url, "--port", str(port)],
+    proc = subprocess.Popen([search.cli, "dashboard", "--storage", url, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -13,23 +13,21 @@ import optuna
 import pytest
 
 from dm_search import storage as st
-from tests.search_helpers import run_cli, status_json, write_spec
-from tests.test_search_e2e import check_study
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def test_study_end_to_end_with_postgresql(tmp_path, data_root, postgres_url):
-    spec = write_spec(tmp_path, data_root, name="pg")
-    out = run_cli("submit", str(spec), "--storage", postgres_url)
+def test_study_end_to_end_with_postgresql(search, tmp_path, data_root, postgres_url):
+    spec = search.write_spec(tmp_path, data_root, name="pg")
+    out = search.run_cli("submit", str(spec), "--storage", postgres_url)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "pg-secret-pw" not in out.stdout + out.stderr
     assert "dm:***@127.0.0.1" in out.stdout
-    study = check_study(postgres_url, "pg", 4, 3)
+    study = search.check_study(postgres_url, "pg", 4, 3)
     assert "pg-secret-pw" not in str(study.user_attrs)
     # From the environment too, so the URL need not be on the command line.
-    summary = run_cli("status", "pg", "--json", env={st.ENV_STORAGE: postgres_url})
+    summary = search.run_cli("status", "pg", "--json", env={st.ENV_STORAGE: postgres_url})
     assert summary.returncode == 0 and '"name": "pg"' in summary.stdout
     assert not (tmp_path / "studies.db").exists()
 
@@ -62,21 +60,21 @@ def two_node_cluster(free_port, monkeypatch):
         ray("stop", "--force")
 
 
-def test_trials_run_on_both_nodes_and_detach_submits_a_job(tmp_path, data_root,
+def test_trials_run_on_both_nodes_and_detach_submits_a_job(search, tmp_path, data_root,
                                                           two_node_cluster):
     gcs, jobs, env = two_node_cluster
-    spec = write_spec(tmp_path, data_root, name="cluster", n_trials=6, epochs=4,
+    spec = search.write_spec(tmp_path, data_root, name="cluster", n_trials=6, epochs=4,
                       model="cnn1d", num_samples=800, scheduler={"name": "none"})
-    out = run_cli("submit", str(spec), "--address", gcs)
+    out = search.run_cli("submit", str(spec), "--address", gcs)
     assert out.returncode == 0, out.stdout + out.stderr
     url = f"sqlite:///{tmp_path}/studies.db"
-    study = check_study(url, "cluster", 6, 4)
+    study = search.check_study(url, "cluster", 6, 4)
     nodes = {t.user_attrs[st.A_NODE]["id"] for t in study.trials}
     assert len(nodes) == 2, nodes
 
     # --detach: the study runs as a Ray Job on the cluster; the storage URL travels in its env.
-    detached = write_spec(tmp_path, data_root, name="detached", n_trials=2, epochs=2)
-    out = run_cli("submit", str(detached), "--detach", "--address", jobs, "--storage", url)
+    detached = search.write_spec(tmp_path, data_root, name="detached", n_trials=2, epochs=2)
+    out = search.run_cli("submit", str(detached), "--detach", "--address", jobs, "--storage", url)
     assert out.returncode == 0, out.stdout + out.stderr
     job_id = out.stdout.split("as Ray job ")[1].split()[0]
     # Asked through the `ray job` command (a fresh process that reads the token from the
@@ -94,6 +92,6 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(tmp_path, data_root,
         logs = subprocess.run([RAY, "job", "logs", "--address", jobs, job_id], env=env,
                               capture_output=True, text=True, timeout=60)
         raise AssertionError(status.stdout + logs.stdout[-3000:])
-    summary = status_json(url, "detached")
+    summary = search.status_json(url, "detached")
     assert summary["trials"] == 3 and len(summary["references"]) == 1  # and CE, once
     assert optuna.load_study(study_name="detached", storage=url).trials

@@ -12,7 +12,6 @@ import pytest
 from optuna.trial import TrialState
 
 from dm_search import storage as st
-from tests.search_helpers import CLI, run_cli, status_json, write_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.slow
@@ -22,50 +21,14 @@ def _load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=st.open_storage(url))
 
 
-def check_study(url: str, name: str, n_trials: int, epochs: int, references: int = 1,
-                ) -> optuna.Study:
-    study = _load(url, name)
-    trials = study.trials
-    assert len(trials) == n_trials + references
-    assert study.user_attrs[st.S_SPEC]["name"] == name
-    assert study.user_attrs[st.S_VERSION]
-    assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
-    for t in trials:
-        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
-        reason = t.user_attrs[st.A_STOP]
-        assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
-        assert t.user_attrs[st.A_CONFIG]["loss"]["edf"] == t.user_attrs[st.A_EDF]
-        assert t.user_attrs[st.A_NODE]["id"]
-        history = t.user_attrs[st.A_HISTORY]
-        assert [h["epoch"] for h in history] == list(range(1, t.user_attrs[st.A_EPOCHS] + 1))
-        if reason == st.FINISHED:
-            assert t.user_attrs[st.A_EPOCHS] == epochs == t.user_attrs[st.A_TOTAL]
-            assert t.value == pytest.approx(history[-1]["val_acc"])
-        elif reason == st.EARLY:
-            assert t.user_attrs[st.A_EPOCHS] < epochs
-            assert t.state == TrialState.PRUNED
-    for t in trials:  # both coordinate pairs on every trial
-        assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
-    if not references:
-        return study
-    # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
-    refs = st.reference_trials(study)
-    assert [t.user_attrs[st.A_EDF] for t in refs] == [{"family": "cce"}]
-    assert refs[0].user_attrs[st.A_STOP] == st.FINISHED and refs[0].params == {}
-    searched = [t for t in trials if not st.is_reference(t)]
-    assert searched[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
-    assert all(t.user_attrs[st.A_EDF]["family"] != "cce" for t in searched)
-    return study
-
-
-def test_study_end_to_end_with_sqlite(tmp_path, data_root):
-    spec = write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2})
-    out = run_cli("submit", str(spec))
+def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
+    spec = search.write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2})
+    out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "started (reference): cce" in out.stdout and "done 5/5" in out.stdout
     assert "final test accuracy: best EDF" in out.stdout
     url = f"sqlite:///{tmp_path}/studies.db"
-    study = check_study(url, "tiny", 4, 3)
+    study = search.check_study(url, "tiny", 4, 3)
     final = study.user_attrs[st.S_FINAL]
     assert final["seeds"] == 2
     assert len(final["best"]["runs"]) == 2 and len(final["ce"]["runs"]) == 2
@@ -75,37 +38,37 @@ def test_study_end_to_end_with_sqlite(tmp_path, data_root):
     assert final["gain"] == pytest.approx(final["best"]["test_acc_mean"]
                                           - final["ce"]["test_acc_mean"])
 
-    summary = status_json(url, "tiny")
+    summary = search.status_json(url, "tiny")
     assert summary["trials"] == 5 and summary["best"]["number"] == best.number
     assert set(summary["families"]) <= {"dm", "gce"}
     assert [r["edf"] for r in summary["references"]] == [{"family": "cce"}]
     # The final stage compared with the CE reference's own recipe.
     assert final["ce"]["edf"] == summary["references"][0]["edf"]
-    listed = run_cli("list", "--storage", url)
+    listed = search.run_cli("list", "--storage", url)
     assert listed.returncode == 0 and "tiny" in listed.stdout
 
     # The same name again: refused without --resume, and with a different spec.
-    again = run_cli("submit", str(spec))
+    again = search.run_cli("submit", str(spec))
     assert again.returncode == 2 and "already exists. Add --resume" in again.stderr
     (tmp_path / "other").mkdir()
-    other = write_spec(tmp_path / "other", data_root, epochs=4, study_dir=str(tmp_path))
-    clash = run_cli("submit", str(other))
+    other = search.write_spec(tmp_path / "other", data_root, epochs=4, study_dir=str(tmp_path))
+    clash = search.run_cli("submit", str(other))
     assert clash.returncode == 2 and "different spec" in clash.stderr
     # Resuming a finished study runs nothing more.
-    resumed = run_cli("submit", str(spec), "--resume")
+    resumed = search.run_cli("submit", str(spec), "--resume")
     assert resumed.returncode == 0 and "all 4 trials are done" in resumed.stdout
     assert "started (reference)" not in resumed.stdout  # the baseline is not run again
     assert len(_load(url, "tiny").trials) == 5
 
 
-def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
-    spec = write_spec(tmp_path, data_root, name="killme", epochs=25, n_trials=6,
+def test_killed_study_resumes_without_losing_trials(search, tmp_path, data_root):
+    spec = search.write_spec(tmp_path, data_root, name="killme", epochs=25, n_trials=6,
                       model="cnn1d", num_samples=1200, scheduler={"name": "none"},
                       baselines=[])
     url = f"sqlite:///{tmp_path}/studies.db"
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([CLI, "submit", str(spec)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([search.cli, "submit", str(spec)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     finished_before: dict[int, float] = {}
     try:
@@ -129,7 +92,7 @@ def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
     interrupted = {t.number for t in _load(url, "killme").trials if t.state == TrialState.RUNNING}
     assert interrupted
 
-    out = run_cli("submit", str(spec), "--resume")
+    out = search.run_cli("submit", str(spec), "--resume")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{len(interrupted)} interrupted one(s) marked failed" in out.stdout
     study = _load(url, "killme")
@@ -146,8 +109,8 @@ def test_killed_study_resumes_without_losing_trials(tmp_path, data_root):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
-def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, data_root):
-    spec = write_spec(
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(search, tmp_path, data_root):
+    spec = search.write_spec(
         tmp_path, data_root, name="fails", n_trials=3, epochs=2, warm_start=False,
         scheduler={"name": "none"}, sampler={"name": "grid"},
         baselines=[],
@@ -156,7 +119,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, data_root):
                "grid": [{"family": "dm", "lam": 1.0, "beta": 8.0, "optim.lr": 1e30},
                         {"family": "dm", "optim.lr": 0.05},
                         {"family": "dm", "lam": 1.0, "beta": 8.0, "optim.lr": 0.05}]})
-    out = run_cli("submit", str(spec))
+    out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "trial 0 failed: TrialDiverged" in out.stdout
     study = _load(f"sqlite:///{tmp_path}/studies.db", "fails")
@@ -169,31 +132,31 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, data_root):
     assert st.best_trial(study) is not None
 
 
-def test_bad_spec_and_unreachable_database_write_nothing(tmp_path, data_root):
+def test_bad_spec_and_unreachable_database_write_nothing(search, tmp_path, data_root):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nspace: {families: {dmm: {}}}\n")
-    out = run_cli("submit", str(bad))
+    out = search.run_cli("submit", str(bad))
     assert out.returncode == 2 and "unknown EDF family" in out.stderr
-    spec = write_spec(tmp_path, data_root, name="nodb")
-    out = run_cli("submit", str(spec), "--storage",
+    spec = search.write_spec(tmp_path, data_root, name="nodb")
+    out = search.run_cli("submit", str(spec), "--storage",
                   "postgresql+psycopg://me:topsecret@127.0.0.1:1/db")
     assert out.returncode == 2
     assert "cannot open the study database" in out.stderr and "topsecret" not in out.stderr
     assert not (tmp_path / "studies.db").exists()
-    out = run_cli("submit", str(spec), "--address", "127.0.0.1:1", timeout=120)
+    out = search.run_cli("submit", str(spec), "--address", "127.0.0.1:1", timeout=120)
     assert out.returncode == 2 and "cannot connect to the Ray cluster" in out.stderr
     assert not [s for s in st.open_storage(f"sqlite:///{tmp_path}/studies.db")
                 .get_all_studies()]
 
 
-def test_moments_spec_budget_and_duplicates_end_to_end(tmp_path, data_root):
+def test_moments_spec_budget_and_duplicates_end_to_end(search, tmp_path, data_root):
     """A study searched in (mean, std), with a second baseline, an epoch budget, and a grid
     point that repeats a reference: the repeat is not trained again."""
-    spec = write_spec(
+    spec = search.write_spec(
         tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
         baselines=["cce", "gce:q=0.7"], budget_epochs=15,
         space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
-    out = run_cli("submit", str(spec))
+    out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
     refs = st.reference_trials(study)
@@ -208,12 +171,12 @@ def test_moments_spec_budget_and_duplicates_end_to_end(tmp_path, data_root):
             assert 0.15 - 1e-6 <= t.user_attrs["std"] <= 0.25 + 1e-6
             assert t.params["dm.mean"] == pytest.approx(t.user_attrs["mean"], abs=1e-5)
     # Resumed with a larger budget: the study goes on, and its references are not run again.
-    spec2 = write_spec(
+    spec2 = search.write_spec(
         tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
         baselines=["cce", "gce:q=0.7"], budget_epochs=24,
         space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
     before = len(study.trials)
-    again = run_cli("submit", str(spec2), "--resume")
+    again = search.run_cli("submit", str(spec2), "--resume")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(reference)" not in again.stdout
     study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
@@ -221,15 +184,15 @@ def test_moments_spec_budget_and_duplicates_end_to_end(tmp_path, data_root):
     assert before < len(study.trials) and st.epochs_trained(study) <= 24
 
 
-def test_no_configuration_is_trained_twice(tmp_path, data_root):
+def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
     """A grid point that repeats the gce reference is recorded as its duplicate, untrained."""
-    spec = write_spec(
+    spec = search.write_spec(
         tmp_path, data_root, name="dups", n_trials=3, epochs=2, warm_start=False,
         scheduler={"name": "none"}, sampler={"name": "grid"}, baselines=["gce:q=0.7"],
         space={"families": {"dm": {}, "gce": {}},
                "grid": [{"family": "dm", "lam": 1.0, "beta": 8.0},
                         {"family": "gce", "q": 0.7}]})
-    out = run_cli("submit", str(spec))
+    out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     study = _load(f"sqlite:///{tmp_path}/studies.db", "dups")
     assert len(study.trials) == 4  # 3 searched and the reference
@@ -245,11 +208,11 @@ def test_no_configuration_is_trained_twice(tmp_path, data_root):
     assert f"repeats trial {ref.number}'s configuration" in out.stdout
 
 
-def test_a_study_under_median_stopping(tmp_path, data_root):
-    spec = write_spec(tmp_path, data_root, name="median", n_trials=5, epochs=4,
+def test_a_study_under_median_stopping(search, tmp_path, data_root):
+    spec = search.write_spec(tmp_path, data_root, name="median", n_trials=5, epochs=4,
                       warm_start=False, baselines=[],
                       scheduler={"name": "median", "grace_period": 1})
-    out = run_cli("submit", str(spec))
+    out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
-    study = check_study(f"sqlite:///{tmp_path}/studies.db", "median", 5, 4, references=0)
+    study = search.check_study(f"sqlite:///{tmp_path}/studies.db", "median", 5, 4, references=0)
     assert st.best_trial(study) is not None

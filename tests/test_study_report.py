@@ -2,19 +2,15 @@ import re
 
 import optuna
 import pytest
-import torch
 
-from dm_search import EDF, DMLoss, load_loss
 from dm_search import report as r
-from dm_search.export import ExportError, export_trial, read_export, write_export
-from tests.study_fixture import make_study
-from tests.test_cli import _plain, runner
+from dm_search.export import read_export
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture
-def study(tmp_path):
+def study(tmp_path, make_study):
     return make_study(f"sqlite:///{tmp_path}/studies.db")
 
 
@@ -69,7 +65,8 @@ def test_learning_and_memorisation_curves(study):
     assert len(mem.series) == 2  # best trial and the best CE trial
 
 
-def test_memorisation_compares_with_the_longest_ce_trial_when_ce_was_stopped_early(tmp_path):
+def test_memorisation_compares_with_the_longest_ce_trial_when_ce_was_stopped_early(tmp_path,
+                                                                                 make_study):
     trials = [({"family": "dm", "dm.mode": 0.5, "dm.spread": 16.0}, [.5, .6, .7, .8, .8, .8],
                "full"),
               ({"family": "cce"}, [.5], "early"),
@@ -119,71 +116,22 @@ def test_dashboard_figures_and_notes_are_saved(study):
     assert "stop reason" in get_note(optuna.trial.Trial(study, study.trials[0]._trial_id))
 
 
-# ------------------------------------------------------------------ export
-def test_export_best_and_round_trip_gives_the_trials_gradient(study, tmp_path):
-    doc = export_trial(study)
-    assert doc["provenance"]["trial"] == 1 and doc["edf"] == {"family": "dm", "lam": 1.0,
-                                                              "beta": 16.0}
-    assert doc["mode"] == 0.5 and doc["spread"] == 16.0
-    assert doc["mean"] == pytest.approx(0.5) and 0.15 < doc["std"] < 0.2
-    assert doc["result"]["final_test_acc_mean"] == 0.86
-    assert doc["result"]["ce_test_acc_mean"] == 0.61
-    for suffix in ("yaml", "json"):
-        path = write_export(doc, tmp_path / f"best.{suffix}")
-        assert read_export(path) == doc
-        loaded = load_loss(path)
-        cfg = study.trials[1].user_attrs["config"]["loss"]
-        direct = DMLoss(EDF.from_config(cfg["edf"]), normalise=cfg["normalise"], eps=cfg["eps"])
-        z = torch.randn(32, 10, dtype=torch.float64)
-        y = torch.randint(0, 10, (32,))
-        grads = []
-        for fn in (loaded, direct):
-            x = z.clone().requires_grad_()
-            fn(x, y).backward()
-            grads.append(x.grad)
-        assert torch.equal(grads[0], grads[1])
-
-
-def test_export_refuses_what_is_not_eligible(study, tmp_path):
-    with pytest.raises(ExportError, match=r"trial 4 is early-stopped \(1 of 6 epochs\)"):
-        export_trial(study, 4)
-    with pytest.raises(ExportError, match=r"no trial 99; its trials are 0\.\.7"):
-        export_trial(study, 99)
-    assert export_trial(study, 2)["edf"] == {"family": "cce"}
-    empty = optuna.create_study(storage=f"sqlite:///{tmp_path}/e.db", study_name="empty")
-    with pytest.raises(ExportError, match="no trial that ran its full budget"):
-        export_trial(empty)
-
-
-def test_load_loss_checks_the_schema(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("edf: {family: dm}\n")
-    with pytest.raises(ExportError, match="not a dm-search EDF export"):
-        load_loss(bad)
-    bad.write_text("dm_search_edf: 7\nedf: {family: dm}\nloss: {normalise: batch}\n")
-    with pytest.raises(ExportError, match=r"schema version 7; .* reads version 1"):
-        load_loss(bad)
-    bad.write_text("dm_search_edf: 1\nedf: {family: dm, lam: -1}\nloss: {normalise: batch}\n")
-    with pytest.raises(ExportError, match="'lam'=-1"):
-        load_loss(bad)
-
-
-def test_cli_report_and_export(study, tmp_path):
+def test_cli_report_and_export(study, tmp_path, cli_runner, plain):
     url = f"sqlite:///{tmp_path}/studies.db"
-    out = runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
+    out = cli_runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
                                   str(tmp_path / "x.html")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "x.html").stat().st_size > 100_000
-    out = runner.invoke(r_app(), ["export", "made", "--storage", url, "-o",
+    out = cli_runner.invoke(r_app(), ["export", "made", "--storage", url, "-o",
                                   str(tmp_path / "e.json")])
     assert out.exit_code == 0, out.output
     assert read_export(tmp_path / "e.json")["provenance"]["study"] == "made"
-    out = runner.invoke(r_app(), ["export", "made", "--storage", url, "--trial", "4"])
-    assert out.exit_code == 2 and "early-stopped" in _plain(out.output)
-    out = runner.invoke(r_app(), ["export", "nope", "--storage", url])
-    assert out.exit_code == 2 and "no study named 'nope'" in _plain(out.output)
-    out = runner.invoke(r_app(), ["status", "made", "--storage", url])
-    assert out.exit_code == 0 and "best trial 1" in _plain(out.output)
+    out = cli_runner.invoke(r_app(), ["export", "made", "--storage", url, "--trial", "4"])
+    assert out.exit_code == 2 and "early-stopped" in plain(out.output)
+    out = cli_runner.invoke(r_app(), ["export", "nope", "--storage", url])
+    assert out.exit_code == 2 and "no study named 'nope'" in plain(out.output)
+    out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])
+    assert out.exit_code == 0 and "best trial 1" in plain(out.output)
 
 
 def r_app():
