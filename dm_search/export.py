@@ -54,16 +54,16 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         if not st.ran_full_budget(trial):
             raise ExportError(
                 f"trial {trial_number} is {st.stop_reason(trial)} "
-                f"({trial.user_attrs.get(st.A_EPOCHS, 0)} of "
-                f"{trial.user_attrs.get(st.A_TOTAL, '?')} epochs): only trials that ran their "
+                f"({st.trial_epochs(trial)[0] or 0} of "
+                f"{st.trial_epochs(trial)[1] or '?'} epochs): only trials that ran their "
                 "full budget can be exported"
             )
-    cfg = trial.user_attrs[st.A_CONFIG]
+    cfg = st.trial_config(trial)
     edf = EDF.from_config(cfg["loss"]["edf"])
-    final_metrics = trial.user_attrs.get(st.A_FINAL) or {}
+    final_metrics = st.trial_final(trial)
     result: dict[str, Any] = {"val_acc": trial.value,
                               "test_acc_at_search": final_metrics.get("test_acc")}
-    final = study.user_attrs.get(st.S_FINAL)
+    final = st.final_stage(study)
     if final and final.get("best", {}).get("trial") == trial.number:
         result["final_test_acc_mean"] = final["best"]["test_acc_mean"]
         result["final_test_acc_std"] = final["best"]["test_acc_std"]
@@ -87,9 +87,9 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
             "noise": data["noise"],
             "val_fraction": data["val_fraction"],
             "model": cfg["model"]["name"],
-            "dataset_fingerprint": study.user_attrs.get(st.S_FINGERPRINT),
+            "dataset_fingerprint": st.study_provenance(study)["fingerprint"],
             "dm_search_version": __version__,
-            "study_version": study.user_attrs.get(st.S_VERSION),
+            "study_version": st.study_provenance(study)["version"],
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }

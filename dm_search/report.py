@@ -169,11 +169,11 @@ class FinalInfo(NamedTuple):
 
 def _trials(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get(st.A_EDF) and t.state.is_finished()]
+            if st.trial_edf(t) and t.state.is_finished()]
 
 
 def _edf_of(t: Any) -> EDF:
-    return EDF.from_config(t.user_attrs[st.A_EDF])
+    return EDF.from_config(st.trial_edf(t) or {})
 
 
 def _finite(v: Any) -> bool:
@@ -187,7 +187,7 @@ def _value(t: Any) -> float | None:
         return float(t.value)
     if st.stop_reason(t) != st.EARLY:
         return None
-    hist = t.user_attrs.get(st.A_HISTORY) or []
+    hist = st.trial_history(t)
     last = hist[-1].get("val_acc") if hist else None
     return float(last) if last is not None and _finite(last) else None
 
@@ -343,12 +343,12 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
     ce = [t for t in _trials(study) if _edf_of(t).family == "cce" and _value(t) is not None]
     if ce:
         best_ce = max(ce, key=lambda t: (st.is_reference(t), st.ran_full_budget(t),
-                                         t.user_attrs.get(st.A_EPOCHS, 0), _value(t)))
+                                         st.trial_epochs(t)[0] or 0, _value(t)))
         if best_ce not in chosen:
             chosen.append(best_ce)
     labels, series = [], []
     for t in chosen:
-        hist = t.user_attrs.get(st.A_HISTORY) or []
+        hist = st.trial_history(t)
         pts = [(int(h["epoch"]), float(h[metric])) for h in hist if _finite(h.get(metric))]
         if pts:
             ref = " (reference)" if st.is_reference(t) else ""
@@ -410,7 +410,7 @@ def plot_importances(info: dict[str, dict[str, float]]) -> go.Figure:
 
 
 def final_info(study: Any) -> FinalInfo:
-    final = study.user_attrs.get(st.S_FINAL)
+    final = st.final_stage(study)
     if not final:
         return FinalInfo([], None)
     rows = []
@@ -442,23 +442,27 @@ def study_figures(study: Any) -> dict[str, go.Figure]:
 def trial_note(t: Any) -> str:
     """A readable Markdown note on a trial for the dashboard."""
     edf = _edf_of(t)
-    final = t.user_attrs.get(st.A_FINAL) or {}
+    final = st.trial_final(t)
     ref = " (reference baseline)" if st.is_reference(t) else ""
     lines = [f"## {edf.family} — {edf}{ref}",
              f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
              f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
              f"- emphasis density: mean {edf.mean:.3f}, std {edf.std:.3f}",
              f"- stop reason: **{st.stop_reason(t)}**, epochs "
-             f"{t.user_attrs.get(st.A_EPOCHS, '?')}/{t.user_attrs.get(st.A_TOTAL, '?')}"]
+             f"{_or_q(st.trial_epochs(t)[0])}/{_or_q(st.trial_epochs(t)[1])}"]
     for key, name in (("val_acc", "clean validation accuracy"), ("test_acc", "test accuracy"),
                       ("memorised", "memorised (noisy labels fitted)"),
                       ("noisy_weight_share", "DM weight on noisy labels")):
         if _finite(final.get(key)):
             lines.append(f"- {name}: {final[key]:.4f}")
-    node = t.user_attrs.get(st.A_NODE) or {}
+    node = st.trial_node(t)
     if node:
         lines.append(f"- node: {node.get('ip')} ({str(node.get('id'))[:12]})")
     return "\n".join(lines)
+
+
+def _or_q(v: Any) -> str:
+    return "?" if v is None else str(v)
 
 
 def save_trial_note(study: Any, trial: Any) -> None:
@@ -530,7 +534,7 @@ def write_report(study: Any, path: str | Path) -> Path:
     ]
     final = final_info(study)
     best = summary["best"]
-    spec = study.user_attrs.get(st.S_SPEC) or {}
+    spec = st.study_spec(study)
     base = spec.get("base", {})
     noise = base.get("data", {}).get("noise", {})
     parts = [

@@ -48,15 +48,12 @@ from dm_search.space import (
 )
 from dm_search.spec import StudySpec
 from dm_search.stopping import MedianRule, NoStopping, RungRule, StoppingRule
-from dm_search.trainer import run_trial, total_epochs
+from dm_search.trainer import METRICS, run_trial, total_epochs
 
 __all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
 
 METRIC = "val_acc"
 ENV_SPEC = "DM_SEARCH_SPEC_YAML"
-# Small enough to store every epoch on the trial; what the report and dashboard draw.
-HISTORY_KEYS = ("epoch", "train_loss", "val_acc", "test_acc", "intact_acc", "memorised",
-                "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr", "epoch_s")
 
 
 class ClusterUnavailable(ConfigError):
@@ -206,27 +203,20 @@ class _Recorder(tune.Callback):
             return  # not trained: its record was written when it was suggested
         number = self._number(trial)
         tid = self._trial_id(number)
-        put = self.storage.set_trial_user_attr
         if "error" in result:
-            put(tid, st.A_STOP, f"failed: {result['error']}")
+            st.record_failure(self.storage, tid, result["error"])
             return
         epoch, total = int(result["epoch"]), int(result["total_epochs"])
         hist = self.history.setdefault(number, [])
-        hist.append({k: _num(result.get(k)) for k in HISTORY_KEYS})
+        hist.append({k: _num(result.get(k)) for k in METRICS})
+        node = None
         if len(hist) == 1:
-            put(tid, st.A_NODE, {"ip": result.get("node_ip"), "id": result.get("node_id")})
-            put(tid, st.A_TOTAL, total)
+            node = {"ip": result.get("node_ip"), "id": result.get("node_id")}
             if not self.fingerprint_saved:
-                self.study.set_user_attr(st.S_FINGERPRINT, result.get("fingerprint"))
-                self.study.set_user_attr("noise_rate", result.get("noise_rate"))
+                st.record_dataset(self.study, result.get("fingerprint"), result.get("noise_rate"))
                 self.fingerprint_saved = True
-        # Written at every epoch: if the scheduler stops the trial here, this is the last moment
-        # the trial can still be updated.
-        reason = st.FINISHED if epoch >= total else st.EARLY
-        put(tid, st.A_EPOCHS, epoch)
-        put(tid, st.A_STOP, reason)
-        put(tid, st.A_FINAL, hist[-1])
-        put(tid, st.A_HISTORY, hist)
+        reason = st.record_epoch(self.storage, tid, epoch=epoch, total=total, history=hist,
+                                 node=node)
         if reason == st.FINISHED or result.get("done"):
             # The trial's last moment as a running trial: artifacts need one.
             label = _edf_label(trial.config["trial_config"])
@@ -623,17 +613,17 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
     if best is None:
         say("final stage skipped: no trial ran its full budget")
         return
-    done = study.user_attrs.get(st.S_FINAL)
+    done = st.final_stage(study)
     if done and done.get("best", {}).get("trial") == best.number and \
             done.get("seeds") == spec.final.seeds:
         say("final stage already done for the current best trial")
         return
-    best_cfg = TrialConfig.from_dict(best.user_attrs[st.A_CONFIG])
+    best_cfg = TrialConfig.from_dict(st.trial_config(best))
     # The CE the best is compared with: the study's CE reference where it has one (the same
     # recipe it was measured with during the search), else plain CE on the base config.
     ce_ref = next((t for t in st.reference_trials(study)
-                   if (t.user_attrs.get(st.A_EDF) or {}).get("family") == "cce"), None)
-    ce_cfg = (TrialConfig.from_dict(ce_ref.user_attrs[st.A_CONFIG]) if ce_ref is not None
+                   if (st.trial_edf(t) or {}).get("family") == "cce"), None)
+    ce_cfg = (TrialConfig.from_dict(st.trial_config(ce_ref)) if ce_ref is not None
               else trial_config_for(spec, EDF("cce")))
 
     def full(cfg: TrialConfig, seed: int) -> dict[str, Any]:
@@ -663,7 +653,7 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
         "ce": {"edf": {"family": "cce"}, **agg(runs_ce)},
     }
     result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]
-    study.set_user_attr(st.S_FINAL, result)
+    st.record_final_stage(study, result)
     b, c = result["best"], result["ce"]
     say(f"final test accuracy: best EDF {100 * b['test_acc_mean']:.2f} ± "
         f"{100 * b['test_acc_std']:.2f}%, CE {100 * c['test_acc_mean']:.2f} ± "

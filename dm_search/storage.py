@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,24 +43,36 @@ __all__ = [
 
 ENV_STORAGE = "DM_SEARCH_STORAGE"
 
-# Trial user attributes
-A_CONFIG = "config"
-A_EPOCHS = "epochs_completed"
-A_TOTAL = "total_epochs"
-A_STOP = "stop_reason"
-A_FINAL = "final_metrics"
-A_HISTORY = "history"
-A_NODE = "node"
-A_EDF = "edf"
-A_REFERENCE = "reference"  # a baseline run once per study at full budget, never searched
-A_DUPLICATE = "duplicate_of"  # the earlier trial whose configuration this one repeats
-# Study user attributes
-S_SPEC = "spec"
-S_IDENTITY = "spec_identity"
-S_VERSION = "version"
-S_CREATED = "created"
-S_FINGERPRINT = "dataset_fingerprint"
-S_FINAL = "final_stage"
+class TrialKey(StrEnum):
+    """The trial user attributes dm-search writes: the study schema, trial side."""
+
+    CONFIG = "config"  # the resolved trial config
+    EDF = "edf"  # its EDF config
+    MODE = "mode"
+    SPREAD = "spread"
+    MEAN = "mean"
+    STD = "std"
+    REFERENCE = "reference"  # a baseline run once per study at full budget, never searched
+    DUPLICATE = "duplicate_of"  # the earlier trial whose configuration this one repeats
+    TOTAL = "total_epochs"
+    EPOCHS = "epochs_completed"
+    STOP = "stop_reason"
+    FINAL = "final_metrics"  # the last epoch's metrics
+    HISTORY = "history"  # every epoch's metrics
+    NODE = "node"  # the Ray node the trial ran on
+
+
+class StudyKey(StrEnum):
+    """The study user attributes dm-search writes: the study schema, study side."""
+
+    SPEC = "spec"
+    IDENTITY = "spec_identity"
+    VERSION = "version"
+    CREATED = "created"
+    FINGERPRINT = "dataset_fingerprint"
+    NOISE_RATE = "noise_rate"  # measured on the training split
+    FINAL = "final_stage"
+
 
 FINISHED = "finished"
 EARLY = "early-stopped"
@@ -157,7 +170,7 @@ def repair_interrupted(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if t.state == TrialState.WAITING:
             continue  # enqueued, never started: it will run
-        storage.set_trial_user_attr(t._trial_id, A_STOP, INTERRUPTED)
+        storage.set_trial_user_attr(t._trial_id, TrialKey.STOP, INTERRUPTED)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
@@ -167,39 +180,116 @@ def counted_trials(study: optuna.Study) -> int:
     """Searched trials that used up budget: everything finished except interrupted ones and
     the references (which n_trials does not count)."""
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state.is_finished() and t.user_attrs.get(A_STOP) != INTERRUPTED
+               if t.state.is_finished() and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED
                and not is_reference(t))
 
 
 def epochs_trained(study: optuna.Study) -> int:
     """Epochs the study's trials have trained, references included: what budget_epochs
     counts."""
-    return sum(int(t.user_attrs.get(A_EPOCHS) or 0) for t in study.get_trials(deepcopy=False))
+    return sum(int(t.user_attrs.get(TrialKey.EPOCHS) or 0)
+               for t in study.get_trials(deepcopy=False))
 
 
 def past_curves(study: optuna.Study) -> list[list[float]]:
     """Validation accuracy per epoch of the searched trials already in the study, in order."""
     out = []
     for t in study.get_trials(deepcopy=False):
-        hist = t.user_attrs.get(A_HISTORY) or []
+        hist = t.user_attrs.get(TrialKey.HISTORY) or []
         curve = [float(h["val_acc"]) for h in hist if h.get("val_acc") is not None]
         if curve and not is_reference(t):
             out.append(curve)
     return out
 
 
+# ------------------------------------------------------------------ reading the schema
+def trial_edf(t: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's EDF config; None for a trial that never got one."""
+    return t.user_attrs.get(TrialKey.EDF)
+
+
+def trial_config(t: FrozenTrial) -> dict[str, Any]:
+    return dict(t.user_attrs[TrialKey.CONFIG])
+
+
+def trial_history(t: FrozenTrial) -> list[dict[str, float]]:
+    """Every epoch's metrics, oldest first (empty before the first epoch)."""
+    return list(t.user_attrs.get(TrialKey.HISTORY) or [])
+
+
+def trial_final(t: FrozenTrial) -> dict[str, float]:
+    """The last epoch's metrics (empty before the first epoch)."""
+    return dict(t.user_attrs.get(TrialKey.FINAL) or {})
+
+
+def trial_epochs(t: FrozenTrial) -> tuple[int | None, int | None]:
+    """(epochs completed, epochs of the full budget); None where not recorded yet."""
+    return t.user_attrs.get(TrialKey.EPOCHS), t.user_attrs.get(TrialKey.TOTAL)
+
+
+def trial_node(t: FrozenTrial) -> dict[str, Any]:
+    return dict(t.user_attrs.get(TrialKey.NODE) or {})
+
+
+def study_spec(study: optuna.Study) -> dict[str, Any]:
+    """The spec the study was created with (no storage URL)."""
+    return dict(study.user_attrs.get(StudyKey.SPEC) or {})
+
+
+def final_stage(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(StudyKey.FINAL)
+
+
+def study_provenance(study: optuna.Study) -> dict[str, Any]:
+    """Package version, creation time, dataset fingerprint and measured noise rate."""
+    return {"version": study.user_attrs.get(StudyKey.VERSION),
+            "created": study.user_attrs.get(StudyKey.CREATED),
+            "fingerprint": study.user_attrs.get(StudyKey.FINGERPRINT),
+            "noise_rate": study.user_attrs.get(StudyKey.NOISE_RATE)}
+
+
 # ------------------------------------------------------------------ writing trials
+def record_epoch(storage: optuna.storages.BaseStorage, trial_id: int, *, epoch: int,
+                 total: int, history: list[dict[str, float]],
+                 node: dict[str, Any] | None = None) -> str:
+    """A running trial's progress after ``epoch``; returns the stop reason written. Written at
+    every epoch: if the scheduler stops the trial here, this is the last moment the trial can
+    still be updated (Optuna refuses updates to finished trials)."""
+    put = storage.set_trial_user_attr
+    if node is not None:
+        put(trial_id, TrialKey.NODE, node)
+        put(trial_id, TrialKey.TOTAL, total)
+    reason = FINISHED if epoch >= total else EARLY
+    put(trial_id, TrialKey.EPOCHS, epoch)
+    put(trial_id, TrialKey.STOP, reason)
+    put(trial_id, TrialKey.FINAL, history[-1])
+    put(trial_id, TrialKey.HISTORY, history)
+    return reason
+
+
+def record_failure(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
+    storage.set_trial_user_attr(trial_id, TrialKey.STOP, f"failed: {reason}")
+
+
+def record_dataset(study: optuna.Study, fingerprint: str | None, noise_rate: float | None,
+                   ) -> None:
+    study.set_user_attr(StudyKey.FINGERPRINT, fingerprint)
+    study.set_user_attr(StudyKey.NOISE_RATE, noise_rate)
+
+
+def record_final_stage(study: optuna.Study, result: dict[str, Any]) -> None:
+    study.set_user_attr(StudyKey.FINAL, result)
 def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
     """The resolved trial config and its EDF in both coordinate pairs, on a running trial."""
     from dm_search.edf import EDF
 
     edf = EDF.from_config(cfg["loss"]["edf"])
-    trial.set_user_attr(A_CONFIG, cfg)
-    trial.set_user_attr(A_EDF, edf.to_config())
-    trial.set_user_attr("mode", edf.mode)
-    trial.set_user_attr("spread", edf.spread)
-    trial.set_user_attr("mean", round(edf.mean, 6))
-    trial.set_user_attr("std", round(edf.std, 6))
+    trial.set_user_attr(TrialKey.CONFIG, cfg)
+    trial.set_user_attr(TrialKey.EDF, edf.to_config())
+    trial.set_user_attr(TrialKey.MODE, edf.mode)
+    trial.set_user_attr(TrialKey.SPREAD, edf.spread)
+    trial.set_user_attr(TrialKey.MEAN, round(edf.mean, 6))
+    trial.set_user_attr(TrialKey.STD, round(edf.std, 6))
 
 
 def _config_key(cfg: dict[str, Any]) -> str:
@@ -215,11 +305,11 @@ def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
         return None
     key = _config_key(cfg)
     for t in study.get_trials(deepcopy=False):
-        if t.number == number or t.user_attrs.get(A_DUPLICATE) is not None:
+        if t.number == number or t.user_attrs.get(TrialKey.DUPLICATE) is not None:
             continue
-        if t.state == TrialState.FAIL or A_CONFIG not in t.user_attrs:
+        if t.state == TrialState.FAIL or TrialKey.CONFIG not in t.user_attrs:
             continue
-        if _config_key(t.user_attrs[A_CONFIG]) == key:
+        if _config_key(t.user_attrs[TrialKey.CONFIG]) == key:
             return t
     return None
 
@@ -227,18 +317,18 @@ def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
 def record_duplicate(trial: Any, twin: FrozenTrial) -> None:
     """Mark ``trial`` as a copy of ``twin``: its twin's final value as its one intermediate
     value (so samplers learn from it), its stop reason saying whose copy it is."""
-    trial.set_user_attr(A_DUPLICATE, twin.number)
-    trial.set_user_attr(A_STOP, f"duplicate of trial {twin.number}")
-    trial.set_user_attr(A_EPOCHS, 0)
+    trial.set_user_attr(TrialKey.DUPLICATE, twin.number)
+    trial.set_user_attr(TrialKey.STOP, f"duplicate of trial {twin.number}")
+    trial.set_user_attr(TrialKey.EPOCHS, 0)
     value = twin.value
     if value is None and twin.intermediate_values:
         value = twin.intermediate_values[max(twin.intermediate_values)]
     if value is not None and math.isfinite(value):
-        trial.report(float(value), int(twin.user_attrs.get(A_EPOCHS) or 1))
+        trial.report(float(value), int(twin.user_attrs.get(TrialKey.EPOCHS) or 1))
 
 
 def is_reference(t: FrozenTrial) -> bool:
-    return bool(t.user_attrs.get(A_REFERENCE))
+    return bool(t.user_attrs.get(TrialKey.REFERENCE))
 
 
 def reference_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -249,8 +339,8 @@ def missing_references(study: optuna.Study, spec: StudySpec) -> list[Any]:
     """The spec's baselines (as EDFs) that have no finished reference trial yet."""
     from dm_search.edf import EDF
 
-    done = {EDF.from_config(t.user_attrs[A_EDF]) for t in reference_trials(study)
-            if t.user_attrs.get(A_STOP) == FINISHED and t.state == TrialState.COMPLETE}
+    done = {EDF.from_config(t.user_attrs[TrialKey.EDF]) for t in reference_trials(study)
+            if t.user_attrs.get(TrialKey.STOP) == FINISHED and t.state == TrialState.COMPLETE}
     return [e for e in spec.baseline_edfs() if e not in done]
 
 
@@ -260,7 +350,7 @@ def new_reference_trial(study: optuna.Study, cfg: dict[str, Any]) -> optuna.Tria
     trial_id = study._storage.create_new_trial(study._study_id)
     trial = optuna.Trial(study, trial_id)
     record_trial_config(trial, cfg)
-    trial.set_user_attr(A_REFERENCE, True)
+    trial.set_user_attr(TrialKey.REFERENCE, True)
     return trial
 
 
@@ -291,7 +381,7 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     if spec.name not in _study_names(storage):
         return None
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    if study.user_attrs.get(S_IDENTITY) != spec.identity():
+    if study.user_attrs.get(StudyKey.IDENTITY) != spec.identity():
         raise StudyClash(
             f"a study named {spec.name!r} already exists with a different spec. Submit under "
             "another name (--name NEW), or resubmit the spec it was created with to resume "
@@ -313,10 +403,10 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: 
         repaired = repair_interrupted(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
-    study.set_user_attr(S_SPEC, spec.stored())
-    study.set_user_attr(S_IDENTITY, spec.identity())
-    study.set_user_attr(S_VERSION, __version__)
-    study.set_user_attr(S_CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    study.set_user_attr(StudyKey.SPEC, spec.stored())
+    study.set_user_attr(StudyKey.IDENTITY, spec.identity())
+    study.set_user_attr(StudyKey.VERSION, __version__)
+    study.set_user_attr(StudyKey.CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     return Opened(study, True, 0, 0)
 
 
@@ -326,7 +416,7 @@ def stop_reason(t: FrozenTrial) -> str:
         return "running"
     if t.state == TrialState.WAITING:
         return "waiting"
-    reason = t.user_attrs.get(A_STOP)
+    reason = t.user_attrs.get(TrialKey.STOP)
     if reason:
         return str(reason)
     return "failed" if t.state == TrialState.FAIL else t.state.name.lower()
@@ -335,7 +425,7 @@ def stop_reason(t: FrozenTrial) -> str:
 def ran_full_budget(t: FrozenTrial) -> bool:
     """Finished with a value after its whole budget: an early-stopped trial's value is an
     early epoch's, not comparable with finished trials'."""
-    return (t.state == TrialState.COMPLETE and t.user_attrs.get(A_STOP) == FINISHED
+    return (t.state == TrialState.COMPLETE and t.user_attrs.get(TrialKey.STOP) == FINISHED
             and t.value is not None and math.isfinite(t.value))
 
 
@@ -351,22 +441,22 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:
-    edf = t.user_attrs.get(A_EDF) or {}
-    final = t.user_attrs.get(A_FINAL) or {}
+    edf = t.user_attrs.get(TrialKey.EDF) or {}
+    final = t.user_attrs.get(TrialKey.FINAL) or {}
     return {
         "number": t.number,
         "state": t.state.name,
         "stop_reason": stop_reason(t),
         "value": t.value,
         "edf": edf,
-        "mode": t.user_attrs.get("mode"),
-        "spread": t.user_attrs.get("spread"),
-        "mean": t.user_attrs.get("mean"),
-        "std": t.user_attrs.get("std"),
+        "mode": t.user_attrs.get(TrialKey.MODE),
+        "spread": t.user_attrs.get(TrialKey.SPREAD),
+        "mean": t.user_attrs.get(TrialKey.MEAN),
+        "std": t.user_attrs.get(TrialKey.STD),
         "reference": is_reference(t),
-        "epochs": t.user_attrs.get(A_EPOCHS),
-        "total_epochs": t.user_attrs.get(A_TOTAL),
-        "node": t.user_attrs.get(A_NODE),
+        "epochs": t.user_attrs.get(TrialKey.EPOCHS),
+        "total_epochs": t.user_attrs.get(TrialKey.TOTAL),
+        "node": t.user_attrs.get(TrialKey.NODE),
         "test_acc": final.get("test_acc"),
         "memorised": final.get("memorised"),
     }
@@ -381,7 +471,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         reasons["failed" if r.startswith("failed") else r] += 1
     families: dict[str, dict[str, Any]] = {}
     for t in trials:
-        fam = (t.user_attrs.get(A_EDF) or {}).get("family")
+        fam = (t.user_attrs.get(TrialKey.EDF) or {}).get("family")
         if fam is None or is_reference(t):
             continue
         f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
@@ -391,7 +481,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
             if f["best_val_acc"] is None or t.value > f["best_val_acc"]:
                 f["best_val_acc"] = t.value
     best = best_trial(study)
-    spec = study.user_attrs.get(S_SPEC) or {}
+    spec = study.user_attrs.get(StudyKey.SPEC) or {}
     return {
         "name": study.study_name,
         "n_trials": spec.get("n_trials"),
@@ -400,8 +490,6 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "best": trial_summary(best) if best else None,
         "references": [trial_summary(t) for t in trials if is_reference(t)],
         "families": families,
-        "final_stage": study.user_attrs.get(S_FINAL),
-        "version": study.user_attrs.get(S_VERSION),
-        "created": study.user_attrs.get(S_CREATED),
-        "fingerprint": study.user_attrs.get(S_FINGERPRINT),
+        "final_stage": final_stage(study),
+        **{k: v for k, v in study_provenance(study).items() if k != "noise_rate"},
     }

@@ -147,22 +147,23 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
     study = optuna.load_study(study_name=name, storage=st.open_storage(url))
     trials = study.trials
     assert len(trials) == n_trials + references
-    assert study.user_attrs[st.S_SPEC]["name"] == name
-    assert study.user_attrs[st.S_VERSION]
-    assert len(study.user_attrs[st.S_FINGERPRINT]) == 16
+    assert study.user_attrs[st.StudyKey.SPEC]["name"] == name
+    assert study.user_attrs[st.StudyKey.VERSION]
+    assert len(study.user_attrs[st.StudyKey.FINGERPRINT]) == 16
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
-        reason = t.user_attrs[st.A_STOP]
+        reason = t.user_attrs[st.TrialKey.STOP]
         assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
-        assert t.user_attrs[st.A_CONFIG]["loss"]["edf"] == t.user_attrs[st.A_EDF]
-        assert t.user_attrs[st.A_NODE]["id"]
-        history = t.user_attrs[st.A_HISTORY]
-        assert [h["epoch"] for h in history] == list(range(1, t.user_attrs[st.A_EPOCHS] + 1))
+        assert t.user_attrs[st.TrialKey.CONFIG]["loss"]["edf"] == t.user_attrs[st.TrialKey.EDF]
+        assert t.user_attrs[st.TrialKey.NODE]["id"]
+        history = t.user_attrs[st.TrialKey.HISTORY]
+        done, _ = st.trial_epochs(t)
+        assert [h["epoch"] for h in history] == list(range(1, (done or 0) + 1))
         if reason == st.FINISHED:
-            assert t.user_attrs[st.A_EPOCHS] == epochs == t.user_attrs[st.A_TOTAL]
+            assert t.user_attrs[st.TrialKey.EPOCHS] == epochs == t.user_attrs[st.TrialKey.TOTAL]
             assert t.value == pytest.approx(history[-1]["val_acc"])
         elif reason == st.EARLY:
-            assert t.user_attrs[st.A_EPOCHS] < epochs
+            assert t.user_attrs[st.TrialKey.EPOCHS] < epochs
             assert t.state == TrialState.PRUNED
     for t in trials:  # both coordinate pairs on every trial
         assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
@@ -170,11 +171,11 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
         return study
     # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
     refs = st.reference_trials(study)
-    assert [t.user_attrs[st.A_EDF] for t in refs] == [{"family": "cce"}]
-    assert refs[0].user_attrs[st.A_STOP] == st.FINISHED and refs[0].params == {}
+    assert [t.user_attrs[st.TrialKey.EDF] for t in refs] == [{"family": "cce"}]
+    assert refs[0].user_attrs[st.TrialKey.STOP] == st.FINISHED and refs[0].params == {}
     searched = [t for t in trials if not st.is_reference(t)]
-    assert searched[0].user_attrs[st.A_EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
-    assert all(t.user_attrs[st.A_EDF]["family"] != "cce" for t in searched)
+    assert searched[0].user_attrs[st.TrialKey.EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    assert all(t.user_attrs[st.TrialKey.EDF]["family"] != "cce" for t in searched)
     return study
 
 
@@ -225,24 +226,20 @@ def _make_study(url: str, trials: list | None = None) -> optuna.Study:
             st.record_trial_config(trial, space(trial)["trial_config"])
         hist = [{"epoch": e + 1, "val_acc": v, "test_acc": v - 0.01, "memorised": 0.1 * e,
                  "train_loss": 1.0, "epoch_s": 0.1} for e, v in enumerate(curve)]
-        trial.set_user_attr(st.A_HISTORY, hist)
-        trial.set_user_attr(st.A_FINAL, hist[-1])
-        trial.set_user_attr(st.A_EPOCHS, len(curve))
-        trial.set_user_attr(st.A_TOTAL, 6)
-        trial.set_user_attr(st.A_NODE, {"ip": "127.0.0.1", "id": "abc123"})
-        for e, v in enumerate(curve):
+        for e, v in enumerate(curve):  # as the driver records each epoch
+            st.record_epoch(storage, trial._trial_id, epoch=e + 1, total=6,
+                            history=hist[:e + 1],
+                            node={"ip": "127.0.0.1", "id": "abc123"} if e == 0 else None)
             trial.report(v, e + 1)
         if kind == "failed":
-            trial.set_user_attr(st.A_STOP, "failed: TrialDiverged: trial diverged in epoch 2")
+            st.record_failure(storage, trial._trial_id, "TrialDiverged: trial diverged in epoch 2")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif kind == "early":  # as the search records a trial its scheduler stopped
-            trial.set_user_attr(st.A_STOP, st.EARLY)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            trial.set_user_attr(st.A_STOP, st.FINISHED)
             study.tell(trial, curve[-1])
-    study.set_user_attr(st.S_FINGERPRINT, "0123456789abcdef")
-    study.set_user_attr(st.S_FINAL, {
+    st.record_dataset(study, "0123456789abcdef", 0.4)
+    st.record_final_stage(study, {
         "seeds": 2,
         "best": {"trial": 1, "edf": {"family": "dm", "lam": 1.0, "beta": 16.0},
                  "runs": [{"test_acc": 0.85}, {"test_acc": 0.87}], "test_acc_mean": 0.86,

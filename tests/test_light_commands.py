@@ -40,8 +40,8 @@ def db(tmp_path):
     url = f"sqlite:///{tmp_path}/studies.db"
     study = optuna.create_study(study_name="s", storage=st.open_storage(url))
     trial = study.ask()
-    trial.set_user_attr(st.A_EDF, {"family": "dm", "lam": 1.0, "beta": 16.0})
-    trial.set_user_attr(st.A_STOP, st.FINISHED)
+    trial.set_user_attr(st.TrialKey.EDF, {"family": "dm", "lam": 1.0, "beta": 16.0})
+    trial.set_user_attr(st.TrialKey.STOP, st.FINISHED)
     study.tell(trial, 0.8)
     return url
 

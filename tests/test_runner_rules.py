@@ -65,7 +65,7 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     searcher = _StudySearcher(inner, spec, study)  # type: ignore[arg-type]
     a, b = searcher.suggest("a"), searcher.suggest("b")
     assert a["reference"] and b["reference"]
-    assert [t.user_attrs[st.A_EDF]["family"] for t in st.reference_trials(study)] == ["cce",
+    assert [t.user_attrs[st.TrialKey.EDF]["family"] for t in st.reference_trials(study)] == ["cce",
                                                                                       "gce"]
     # 12 epochs committed to the two references, 6 more fit, a fourth trial would not
     c = searcher.suggest("c")
@@ -75,7 +75,7 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
         for e in range(1, 7):
             searcher.on_trial_result(tid, _result(e, 0.5))
         # what the driver's recorder writes while a trial runs
-        study._storage.set_trial_user_attr(ref._trial_id, st.A_STOP, st.FINISHED)
+        study._storage.set_trial_user_attr(ref._trial_id, st.TrialKey.STOP, st.FINISHED)
         searcher.on_trial_complete(tid, _result(6, 0.5))
     for e in (1, 2):
         searcher.on_trial_result("c", _result(e, 0.4))

@@ -69,7 +69,7 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(search, tmp_path, dat
     assert out.returncode == 0, out.stdout + out.stderr
     url = f"sqlite:///{tmp_path}/studies.db"
     study = search.check_study(url, "cluster", 6, 4)
-    nodes = {t.user_attrs[st.A_NODE]["id"] for t in study.trials}
+    nodes = {t.user_attrs[st.TrialKey.NODE]["id"] for t in study.trials}
     assert len(nodes) == 2, nodes
 
     # --detach: the study runs as a Ray Job on the cluster; the storage URL travels in its env.

@@ -29,7 +29,7 @@ def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
     assert "final test accuracy: best EDF" in out.stdout
     url = f"sqlite:///{tmp_path}/studies.db"
     study = search.check_study(url, "tiny", 4, 3)
-    final = study.user_attrs[st.S_FINAL]
+    final = study.user_attrs[st.StudyKey.FINAL]
     assert final["seeds"] == 2
     assert len(final["best"]["runs"]) == 2 and len(final["ce"]["runs"]) == 2
     assert final["ce"]["edf"] == {"family": "cce"}
@@ -81,7 +81,7 @@ def test_killed_study_resumes_without_losing_trials(search, tmp_path, data_root)
                 continue
             done = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
             running = [t for t in trials if t.state == TrialState.RUNNING
-                       and t.user_attrs.get(st.A_EPOCHS)]
+                       and t.user_attrs.get(st.TrialKey.EPOCHS)]
             if done and running:
                 finished_before = done
                 break
@@ -102,9 +102,9 @@ def test_killed_study_resumes_without_losing_trials(search, tmp_path, data_root)
         assert by_number[number].value == value
     for number in interrupted:
         assert by_number[number].state == TrialState.FAIL
-        assert by_number[number].user_attrs[st.A_STOP] == st.INTERRUPTED
+        assert by_number[number].user_attrs[st.TrialKey.STOP] == st.INTERRUPTED
     counted = [t for t in study.trials if t.state.is_finished()
-               and t.user_attrs.get(st.A_STOP) != st.INTERRUPTED]
+               and t.user_attrs.get(st.TrialKey.STOP) != st.INTERRUPTED]
     assert len(counted) == 6
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
@@ -125,9 +125,8 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(search, tmp_path, dat
     study = _load(f"sqlite:///{tmp_path}/studies.db", "fails")
     first, *rest = study.trials
     assert first.state == TrialState.FAIL
-    assert first.user_attrs[st.A_STOP].startswith("failed: TrialDiverged: trial diverged in "
-                                                  "epoch 1")
-    assert first.user_attrs[st.A_CONFIG]["optim"]["lr"] == 1e30
+    assert st.stop_reason(first).startswith("failed: TrialDiverged: trial diverged in epoch 1")
+    assert first.user_attrs[st.TrialKey.CONFIG]["optim"]["lr"] == 1e30
     assert [t.state for t in rest] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert st.best_trial(study) is not None
 
@@ -160,12 +159,12 @@ def test_moments_spec_budget_and_duplicates_end_to_end(search, tmp_path, data_ro
     assert out.returncode == 0, out.stdout + out.stderr
     study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
     refs = st.reference_trials(study)
-    assert sorted(t.user_attrs[st.A_EDF]["family"] for t in refs) == ["cce", "gce"]
+    assert sorted(t.user_attrs[st.TrialKey.EDF]["family"] for t in refs) == ["cce", "gce"]
     assert st.epochs_trained(study) <= 15
     for t in study.trials:
         if st.is_reference(t):
             continue
-        edf = t.user_attrs[st.A_EDF]
+        edf = t.user_attrs[st.TrialKey.EDF]
         if edf["family"] == "dm":
             assert 0.3 - 1e-6 <= t.user_attrs["mean"] <= 0.6 + 1e-6
             assert 0.15 - 1e-6 <= t.user_attrs["std"] <= 0.25 + 1e-6
@@ -196,13 +195,13 @@ def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
     assert out.returncode == 0, out.stdout + out.stderr
     study = _load(f"sqlite:///{tmp_path}/studies.db", "dups")
     assert len(study.trials) == 4  # 3 searched and the reference
-    trained = [t for t in study.trials if t.user_attrs.get(st.A_DUPLICATE) is None]
-    keys = [st._config_key(t.user_attrs[st.A_CONFIG]) for t in trained]
+    trained = [t for t in study.trials if t.user_attrs.get(st.TrialKey.DUPLICATE) is None]
+    keys = [st._config_key(t.user_attrs[st.TrialKey.CONFIG]) for t in trained]
     assert len(keys) == len(set(keys)) == 3
-    (copy,) = [t for t in study.trials if t.user_attrs.get(st.A_DUPLICATE) is not None]
+    (copy,) = [t for t in study.trials if t.user_attrs.get(st.TrialKey.DUPLICATE) is not None]
     (ref,) = st.reference_trials(study)
-    assert copy.user_attrs[st.A_DUPLICATE] == ref.number
-    assert copy.user_attrs[st.A_STOP] == f"duplicate of trial {ref.number}"
+    assert copy.user_attrs[st.TrialKey.DUPLICATE] == ref.number
+    assert copy.user_attrs[st.TrialKey.STOP] == f"duplicate of trial {ref.number}"
     assert copy.state == TrialState.PRUNED and not st.is_eligible(copy)
     assert "history" not in copy.user_attrs  # never trained
     assert f"repeats trial {ref.number}'s configuration" in out.stdout

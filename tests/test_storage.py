@@ -57,7 +57,7 @@ def test_create_clash_and_resume(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     opened = st.open_study(storage, _spec(), resume=False)
     assert opened.created
-    assert opened.study.user_attrs[st.S_SPEC]["name"] == "s"
+    assert opened.study.user_attrs[st.StudyKey.SPEC]["name"] == "s"
     with pytest.raises(st.StudyClash, match=r"already exists\. Add --resume"):
         st.open_study(storage, _spec(), resume=False)
     with pytest.raises(st.StudyClash, match="different spec"):
@@ -71,13 +71,13 @@ def test_resume_repairs_interrupted_trials_and_counts_done(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, _spec(), resume=False).study
     done = study.ask()
-    done.set_user_attr(st.A_STOP, st.FINISHED)
+    done.set_user_attr(st.TrialKey.STOP, st.FINISHED)
     study.tell(done, 0.8)
     stale = study.ask()  # left RUNNING, as by a killed driver
     opened = st.open_study(storage, _spec(), resume=True)
     assert opened.repaired == 1 and opened.done == 1
     t = opened.study.trials[stale.number]
-    assert t.state == TrialState.FAIL and t.user_attrs[st.A_STOP] == st.INTERRUPTED
+    assert t.state == TrialState.FAIL and t.user_attrs[st.TrialKey.STOP] == st.INTERRUPTED
     assert opened.study.trials[done.number].state == TrialState.COMPLETE
 
 
@@ -86,8 +86,8 @@ def test_best_trial_never_picks_an_early_stopped_one(tmp_path):
     study = st.open_study(storage, _spec(), resume=False).study
     for value, reason in ((0.9, st.EARLY), (0.7, st.FINISHED), (0.6, st.FINISHED)):
         t = study.ask()
-        t.set_user_attr(st.A_STOP, reason)
-        t.set_user_attr(st.A_EDF, {"family": "cce"})
+        t.set_user_attr(st.TrialKey.STOP, reason)
+        t.set_user_attr(st.TrialKey.EDF, {"family": "cce"})
         study.tell(t, value)
     best = st.best_trial(study)
     assert best is not None and best.value == 0.7
@@ -102,7 +102,7 @@ def test_find_twin_matches_the_resolved_config_and_skips_duplicates_and_failures
     cfg = {"loss": {"edf": {"family": "dm", "lam": 1.0, "beta": 8.0}}, "threads": 1}
     first = study.ask()
     st.record_trial_config(first, cfg)
-    first.set_user_attr(st.A_EPOCHS, 6)
+    first.set_user_attr(st.TrialKey.EPOCHS, 6)
     study.tell(first, 0.7)
     failed = study.ask()
     st.record_trial_config(failed, {**cfg, "seed": 3})
