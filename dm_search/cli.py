@@ -293,22 +293,22 @@ def _print_result(result: Any) -> None:
     console.print(table)
 
 
+def _json_safe(v: object) -> object:
+    """JSON has no NaN or infinity: they become null, so that strict parsers read the output."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    return v
+
+
 def _write_json(doc: dict, path: Path) -> None:
-    """``doc`` as JSON, NaN written as null (JSON has no NaN)."""
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def clean(v: object) -> object:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    path.write_text(json.dumps(clean(doc), indent=2))
+    path.write_text(json.dumps(_json_safe(doc), indent=2))
     console.print(f"wrote {path}")
 
 
@@ -322,13 +322,12 @@ def _coords(t: dict) -> str:
 
 
 def _print_summary(summary: dict) -> None:
-    by = summary["by_reason"]
+    from dm_search.storage import reasons_in_words
+
     console.print(
-        f"[bold]{summary['name']}[/bold]: {summary['trials']} trial(s) of "
-        f"{summary['n_trials'] or '?'} searched + {len(summary.get('references') or [])} "
-        f"reference(s) | finished {by.get('finished', 0)} | early-stopped "
-        f"{by.get('early-stopped', 0)} | failed {by.get('failed', 0)} | running "
-        f"{by.get('running', 0)}"
+        f"[bold]{summary['name']}[/bold]: {summary['searched']} of {summary['n_trials'] or '?'} "
+        f"searched trial(s) + {len(summary.get('references') or [])} reference(s) | "
+        f"{reasons_in_words(summary['by_reason'])}"
     )
     best = summary["best"]
     if best:
@@ -452,7 +451,8 @@ def status(
     studies, url = _studies(storage, study)
     summaries = [st.study_summary(s) for s in studies]
     if json_out:
-        typer.echo(json.dumps(summaries if study is None else summaries[0], indent=2))
+        doc = summaries if study is None else summaries[0]
+        typer.echo(json.dumps(_json_safe(doc), indent=2, allow_nan=False))
         return
     if not summaries:
         console.print(f"no studies in {st.mask_url(url)}")
@@ -475,7 +475,7 @@ def list_studies(
         summary = st.study_summary(s)
         best = summary["best"]
         table.add_row(
-            s.study_name, f"{summary['trials']}/{summary['n_trials'] or '?'}",
+            s.study_name, f"{summary['searched']}/{summary['n_trials'] or '?'}",
             str(summary["by_reason"].get("finished", 0)),
             _fmt(best["value"]) if best else "-",
             edf_repr(best["edf"]) if best else "-",

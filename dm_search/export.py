@@ -51,6 +51,10 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
             raise ExportError(f"study {study.study_name!r} has no trial {trial_number}; its "
                               f"trials are 0..{max(numbers, default=-1)}")
         trial = numbers[trial_number]
+        twin = st.duplicate_of(trial)
+        if twin is not None:
+            raise ExportError(f"trial {trial_number} repeats trial {twin}'s configuration and was "
+                              f"not trained; export trial {twin} instead (--trial {twin})")
         if not st.ran_full_budget(trial):
             raise ExportError(
                 f"trial {trial_number} is {st.stop_reason(trial)} "

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq, least_squares
@@ -74,7 +75,9 @@ def _table(family: str) -> tuple[np.ndarray, np.ndarray]:
         ms = np.array([_mstd(family, {name: float(x)}) for x in xs])
         return xs[:, None], ms
     fam = _TWO[family]
-    a = np.linspace(fam.lower[0], fam.upper[0], 41)
+    # Denser towards both ends of the first coordinate, where the region's edges are.
+    u = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, 51))
+    a = fam.lower[0] + (fam.upper[0] - fam.lower[0]) * u
     b = np.linspace(fam.lower[1], fam.upper[1], 41)
     xs = np.array([(u, v) for u in a for v in b])
     ms = np.array([_mstd(family, fam.params(x)) for x in xs])
@@ -99,9 +102,11 @@ class Reach:
     def describe(self) -> str:
         lo, hi = self.mean_range
         if not self.bins:
-            return f"{self.family} reaches mean {lo:.3f} to {hi:.3f}, std fixed by the mean"
+            return (f"{self.family} reaches mean about {lo:.3f} to {hi:.3f}, std fixed by the "
+                    "mean")
         parts = ", ".join(f"at {m:.2f}: {a:.3f}-{b:.3f}" for m, a, b in self.bins[::2])
-        return f"{self.family} reaches mean {lo:.3f} to {hi:.3f}; std by mean {parts}"
+        return (f"{self.family} reaches mean about {lo:.3f} to {hi:.3f}; std by mean, "
+                f"roughly: {parts}")
 
 
 @cache
@@ -117,7 +122,7 @@ def reach(family: str) -> Reach:
         return Reach(family, (lo, hi), [])
     bins = []
     for c in np.arange(0.05, 1.0, 0.05):
-        sel = ms[np.abs(ms[:, 0] - c) <= 0.025]
+        sel = ms[np.abs(ms[:, 0] - c) <= 0.02]
         if len(sel):
             bins.append((round(float(c), 2), float(sel[:, 1].min()), float(sel[:, 1].max())))
     return Reach(family, (lo, hi), bins)
@@ -141,18 +146,32 @@ def nearest(family: str, mean: float, std: float | None = None) -> EDF:
             return EDF(family, **{name: hi})
         if sign * f(lo) >= 0:
             return EDF(family, **{name: lo})
-        return EDF(family, **{name: brentq(f, lo, hi, xtol=1e-12, rtol=1e-12)})
+        return EDF(family, **{name: _round(brentq(f, lo, hi, xtol=1e-12, rtol=1e-12))})
     assert std is not None
     fam = _TWO[family]
     target = np.array([mean, std])
-    start = xs[np.argmin(((ms - target) ** 2).sum(1))]
 
     def residual(x: np.ndarray) -> np.ndarray:
         return np.array(_mstd(family, fam.params(x))) - target
 
-    sol = least_squares(residual, start, bounds=(fam.lower, fam.upper), xtol=1e-14, ftol=1e-14,
-                        gtol=1e-14, diff_step=1e-7, max_nfev=200)
-    return EDF(family, **fam.params(sol.x))
+    # Several starts (the closest grid points): near the edge of the region the nearest point
+    # can lie in a different corner of the parameter box than the first guess.
+    best: Any = None
+    for k in np.argsort(((ms - target) ** 2).sum(1))[:4]:
+        sol = least_squares(residual, xs[k], bounds=(fam.lower, fam.upper), xtol=1e-14,
+                            ftol=1e-14, gtol=1e-14, diff_step=1e-7, max_nfev=200)
+        if best is None or sol.cost < best.cost:
+            best = sol
+        if best.cost < 1e-20:
+            break
+    params = {k: _round(v) for k, v in fam.params(best.x).items()}
+    return EDF(family, **params)
+
+
+def _round(v: float) -> float:
+    """Ten significant digits: far below what the moments can tell apart, and the label reads
+    lam=1 rather than lam=1.000000000000016."""
+    return float(f"{v:.10g}")
 
 
 def solve(family: str, mean: float, std: float | None) -> EDF:
@@ -172,10 +191,11 @@ def solve(family: str, mean: float, std: float | None) -> EDF:
     if err_mean > TOL or err_std > TOL:
         region = reach(family)
         at = region.at(mean)
-        where = (f"at mean {mean:g} its std can be {at[0]:.3f} to {at[1]:.3f}" if at and
+        where = (f"at mean {mean:g} its std can be about {at[0]:.3f} to {at[1]:.3f}" if at and
                  kind == "two" else f"at mean {mean:g} its std is {edf.std:.4f}"
                  if kind == "one" and err_mean <= TOL else
-                 f"its mean can be {region.mean_range[0]:.3f} to {region.mean_range[1]:.3f}")
+                 f"its mean can be about {region.mean_range[0]:.3f} to "
+                 f"{region.mean_range[1]:.3f}")
         raise ValueError(
             f"EDF {family!r} cannot reach mean {mean:g}"
             + ("" if std is None else f", std {std:g}")

@@ -384,6 +384,7 @@ def importance_info(study: Any) -> dict[str, dict[str, float]]:
         names = set.intersection(*(set(t.params) for t in trials)) - {"family"}
         if len(trials) < 4 or not names:
             continue
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study" line per family
         sub = optuna.create_study(direction="maximize")
         for t in trials:
             sub.add_trial(optuna.trial.create_trial(
@@ -548,7 +549,8 @@ def write_report(study: Any, path: str | Path) -> Path:
         f"<p>Dataset {html.escape(str(base.get('data', {}).get('name')))}, noise "
         f"{html.escape(str(noise.get('kind')))} {noise.get('rate', '')}, model "
         f"{html.escape(str(base.get('model', {}).get('name')))}; "
-        f"{summary['trials']} trials ({html.escape(str(summary['by_reason']))}); dm-search "
+        f"{summary['trials']} trials ({html.escape(st.reasons_in_words(summary['by_reason']))}); "
+        "dm-search "
         f"{html.escape(str(summary['version']))}; dataset fingerprint "
         f"{html.escape(str(summary['fingerprint']))}; generated "
         f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.</p>",

@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 import ray
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
@@ -123,7 +124,7 @@ class Progress:
     early: int = 0
     failed: int = 0
     wall_s: dict[int, float] = field(default_factory=dict)  # trial number -> start to end
-    best: tuple[float, int, str] | None = None
+    best: tuple[float, int, str] | None = None  # (value, -number, label): ties go to the first
 
     @property
     def done(self) -> int:
@@ -182,7 +183,7 @@ class _Recorder(tune.Callback):
 
     def _line(self) -> str:
         p = self.progress
-        best = f"best {p.best[0]:.4f} (trial {p.best[1]}: {p.best[2]})" if p.best else "best -"
+        best = f"best {p.best[0]:.4f} (trial {-p.best[1]}: {p.best[2]})" if p.best else "best -"
         elapsed = time.monotonic() - p.started_at
         return (f"done {p.done}/{p.total} | running {len(p.running)} | finished {p.finished} | "
                 f"early-stopped {p.early} | failed {p.failed} | {best} | elapsed "
@@ -263,8 +264,8 @@ class _Recorder(tune.Callback):
             if trial.config.get("reference"):
                 what = "finished (reference)"
             elif value is not None and (self.progress.best is None
-                                        or value > self.progress.best[0]):
-                self.progress.best = (value, number, _edf_label(trial.config["trial_config"]))
+                                        or (value, -number) > self.progress.best[:2]):
+                self.progress.best = (value, -number, _edf_label(trial.config["trial_config"]))
         else:
             self.progress.early += 1
             what = "early-stopped"
@@ -481,7 +482,13 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
         else:
             # "local": a new Ray on this machine, never a cluster that happens to be running here
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except Exception as err:  # Ray raises bare Exceptions too (a start-up that timed out)
+        if not address:
+            raise ClusterUnavailable(
+                f"Ray could not start on this machine: {str(err).splitlines()[0]}. A busy "
+                "machine can make its start time out: try again, or run `ray stop --force` "
+                "first if an earlier Ray is still running."
+            ) from None
         raise ClusterUnavailable(
             f"cannot connect to the Ray cluster at {address!r}: {str(err).splitlines()[0]}. "
             "Start one with `ray start --head` (then use --address auto or HOST:6379), or leave "
@@ -513,6 +520,8 @@ def run_study(
     Raises ConfigError subclasses (StorageUnavailable, StudyClash, ClusterUnavailable) before
     anything is written when the database, the study name or the cluster is unusable.
     """
+    # Optuna's own INFO lines ("A new study created ...") would interleave with the progress.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = st.resolve_url(storage_url, spec)
     storage = st.open_storage(url)
     st.check_submission(storage, spec, resume=resume)  # before starting Ray (slow)
@@ -542,6 +551,11 @@ def run_study(
         say(f"the study's budget of {spec.budget_epochs} epochs is spent")
     elif remaining > 0 or missing:
         _search(spec, study, storage, max(remaining, 0), progress, say)
+        if spec.budget_epochs is not None and st.counted_trials(study) < spec.n_trials:
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            say(f"stopped at the budget: {st.epochs_trained(study)} of {spec.budget_epochs} "
+                "epochs trained" + (f"; {waiting} queued trial(s) wait for a resume with a "
+                                    "larger budget_epochs" if waiting else ""))
     else:
         say(f"all {spec.n_trials} trials are done")
     search_s = time.monotonic() - t0
@@ -579,9 +593,9 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     # A resumed study's progress line starts from what the database already holds.
     for t in study.get_trials(deepcopy=False):
         reason = st.stop_reason(t)
-        if st.is_eligible(t):
+        if reason == st.FINISHED:
             progress.finished += 1
-        elif reason == st.EARLY:
+        elif reason == st.EARLY or reason.startswith("duplicate"):
             progress.early += 1
         elif reason.startswith("failed") and reason != st.INTERRUPTED:
             progress.failed += 1

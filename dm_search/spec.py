@@ -145,6 +145,15 @@ class SchedulerSpec(FrozenModel):
         if self.grace_period is not None and self.grace_fraction is not None:
             raise ValueError("give grace_period (epochs) or grace_fraction (of the budget), "
                              "not both")
+        # Options a scheduler would silently ignore are mistakes: say which ones it takes.
+        takes = {"rung": set(type(self).model_fields) - {"name"},
+                 "asha": {"grace_period", "grace_fraction", "reduction_factor"},
+                 "median": {"grace_period", "grace_fraction"},
+                 "none": set()}[self.name]
+        unused = sorted(self.model_fields_set - takes - {"name"})
+        if unused:
+            raise ValueError(f"scheduler {self.name!r} does not use {', '.join(unused)}; it "
+                             f"takes {', '.join(sorted(takes)) or 'no options'}")
         return self
 
     def grace_epochs(self, budget: int) -> int:
@@ -250,6 +259,13 @@ class StudySpec(FrozenModel):
             except ValueError as err:
                 raise ValueError(f"space.grid[{i}]: {err}") from None
         epochs = self.total_epochs()
+        if self.budget_epochs is not None and epochs:
+            need = (len(self.baselines) + 1) * epochs
+            if self.budget_epochs < need:
+                raise ValueError(
+                    f"budget_epochs ({self.budget_epochs}) cannot hold the "
+                    f"{len(self.baselines)} baseline(s) and one searched trial of {epochs} "
+                    f"epochs each: raise it to at least {need}, or leave it out")
         grace = self.scheduler.grace_period
         if self.scheduler.name != "none" and epochs and grace is not None and grace > epochs:
             raise ValueError(f"scheduler.grace_period ({grace}) exceeds the trials' {epochs} "

@@ -97,13 +97,10 @@ def mask_url(url: str) -> str:
 
 def resolve_url(cli: str | None, spec: StudySpec | None, study_dir: str = "runs") -> str:
     """--storage, else $DM_SEARCH_STORAGE, else the spec's storage, else SQLite in the study
-    directory."""
-    if cli:
-        return cli
-    if os.environ.get(ENV_STORAGE):
-        return os.environ[ENV_STORAGE]
-    if spec is not None and spec.storage:
-        return spec.storage
+    directory. A plain file path (no ``scheme://``) means that SQLite file."""
+    for url in (cli, os.environ.get(ENV_STORAGE), spec.storage if spec is not None else None):
+        if url:
+            return url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
     folder = Path(spec.study_dir if spec is not None
                   else os.environ.get("DM_SEARCH_STUDY_DIR", study_dir))
     return f"sqlite:///{folder / 'studies.db'}"
@@ -227,6 +224,11 @@ def trial_epochs(t: FrozenTrial) -> tuple[int | None, int | None]:
     return t.user_attrs.get(TrialKey.EPOCHS), t.user_attrs.get(TrialKey.TOTAL)
 
 
+def duplicate_of(t: FrozenTrial) -> int | None:
+    """The number of the trial whose configuration ``t`` repeats (``t`` was not trained)."""
+    return t.user_attrs.get(TrialKey.DUPLICATE)
+
+
 def trial_node(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs.get(TrialKey.NODE) or {})
 
@@ -292,9 +294,22 @@ def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
     trial.set_user_attr(TrialKey.STD, round(edf.std, 6))
 
 
+def _rounded(v: Any) -> Any:
+    # Ten significant digits: parameters reached by different routes (q = 0.7 from a baseline,
+    # 0.6999999999999991 from a mean) are the same configuration.
+    if isinstance(v, float):
+        return float(f"{v:.10g}")
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_rounded(x) for x in v]
+    return v
+
+
 def _config_key(cfg: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in cfg.items() if k not in ("threads", "checkpoint")},
-                      sort_keys=True)
+    """What makes two trial configs train the same thing (not how many threads they use)."""
+    return json.dumps(_rounded({k: v for k, v in cfg.items()
+                                if k not in ("threads", "checkpoint")}), sort_keys=True)
 
 
 def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
@@ -305,7 +320,7 @@ def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
         return None
     key = _config_key(cfg)
     for t in study.get_trials(deepcopy=False):
-        if t.number == number or t.user_attrs.get(TrialKey.DUPLICATE) is not None:
+        if t.number == number or duplicate_of(t) is not None:
             continue
         if t.state == TrialState.FAIL or TrialKey.CONFIG not in t.user_attrs:
             continue
@@ -400,6 +415,8 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: 
     name, repairs interrupted trials, and counts the trials already done."""
     study = check_submission(storage, spec, resume=resume)
     if study is not None:
+        # The budget may have changed (n_trials, budget_epochs): the record follows the spec.
+        study.set_user_attr(StudyKey.SPEC, spec.stored())
         repaired = repair_interrupted(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
@@ -462,13 +479,21 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
+def reasons_in_words(by_reason: dict[str, int]) -> str:
+    """``{"finished": 8, "early-stopped": 12}`` as "8 finished, 12 early-stopped"."""
+    order = ["finished", "early-stopped", "duplicate", "failed", "running", "waiting"]
+    keys = sorted(by_reason, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ", ".join(f"{by_reason[k]} {k}" for k in keys) or "none yet"
+
+
 def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Progress, best eligible trial and per-family breakdown, from the database only."""
     trials = study.get_trials(deepcopy=False)
     reasons: Counter[str] = Counter()
     for t in trials:
         r = stop_reason(t)
-        reasons["failed" if r.startswith("failed") else r] += 1
+        reasons["failed" if r.startswith("failed") else
+                "duplicate" if r.startswith("duplicate") else r] += 1
     families: dict[str, dict[str, Any]] = {}
     for t in trials:
         fam = (t.user_attrs.get(TrialKey.EDF) or {}).get("family")
@@ -482,10 +507,12 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
                 f["best_val_acc"] = t.value
     best = best_trial(study)
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
+    n_refs = sum(1 for t in trials if is_reference(t))
     return {
         "name": study.study_name,
         "n_trials": spec.get("n_trials"),
         "trials": len(trials),
+        "searched": len(trials) - n_refs,
         "by_reason": dict(reasons),
         "best": trial_summary(best) if best else None,
         "references": [trial_summary(t) for t in trials if is_reference(t)],

@@ -145,3 +145,27 @@ def test_submit_refuses_a_parameterless_family_and_says_to_list_it_as_a_baseline
     assert "'cce' has no parameters to search; list it under baselines (e.g. baselines: [cce])" \
         in out
     assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_status_json_is_strict_json_even_with_missing_metrics(tmp_path, cli_runner):
+    import json
+
+    import optuna
+
+    from dm_search import storage as st
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=st.open_storage(url))
+    trial = study.ask()
+    trial.set_user_attr(st.TrialKey.EDF, {"family": "dm", "lam": 1.0, "beta": 16.0})
+    st.record_epoch(study._storage, trial._trial_id, epoch=1, total=1,
+                    history=[{"epoch": 1, "val_acc": 0.8, "memorised": float("nan")}])
+    study.tell(trial, 0.8)
+    result = cli_runner.invoke(app, ["status", "s", "--storage", url, "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    doc = json.loads(result.output, parse_constant=refuse)
+    assert doc["best"]["memorised"] is None and doc["best"]["value"] == 0.8

@@ -101,3 +101,21 @@ def test_identity_ignores_budget_and_storage_but_not_the_space():
     assert a.identity() != _spec(space={"families": {"dm": {}, "gce": {}}}).identity()
     assert a.identity() != _spec(baselines=["cce", "gce:q=0.7"]).identity()
     assert "storage" not in _spec(storage="postgresql://u:secret@h/db").stored()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"scheduler": {"name": "asha", "min_trials": 3}},
+         r"scheduler 'asha' does not use min_trials; it takes grace_fraction, grace_period, "
+         r"reduction_factor"),
+        ({"scheduler": {"name": "none", "grace_fraction": 0.3}},
+         r"scheduler 'none' does not use grace_fraction; it takes no options"),
+        ({"scheduler": {"name": "median", "trend": 2}}, r"'median' does not use trend"),
+        ({"budget_epochs": 5}, r"budget_epochs \(5\) cannot hold the 1 baseline\(s\) and one "
+                               r"searched trial of 10 epochs each: raise it to at least 20"),
+    ],
+)
+def test_options_that_would_be_ignored_and_budgets_that_hold_nothing_are_refused(kw, match):
+    with pytest.raises((ValueError, ConfigError), match=match):
+        _spec(**kw)

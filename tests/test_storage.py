@@ -115,3 +115,20 @@ def test_find_twin_matches_the_resolved_config_and_skips_duplicates_and_failures
     assert st.find_twin(study, {**cfg, "seed": 3}, 99) is None  # only a failed trial had it
     other = {"loss": {"edf": {"family": "dm", "lam": 1.0, "beta": 9.0}}}
     assert st.find_twin(study, other, 99) is None
+
+
+def test_a_plain_path_is_an_sqlite_database_and_configs_match_within_rounding(tmp_path):
+    url = st.resolve_url(str(tmp_path / "s.db"), None)
+    assert url == f"sqlite:///{tmp_path / 's.db'}"
+    assert st.mask_url(url) == url  # no password: nothing to hide
+    assert st.resolve_url("postgresql+psycopg://u:p@h/db", None).startswith("postgresql")
+    a = {"loss": {"edf": {"family": "gce", "q": 0.7}}}
+    b = {"loss": {"edf": {"family": "gce", "q": 0.6999999999999991}}}
+    assert st._config_key(a) == st._config_key(b)
+    assert st._config_key(a) != st._config_key({"loss": {"edf": {"family": "gce", "q": 0.71}}})
+
+
+def test_reasons_read_as_words():
+    assert st.reasons_in_words({"early-stopped": 12, "finished": 8, "duplicate": 1}) == \
+        "8 finished, 12 early-stopped, 1 duplicate"
+    assert st.reasons_in_words({}) == "none yet"
