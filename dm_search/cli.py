@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dm_search._version import __version__
-from dm_search.labels import edf_repr
+from dm_search.labels import edf_repr, final_stage_line, fmt
 
 if TYPE_CHECKING:
     from dm_search.edf import EDF
@@ -179,7 +179,7 @@ def edf_plot(
     Example: dm-search edf plot cce gce:q=0.7 dm:lam=0.5,beta=8 -o edfs.png
     """
     from dm_search import edf as edf_mod
-    from dm_search.report import edf_curves_info, plot_edf_curves, write_figure
+    from dm_search.figures import edf_curves_info, plot_edf_curves, write_figure
 
     try:
         edfs = [edf_mod.from_spec_string(s) for s in specs]
@@ -198,10 +198,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     # path in a message must come out whole, so that it can be copied.
     err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
-
-
-def _fmt(v: float) -> str:
-    return "-" if v != v else f"{v:.4f}"
 
 
 @app.command()
@@ -253,8 +249,8 @@ def train(
         task = progress.add_task("train", total=total_epochs(cfg, len(data.y_train)), info="")
 
         def report(m: dict[str, float]) -> None:
-            info = (f"loss {m['train_loss']:.3f}  val {_fmt(m['val_acc'])}  "
-                    f"test {_fmt(m['test_acc'])}  mem {_fmt(m['memorised'])}")
+            info = (f"loss {m['train_loss']:.3f}  val {fmt(m['val_acc'])}  "
+                    f"test {fmt(m['test_acc'])}  mem {fmt(m['memorised'])}")
             progress.update(task, completed=int(m["epoch"]), info=info)
 
         try:
@@ -277,14 +273,14 @@ def _print_result(result: Any) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("best epoch (by clean val acc)", str(result.best_epoch)),
-        ("best val acc", _fmt(result.best_val_acc)),
-        ("test acc at best epoch", _fmt(result.test_acc_at_best)),
-        ("final test acc", _fmt(final["test_acc"])),
-        ("final intact train acc", _fmt(final["intact_acc"])),
-        ("final memorised (noisy labels fitted)", _fmt(final["memorised"])),
-        ("final p clean / p noisy", f"{_fmt(final['p_clean'])} / {_fmt(final['p_noisy'])}"),
-        ("final noisy weight share", _fmt(final["noisy_weight_share"])),
-        ("realised noise rate", _fmt(result.noise_rate)),
+        ("best val acc", fmt(result.best_val_acc)),
+        ("test acc at best epoch", fmt(result.test_acc_at_best)),
+        ("final test acc", fmt(final["test_acc"])),
+        ("final intact train acc", fmt(final["intact_acc"])),
+        ("final memorised (noisy labels fitted)", fmt(final["memorised"])),
+        ("final p clean / p noisy", f"{fmt(final['p_clean'])} / {fmt(final['p_noisy'])}"),
+        ("final noisy weight share", fmt(final["noisy_weight_share"])),
+        ("realised noise rate", fmt(result.noise_rate)),
         ("epochs", str(result.epochs_completed)),
         ("wall time s", f"{result.wall_s:.1f}"),
     ]
@@ -334,14 +330,13 @@ def _print_summary(summary: dict) -> None:
         edf = edf_repr(best["edf"])
         console.print(f"best trial {best['number']}: {edf}  {_coords(best)}  "
                       f"val_acc {best['value']:.4f}  "
-                      f"test_acc {_fmt(best['test_acc'] or math.nan)}")
+                      f"test_acc {fmt(best['test_acc'])}")
     else:
         console.print("best trial: none has run its full budget yet")
     for ref in summary.get("references") or []:
-        value = "-" if ref["value"] is None else f"{ref['value']:.4f}"
         console.print(f"reference trial {ref['number']} ({ref['stop_reason']}): "
-                      f"{edf_repr(ref['edf'])}  {_coords(ref)}  val_acc {value}  "
-                      f"test_acc {_fmt(ref['test_acc'] or math.nan)}")
+                      f"{edf_repr(ref['edf'])}  {_coords(ref)}  val_acc {fmt(ref['value'])}  "
+                      f"test_acc {fmt(ref['test_acc'])}")
     if summary["families"]:
         table = Table(title="by family")
         for col in ("family", "trials", "full budget", "best val acc"):
@@ -349,17 +344,11 @@ def _print_summary(summary: dict) -> None:
         for fam, f in sorted(summary["families"].items(),
                              key=lambda kv: -(kv[1]["best_val_acc"] or -1)):
             table.add_row(fam, str(f["trials"]), str(f["finished"]),
-                          _fmt(f["best_val_acc"] if f["best_val_acc"] is not None else math.nan))
+                          fmt(f["best_val_acc"]))
         console.print(table)
     final = summary.get("final_stage")
     if final:
-        b, c = final["best"], final["ce"]
-        console.print(
-            f"final stage ({final['seeds']} seed(s), full training set): best EDF "
-            f"{100 * b['test_acc_mean']:.2f} ± {100 * b['test_acc_std']:.2f}% vs CE "
-            f"{100 * c['test_acc_mean']:.2f} ± {100 * c['test_acc_std']:.2f}% test accuracy "
-            f"(gain {100 * final['gain']:+.2f} points)"
-        )
+        console.print(final_stage_line(final))
 
 
 @app.command()
@@ -477,7 +466,7 @@ def list_studies(
         table.add_row(
             s.study_name, f"{summary['searched']}/{summary['n_trials'] or '?'}",
             str(summary["by_reason"].get("finished", 0)),
-            _fmt(best["value"]) if best else "-",
+            fmt(best["value"]) if best else "-",
             edf_repr(best["edf"]) if best else "-",
             str(summary["created"] or "-"),
         )

@@ -254,6 +254,74 @@ def load_raw(cfg: DataConfig) -> RawData:
     return get(cfg.name)(cfg, data_root(cfg))
 
 
+# ------------------------------------------------------------------ label noise kinds
+@dataclass(frozen=True)
+class _NoiseInput:
+    cfg: DataConfig
+    y_all: Tensor  # the whole training set's clean labels
+    train_index: Tensor  # which of them form the training split
+    num_classes: int
+    generator: torch.Generator
+
+    @property
+    def y_clean(self) -> Tensor:
+        return self.y_all[self.train_index]
+
+
+NoiseKind = Callable[[_NoiseInput], noise_mod.NoisyLabels]
+_NOISE: Registry[NoiseKind] = Registry("noise kind")
+
+
+def noise_kinds() -> list[str]:
+    """The registered label-noise kinds (``data.noise.kind``)."""
+    return _NOISE.names()
+
+
+@_NOISE.register("none")
+def _no_noise(inp: _NoiseInput) -> noise_mod.NoisyLabels:
+    y = inp.y_clean
+    return noise_mod.NoisyLabels(y.clone(), torch.zeros_like(y, dtype=torch.bool))
+
+
+@_NOISE.register("symmetric")
+def _symmetric(inp: _NoiseInput) -> noise_mod.NoisyLabels:
+    return noise_mod.symmetric_noise(inp.y_clean, inp.num_classes, inp.cfg.noise.rate,
+                                     generator=inp.generator)
+
+
+@_NOISE.register("asymmetric")
+def _asymmetric(inp: _NoiseInput) -> noise_mod.NoisyLabels:
+    cfg, k, g = inp.cfg, inp.num_classes, inp.generator
+    which: str = cfg.noise.map
+    if which == "auto":
+        which = cfg.name if cfg.name in ("cifar10", "cifar100") else "pairflip"
+    if which == "cifar10":
+        mapping = noise_mod.CIFAR10_ASYMMETRIC
+    elif which == "cifar100":
+        mapping = noise_mod.cifar100_pair_map(generator=g)
+    else:
+        mapping = noise_mod.pairflip_map(k)
+    if max(max(mapping), max(mapping.values())) >= k:
+        raise ValueError(f"noise map {which!r} needs more classes than {cfg.name}'s {k}")
+    return noise_mod.asymmetric_noise(inp.y_clean, k, cfg.noise.rate, mapping, generator=g)
+
+
+@_NOISE.register("file")
+def _from_file(inp: _NoiseInput) -> noise_mod.NoisyLabels:
+    nk, k = inp.cfg.noise, inp.num_classes
+    assert nk.path is not None
+    file_labels = noise_mod.labels_from_file(nk.path, key=nk.key)
+    if file_labels.shape != inp.y_all.shape:
+        raise ValueError(
+            f"noisy labels in {nk.path} have {len(file_labels)} entries; the "
+            f"{inp.cfg.name} training set has {len(inp.y_all)}: they must be aligned one to one"
+        )
+    labels = file_labels[inp.train_index]
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
+        raise ValueError(f"noisy labels in {nk.path} fall outside [0, {k - 1}]")
+    return noise_mod.NoisyLabels(labels, labels != inp.y_clean)
+
+
 def prepare_data(cfg: DataConfig, raw: RawData | None = None) -> PreparedData:
     """Load ``cfg.name`` and apply, in order: imbalance subsampling of the training set, the
     clean validation split, then label noise on the remaining training examples."""
@@ -263,16 +331,7 @@ def prepare_data(cfg: DataConfig, raw: RawData | None = None) -> PreparedData:
     g = torch.Generator().manual_seed(cfg.seed)
     y_all = raw.y_train
 
-    file_labels = None
-    if cfg.noise.kind == "file":
-        assert cfg.noise.path is not None
-        file_labels = noise_mod.labels_from_file(cfg.noise.path, key=cfg.noise.key)
-        if file_labels.shape != y_all.shape:
-            raise ValueError(
-                f"noisy labels in {cfg.noise.path} have {len(file_labels)} entries; the "
-                f"{cfg.name} training set has {len(y_all)}: they must be aligned one to one"
-            )
-
+    apply_noise = _NOISE.get(cfg.noise.kind)
     idx = torch.arange(len(y_all))
     if cfg.imbalance.ratio > 1:
         idx = noise_mod.long_tail_indices(y_all, k, cfg.imbalance.ratio, generator=g)
@@ -283,30 +342,7 @@ def prepare_data(cfg: DataConfig, raw: RawData | None = None) -> PreparedData:
         raise ValueError(f"val_fraction {cfg.val_fraction} leaves no training examples")
     y_clean = y_all[tr_idx]
 
-    nk = cfg.noise
-    if nk.kind == "none":
-        noisy = noise_mod.NoisyLabels(y_clean.clone(), torch.zeros_like(y_clean, dtype=torch.bool))
-    elif nk.kind == "symmetric":
-        noisy = noise_mod.symmetric_noise(y_clean, k, nk.rate, generator=g)
-    elif nk.kind == "asymmetric":
-        which: str = nk.map
-        if which == "auto":
-            which = cfg.name if cfg.name in ("cifar10", "cifar100") else "pairflip"
-        if which == "cifar10":
-            mapping = noise_mod.CIFAR10_ASYMMETRIC
-        elif which == "cifar100":
-            mapping = noise_mod.cifar100_pair_map(generator=g)
-        else:
-            mapping = noise_mod.pairflip_map(k)
-        if max(max(mapping), max(mapping.values())) >= k:
-            raise ValueError(f"noise map {which!r} needs more classes than {cfg.name}'s {k}")
-        noisy = noise_mod.asymmetric_noise(y_clean, k, nk.rate, mapping, generator=g)
-    else:
-        assert file_labels is not None
-        labels = file_labels[tr_idx]
-        if int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise ValueError(f"noisy labels in {nk.path} fall outside [0, {k - 1}]")
-        noisy = noise_mod.NoisyLabels(labels, labels != y_clean)
+    noisy = apply_noise(_NoiseInput(cfg, y_all, tr_idx, k, g))
 
     x_train, x_val = raw.x_train[tr_idx], raw.x_train[val_idx]
     h = hashlib.sha256()

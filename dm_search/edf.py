@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from dm_search.labels import edf_label, edf_repr
+from dm_search.registry import Registry
 
 __all__ = ["EDF", "ParamSpec", "from_spec_string", "get", "moments", "names", "parse_params",
            "register"]
@@ -70,7 +71,7 @@ class ParamSpec:
         return v
 
 
-_REGISTRY: dict[str, type[EDF]] = {}
+_REGISTRY: Registry[type[EDF]] = Registry("EDF family", plural="families")
 _F = TypeVar("_F", bound="type[EDF]")
 
 
@@ -78,10 +79,8 @@ def register(name: str) -> Callable[[_F], _F]:
     """Class decorator adding an :class:`EDF` subclass to the family registry under ``name``."""
 
     def deco(cls: _F) -> _F:
-        if name in _REGISTRY:
-            raise ValueError(f"EDF family {name!r} is already registered")
         cls.family = name
-        _REGISTRY[name] = cls
+        _REGISTRY.register(name)(cls)
         return cls
 
     return deco
@@ -89,17 +88,12 @@ def register(name: str) -> Callable[[_F], _F]:
 
 def names() -> list[str]:
     """Names of the registered EDF families, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get(name: str) -> type[EDF]:
     """The EDF class registered under ``name``; unknown names list the known ones."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown EDF family {name!r}. Known families: {', '.join(names())}."
-        ) from None
+    return _REGISTRY.get(name)
 
 
 class EDF:

@@ -13,8 +13,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """``reg = Registry("dataset")``; ``@reg.register("name")``; ``reg.get("name")``."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -26,6 +27,10 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's or a plugin's temporary entry)."""
+        self._items.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
@@ -34,5 +39,5 @@ class Registry(Generic[T]):
             return self._items[name]
         except (KeyError, TypeError):
             raise ValueError(
-                f"Unknown {self.kind} {name!r}. Known {self.kind}s: {', '.join(self.names())}."
+                f"Unknown {self.kind} {name!r}. Known {self.plural}: {', '.join(self.names())}."
             ) from None

@@ -35,11 +35,12 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from dm_search import report
+from dm_search import dashboard, figures
 from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
+from dm_search.labels import final_stage_line
 from dm_search.space import (
     grid_points,
     make_sampler,
@@ -221,9 +222,9 @@ class _Recorder(tune.Callback):
         if reason == st.FINISHED or result.get("done"):
             # The trial's last moment as a running trial: artifacts need one.
             label = _edf_label(trial.config["trial_config"])
-            _attach(lambda: report.upload_figure(
+            _attach(lambda: dashboard.upload_figure(
                 optuna.trial.Trial(self.study, tid),
-                report.plot_trial_curves(hist, f"trial {number}: {label}"),
+                figures.plot_trial_curves(hist, f"trial {number}: {label}"),
                 "learning_curves.svg", self.artifacts))
         if reason == st.EARLY and result.get("done"):
             # Stopped by the scheduler: record it as PRUNED (with this last epoch's value), so
@@ -235,15 +236,15 @@ class _Recorder(tune.Callback):
     def _refresh(self, number: int, force: bool = False) -> None:
         """The trial's note now; the study figures at most every 10 s (and at the end)."""
         def work() -> None:
-            report.save_trial_note(self.study, self.storage.get_trial(self._trial_id(number)))
+            dashboard.save_trial_note(self.study, self.storage.get_trial(self._trial_id(number)))
             if force or time.monotonic() - self.last_refresh > 10:
-                report.update_dashboard(self.study, notes=False)
+                dashboard.update_dashboard(self.study, notes=False)
                 self.last_refresh = time.monotonic()
 
         _attach(work)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        _attach(lambda: report.update_dashboard(self.study, notes=False))
+        _attach(lambda: dashboard.update_dashboard(self.study, notes=False))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
@@ -312,9 +313,9 @@ class _RecordingSpace:
             st.record_duplicate(raw, twin)
             out["duplicate_of"] = twin.number
             return out
-        _attach(lambda: report.upload_figure(
+        _attach(lambda: dashboard.upload_figure(
             getattr(trial, "ot_trial", trial),
-            report.plot_edf_curves(report.edf_curves_info([edf, EDF("cce")]),
+            figures.plot_edf_curves(figures.edf_curves_info([edf, EDF("cce")]),
                                    title=f"trial {trial.number}: {edf!r} against CE"),
             "edf_curve.svg", self.artifacts))
         return out
@@ -561,7 +562,7 @@ def run_study(
     search_s = time.monotonic() - t0
     if spec.final.enabled:
         _final_stage(spec, study, say)
-    _attach(lambda: report.update_dashboard(study))
+    _attach(lambda: dashboard.update_dashboard(study))
     return StudyOutcome(spec.name, opened.created, opened.repaired, max(remaining, 0),
                         st.study_summary(study), progress.wall_s, search_s)
 
@@ -668,10 +669,7 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
     }
     result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]
     st.record_final_stage(study, result)
-    b, c = result["best"], result["ce"]
-    say(f"final test accuracy: best EDF {100 * b['test_acc_mean']:.2f} ± "
-        f"{100 * b['test_acc_std']:.2f}%, CE {100 * c['test_acc_mean']:.2f} ± "
-        f"{100 * c['test_acc_std']:.2f}% (gain {100 * result['gain']:+.2f} points)")
+    say(final_stage_line(result))
 
 
 def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from dm_search import report
+from dm_search import dashboard as dash
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def dashboard(tmp_path, free_port, make_study, search):
     url = f"sqlite:///{tmp_path}/studies.db"
     study = make_study(url)
-    report.update_dashboard(study)
+    dash.update_dashboard(study)
     port = free_port()
     proc = subprocess.Popen([search.cli, "dashboard", "--storage", url, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -65,7 +65,7 @@ def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
                           "--dump-dom", page], capture_output=True, text=True, timeout=120)
     html = dom.stdout
     assert "made" in html
-    for gid in report.DASHBOARD_FIGURES:
+    for gid in dash.DASHBOARD_FIGURES:
         assert f"user-defined-plot:{gid}" in html
     # plotly drew the figure (its title is SVG text on the page), not just an empty box
     assert "EDFs of the best trials against CE" in html

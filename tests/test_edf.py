@@ -180,4 +180,4 @@ def test_registering_a_new_family_is_one_decorated_class():
         with pytest.raises(ValueError, match="already registered"):
             edf_mod.register("_test_linear")(Linear)
     finally:
-        edf_mod._REGISTRY.pop("_test_linear")
+        edf_mod._REGISTRY.unregister("_test_linear")

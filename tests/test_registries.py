@@ -50,7 +50,11 @@ def test_every_edf_family_weighs_finitely_and_has_moments(family):
     assert str(edf).startswith(family) and repr(edf).startswith(f"EDF({family!r}")
 
 
-@pytest.mark.parametrize("kind", sorted(_choices(NoiseConfig, "kind")))
+def test_the_noise_registry_and_the_config_name_the_same_kinds():
+    assert set(data_mod.noise_kinds()) == _choices(NoiseConfig, "kind")
+
+
+@pytest.mark.parametrize("kind", data_mod.noise_kinds())
 def test_every_noise_kind_corrupts_at_its_rate(kind, tmp_path, data_root):
     noise: dict = {"kind": kind}
     if kind in ("symmetric", "asymmetric"):

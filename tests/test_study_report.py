@@ -3,8 +3,10 @@ import re
 import optuna
 import pytest
 
-from dm_search import report as r
+from dm_search import dashboard as dash
+from dm_search import figures as r
 from dm_search.export import read_export
+from dm_search.report import write_report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -86,13 +88,13 @@ def test_importances_and_final_table(study):
 
 
 def test_trial_note_is_readable(study):
-    note = r.trial_note(study.trials[4])
+    note = dash.trial_note(study.trials[4])
     assert "stop reason: **early-stopped**, epochs 1/6" in note
     assert "emphasis mode: 0.700" in note
 
 
 def test_report_is_one_self_contained_html(study, tmp_path):
-    path = r.write_report(study, tmp_path / "rep.html")
+    path = write_report(study, tmp_path / "rep.html")
     html = path.read_text()
     for fid in ("history", "families", "edf", "mode-spread", "mean-std", "importances",
                 "learning", "memorisation"):
@@ -109,9 +111,9 @@ def test_report_is_one_self_contained_html(study, tmp_path):
 def test_dashboard_figures_and_notes_are_saved(study):
     from optuna_dashboard import get_note
 
-    r.update_dashboard(study)
+    dash.update_dashboard(study)
     attrs = study._storage.get_study_system_attrs(study._study_id)
-    for gid in r.DASHBOARD_FIGURES:
+    for gid in dash.DASHBOARD_FIGURES:
         assert any(gid in key for key in attrs), gid
     assert "stop reason" in get_note(optuna.trial.Trial(study, study.trials[0]._trial_id))
 

@@ -1,0 +1,97 @@
+"""What optuna-dashboard shows of a study: the study-level figures, kept up to date while the
+study runs, a note on every trial, and per-trial images as artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from dm_search import storage as st
+from dm_search.figures import (
+    best_edf_curves_info,
+    edf_of,
+    family_info,
+    finished_trials,
+    history_info,
+    is_finite,
+    mode_spread_info,
+    plot_edf_curves,
+    plot_families,
+    plot_history,
+    plot_mode_spread,
+)
+from dm_search.labels import fmt
+
+__all__ = ["DASHBOARD_FIGURES", "study_figures", "trial_note", "update_dashboard",
+           "upload_figure"]
+
+
+DASHBOARD_FIGURES = ("dm-edf-curves", "dm-families", "dm-mode-spread", "dm-mean-std",
+                     "dm-history")
+
+
+def study_figures(study: Any) -> dict[str, go.Figure]:
+    """The figures kept up to date in the dashboard, by graph-object id."""
+    return {
+        "dm-edf-curves": plot_edf_curves(best_edf_curves_info(study),
+                                         title="EDFs of the best trials against CE"),
+        "dm-families": plot_families(family_info(study)),
+        "dm-mode-spread": plot_mode_spread(mode_spread_info(study)),
+        "dm-mean-std": plot_mode_spread(mode_spread_info(study, "moments")),
+        "dm-history": plot_history(history_info(study)),
+    }
+
+
+def trial_note(t: Any) -> str:
+    """A readable Markdown note on a trial for the dashboard."""
+    edf = edf_of(t)
+    final = st.trial_final(t)
+    ref = " (reference baseline)" if st.is_reference(t) else ""
+    lines = [f"## {edf.family} — {edf}{ref}",
+             f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
+             f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
+             f"- emphasis density: mean {edf.mean:.3f}, std {edf.std:.3f}",
+             f"- stop reason: **{st.stop_reason(t)}**, epochs "
+             f"{fmt(st.trial_epochs(t)[0], 'd')}/{fmt(st.trial_epochs(t)[1], 'd')}"]
+    for key, name in (("val_acc", "clean validation accuracy"), ("test_acc", "test accuracy"),
+                      ("memorised", "memorised (noisy labels fitted)"),
+                      ("noisy_weight_share", "DM weight on noisy labels")):
+        if is_finite(final.get(key)):
+            lines.append(f"- {name}: {final[key]:.4f}")
+    node = st.trial_node(t)
+    if node:
+        lines.append(f"- node: {node.get('ip')} ({str(node.get('id'))[:12]})")
+    return "\n".join(lines)
+
+
+def save_trial_note(study: Any, trial: Any) -> None:
+    import optuna
+    from optuna_dashboard import save_note
+
+    save_note(optuna.trial.Trial(study, trial._trial_id), trial_note(trial))
+
+
+def update_dashboard(study: Any, *, notes: bool = True) -> None:
+    """Refresh the study-level figures (and the trial notes) that optuna-dashboard shows."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    for gid, fig in study_figures(study).items():
+        save_plotly_graph_object(study, fig, graph_object_id=gid)
+    if notes:
+        for t in finished_trials(study):
+            save_trial_note(study, t)
+
+
+def upload_figure(trial: Any, fig: go.Figure, name: str, store: Any) -> None:
+    """Attach ``fig`` to a RUNNING trial as an SVG artifact (shown in the dashboard)."""
+    import tempfile
+
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        fig.write_image(path, format="svg")
+        upload_artifact(study_or_trial=trial, file_path=str(path), artifact_store=store,
+                        mimetype="image/svg+xml")
