@@ -150,7 +150,11 @@ class SchedulerSpec(FrozenModel):
                  "asha": {"grace_period", "grace_fraction", "reduction_factor"},
                  "median": {"grace_period", "grace_fraction"},
                  "none": set()}[self.name]
-        unused = sorted(self.model_fields_set - takes - {"name"})
+        fields = type(self).model_fields
+        # Compared with the defaults, not with what was written: a spec dumped whole (a
+        # detached study's) repeats every default.
+        unused = sorted(f for f in set(fields) - takes - {"name"}
+                        if getattr(self, f) != fields[f].default)
         if unused:
             raise ValueError(f"scheduler {self.name!r} does not use {', '.join(unused)}; it "
                              f"takes {', '.join(sorted(takes)) or 'no options'}")

@@ -135,3 +135,11 @@ def test_identity_ignores_budget_and_storage_but_not_the_space():
 def test_options_that_would_be_ignored_and_budgets_that_hold_nothing_are_refused(kw, match):
     with pytest.raises((ValueError, ConfigError), match=match):
         _spec(**kw)
+
+
+def test_a_spec_dumped_whole_validates_again():
+    # A detached study sends its resolved spec, every default included, to the cluster.
+    for scheduler in ({"name": "asha"}, {"name": "median"}, {"name": "none"}, {}):
+        spec = _spec(scheduler=scheduler)
+        again = StudySpec.model_validate(spec.model_dump(mode="json"))
+        assert again.identity() == spec.identity()
