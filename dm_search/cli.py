@@ -414,6 +414,23 @@ def submit(
     except ConfigError as err:
         raise _fail(str(err)) from None
     _print_summary(outcome.summary)
+    _report_failures(outcome.summary)
+
+
+def _report_failures(summary: dict) -> None:
+    """Say how many trials failed and why; exit 1 when no searched trial succeeded."""
+    failed = summary.get("failures") or {}
+    if not failed:
+        return
+    n = sum(failed.values())
+    reasons = "; ".join(f"{count} x {reason}" for reason, count in failed.items())
+    by = summary["by_reason"]
+    worked = by.get("finished", 0) + by.get("early-stopped", 0)
+    if worked == 0:
+        raise _fail(f"every trial failed ({reasons}). Fix the cause and resubmit with --resume "
+                    "(the failed trials are kept on record).", code=1)
+    err_console.print(f"[yellow]warning:[/yellow] {n} trial(s) failed: {escape(reasons)}",
+                      soft_wrap=True)
 
 
 def _open(storage: str | None) -> tuple[Any, str]:

@@ -274,9 +274,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if data is None:
+        # An empty file would otherwise train silently on every default.
+        raise ConfigError(f"{path} is empty: give at least the sections you mean to set "
+                          "(data, model, loss, optim); see examples/mnist1d_dm.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (data, model, loss, optim...)")
     return data

@@ -76,6 +76,13 @@ def symmetric_noise(
 ) -> NoisyLabels:
     """With probability ``rate`` a label moves to one of the OTHER classes, uniformly."""
     _check(labels, num_classes, rate)
+    chance = (num_classes - 1) / num_classes
+    if rate >= chance:
+        # At (C-1)/C every label is equally likely whatever the true class: nothing to learn.
+        raise ValueError(
+            f"symmetric noise at rate {rate:g} with {num_classes} classes leaves the labels no "
+            f"information (they carry none from rate {chance:.3g} = (C-1)/C on): use a rate "
+            f"below {chance:.3g}")
     flip = torch.rand(labels.shape, generator=generator) < rate
     shift = torch.randint(1, num_classes, labels.shape, generator=generator)
     noisy = torch.where(flip, (labels + shift) % num_classes, labels)

@@ -432,9 +432,24 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
         base_path = Path(base)
         if not base_path.is_absolute() and not base_path.is_file():
             base_path = path.parent / base
-        data["base"] = read_yaml(base_path)
-    if isinstance(data.get("base"), dict) and "base_set" in data:
-        data["base"] = apply_overrides(data["base"], data.pop("base_set"))
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base: the trial config {base!r} does not exist (looked "
+                              f"in {base_path}); give a path relative to the spec, or the config "
+                              "inline")
+        try:
+            data["base"] = read_yaml(base_path)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: base: {err}") from None
+    if "base_set" in data:
+        overrides = data.pop("base_set")
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise ConfigError(f"{path}: base_set must be a list of a.b=value strings, e.g. "
+                              f"base_set: [optim.epochs=30]; got {overrides!r}")
+        if isinstance(data.get("base"), dict):
+            try:
+                data["base"] = apply_overrides(data["base"], overrides)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: base_set: {err}") from None
     if name is not None:
         data["name"] = name
     if os.environ.get(ENV_STUDY_DIR):

@@ -490,8 +490,11 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Progress, best eligible trial and per-family breakdown, from the database only."""
     trials = study.get_trials(deepcopy=False)
     reasons: Counter[str] = Counter()
+    failures: Counter[str] = Counter()  # why trials failed (interrupted ones are not failures)
     for t in trials:
         r = stop_reason(t)
+        if r.startswith("failed") and r != INTERRUPTED:
+            failures[r.removeprefix("failed: ").split(":")[0] or "failed"] += 1
         reasons["failed" if r.startswith("failed") else
                 "duplicate" if r.startswith("duplicate") else r] += 1
     families: dict[str, dict[str, Any]] = {}
@@ -516,6 +519,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "by_reason": dict(reasons),
         "best": trial_summary(best) if best else None,
         "references": [trial_summary(t) for t in trials if is_reference(t)],
+        "failures": dict(failures),
         "families": families,
         "final_stage": final_stage(study),
         **{k: v for k, v in study_provenance(study).items() if k != "noise_rate"},

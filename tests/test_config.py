@@ -89,3 +89,9 @@ def test_the_default_epoch_budget_has_one_home():
     assert total_epochs(cfg, 100) == DEFAULT_EPOCHS
     spec = StudySpec.model_validate({"name": "s", "base": {}})
     assert spec.total_epochs() == DEFAULT_EPOCHS
+
+
+def test_an_empty_config_file_is_an_error_not_all_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("\n")
+    with pytest.raises(ConfigError, match=r"c.yaml is empty: give at least the sections"):
+        load_trial_config(tmp_path / "c.yaml")

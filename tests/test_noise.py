@@ -98,3 +98,16 @@ def test_long_tail_indices():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_symmetric_noise_at_or_past_chance_is_refused():
+    import torch
+
+    from dm_search.noise import symmetric_noise
+
+    labels = torch.arange(10).repeat(10)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"rate 0.9 with 10 classes leaves the labels no "
+                                         r"information.*below 0.9"):
+        symmetric_noise(labels, 10, 0.9, generator=g)
+    assert symmetric_noise(labels, 10, 0.89, generator=g).rate > 0.5

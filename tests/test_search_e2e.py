@@ -129,6 +129,20 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(search, tmp_path, dat
     assert first.user_attrs[st.TrialKey.CONFIG]["optim"]["lr"] == 1e30
     assert [t.state for t in rest] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert st.best_trial(study) is not None
+    # Some trials failed: the study exits 0 and says how many and why.
+    assert "warning: 1 trial(s) failed: 1 x TrialDiverged" in " ".join(out.stderr.split())
+
+
+def test_a_study_whose_every_trial_fails_exits_1_saying_why(search, tmp_path, data_root):
+    spec = search.write_spec(
+        tmp_path, data_root, name="allfail", n_trials=2, epochs=2, warm_start=False,
+        scheduler={"name": "none"}, baselines=[],
+        space={"families": {"dm": {}},
+               "params": {"optim.lr": {"low": 1e29, "high": 1e31, "log": True}}})
+    out = search.run_cli("submit", str(spec))
+    assert out.returncode == 1, out.stdout + out.stderr
+    err = " ".join(out.stderr.split())
+    assert "every trial failed (2 x TrialDiverged)" in err and "--resume" in err
 
 
 def test_bad_spec_and_unreachable_database_write_nothing(search, tmp_path, data_root):

@@ -143,3 +143,22 @@ def test_a_spec_dumped_whole_validates_again():
         spec = _spec(scheduler=scheduler)
         again = StudySpec.model_validate(spec.model_dump(mode="json"))
         assert again.identity() == spec.identity()
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("name: x\nbase: nowhere.yaml\n", r"base: the trial config 'nowhere.yaml' does not exist"),
+        ("name: x\nbase: {optim: {epochs: 3}}\nbase_set: optim.epochs=5\n",
+         r"base_set must be a list of a.b=value strings.*got 'optim.epochs=5'"),
+        ("name: x\nbase: {optim: {epochs: 3}}\nbase_set: [optim.epochs]\n",
+         r"base_set: .*must look like a\.b=value"),
+        ("name: x\nbase: empty.yaml\n", r"base: .*empty.yaml is empty"),
+    ],
+)
+def test_base_and_base_set_mistakes_name_them(tmp_path, body, match):
+    (tmp_path / "empty.yaml").write_text("")
+    p = tmp_path / "s.yaml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match=match):
+        load_spec(p)
