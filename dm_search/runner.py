@@ -31,6 +31,7 @@ import ray
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.progress_reporter import TrialProgressCallback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -329,6 +330,14 @@ def _attach(upload: Callable[[], None]) -> None:
         warnings.warn(f"could not attach a figure for the dashboard: {err}", stacklevel=2)
 
 
+class _QuietProgress(TrialProgressCallback):
+    """Stands in for Tune's own progress printer, whose "Trial ... completed. Last result"
+    dumps would interleave with the study's progress line."""
+
+    def _print(self, msg: str) -> None:
+        pass
+
+
 class _RuleScheduler(FIFOScheduler):
     """A :mod:`dm_search.stopping` rule as a Tune scheduler. The rule is built at the first
     result, when the trials' budget in epochs is known (an iteration budget gives it only
@@ -475,6 +484,9 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
                               "logging_level": "ERROR"}
     # Its "trial already finished" warning follows our own PRUNED record of early stops.
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
+    # The study reports failed trials itself, one line each, and decides its exit code.
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: not record.getMessage().startswith("Trials did not complete"))
     if address and address not in ("auto", "local"):
         _check_reachable(address)
     try:
@@ -590,6 +602,9 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # A duplicate trial returns without training, so its only result has no val_acc.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # A failed trial gets one line with its reason from the recorder; Ray's traceback stays in
+    # the trial's error file under the study directory.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # A resumed study's progress line starts from what the database already holds.
     for t in study.get_trials(deepcopy=False):
@@ -613,7 +628,7 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             name=f"{spec.name}-{stamp}",
             storage_path=str(Path(spec.study_dir).resolve() / "ray"),
             verbose=0,
-            callbacks=[recorder],
+            callbacks=[recorder, _QuietProgress()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )

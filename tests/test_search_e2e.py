@@ -143,6 +143,10 @@ def test_a_study_whose_every_trial_fails_exits_1_saying_why(search, tmp_path, da
     assert out.returncode == 1, out.stdout + out.stderr
     err = " ".join(out.stderr.split())
     assert "every trial failed (2 x TrialDiverged)" in err and "--resume" in err
+    # One line per failed trial; Ray's tracebacks and its own summaries stay in its logs.
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "Trials did not complete" not in out.stderr and "Last result" not in out.stdout
+    assert out.stdout.count("failed: TrialDiverged") == 2
 
 
 def test_bad_spec_and_unreachable_database_write_nothing(search, tmp_path, data_root):
