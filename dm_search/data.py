@@ -250,6 +250,25 @@ for _name in _TORCHVISION:
 
 
 # ---------------------------------------------------------------------- the split
+def check_available(cfg: DataConfig) -> None:
+    """What can be known without loading: a registered dataset, its file or folder where it
+    cannot be made or downloaded. Raises ValueError / DatasetUnavailable saying the fix."""
+    get(cfg.name)  # unknown names list the known ones
+    if cfg.name == "npz":
+        if not cfg.path:
+            raise ValueError("dataset 'npz' needs data.path: a .npz file with x_train, y_train, "
+                             "x_test, y_test")
+        if not Path(cfg.path).expanduser().is_file():
+            raise DatasetUnavailable(f"data.path {cfg.path!r} does not exist")
+    if cfg.name in _TORCHVISION and not cfg.download:
+        folder = data_root(cfg) / cfg.name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise DatasetUnavailable(
+                f"{cfg.name} is not in {folder} and data.download is false. Put "
+                f"{_TORCHVISION[cfg.name][3]} in {folder}, or set data.download: true on a "
+                "machine with network access.")
+
+
 def load_raw(cfg: DataConfig) -> RawData:
     return get(cfg.name)(cfg, data_root(cfg))
 

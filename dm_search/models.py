@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from dm_search.registry import Registry
 
-__all__ = ["create_model", "names", "register"]
+__all__ = ["check_options", "create_model", "names", "register"]
 
 Factory = Callable[..., nn.Module]
 _REGISTRY: Registry[Factory] = Registry("model")
@@ -33,6 +33,13 @@ def create_model(
 
     Unknown names list the known ones; unknown options list the accepted ones.
     """
+    check_options(name, options)
+    factory = _REGISTRY.get(name)
+    return factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """A registered model and options it accepts, checked without building it."""
     factory = _REGISTRY.get(name)
     params = inspect.signature(factory).parameters
     accepted = [p for p in params if p not in ("input_shape", "num_classes")]
@@ -42,7 +49,6 @@ def create_model(
             f"model {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
             f"{', '.join(accepted) or 'none'}."
         )
-    return factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
 
 
 def _need_dims(name: str, input_shape: tuple[int, ...], dims: int, what: str) -> None:

@@ -51,7 +51,7 @@ from dm_search.space import (
 )
 from dm_search.spec import StudySpec
 from dm_search.stopping import MedianRule, NoStopping, RungRule, StoppingRule
-from dm_search.trainer import METRICS, run_trial, total_epochs
+from dm_search.trainer import METRICS, check_config, run_trial, total_epochs
 
 __all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
 
@@ -535,6 +535,10 @@ def run_study(
     """
     # Optuna's own INFO lines ("A new study created ...") would interleave with the progress.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        check_config(spec.base_config())  # an unknown dataset would fail every trial
+    except ConfigError as err:
+        raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
     url = st.resolve_url(storage_url, spec)
     storage = st.open_storage(url)
     st.check_submission(storage, spec, resume=resume)  # before starting Ray (slow)

@@ -194,6 +194,24 @@ def _mean(t: Tensor) -> float:
     return float(t.float().mean()) if t.numel() else NAN
 
 
+def check_config(cfg: TrialConfig) -> None:
+    """What a trial would fail on at once, found before anything is spent: the dataset (name,
+    files), the model (name, options) and the EDF. Raises ConfigError naming the field."""
+    from dm_search.data import DatasetUnavailable, check_available
+    from dm_search.models import check_options
+
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("data", lambda: check_available(cfg.data)),
+        ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
+        ("loss.edf", cfg.loss.build_edf),
+    ]
+    for field_name, check in checks:
+        try:
+            check()
+        except (ValueError, DatasetUnavailable) as err:
+            raise ConfigError(f"{field_name}: {err}") from None
+
+
 # ------------------------------------------------------------------ checkpoints
 _CKPT = "checkpoint.pt"
 

@@ -169,3 +169,23 @@ def test_status_json_is_strict_json_even_with_missing_metrics(tmp_path, cli_runn
 
     doc = json.loads(result.output, parse_constant=refuse)
     assert doc["best"]["memorised"] is None and doc["best"]["value"] == 0.8
+
+
+def test_submit_checks_the_base_before_spending_anything(tmp_path, cli_runner, plain):
+    cases = {
+        "data: {name: nodata}": "base.data: Unknown dataset 'nodata'. Known datasets:",
+        "data: {name: cifar10, download: false, root: ROOT}":
+            "base.data: cifar10 is not in",
+        "model: {name: mlp, options: {blocks: 3}}":
+            "base.model: model 'mlp' got unknown option(s) blocks; it accepts: width, depth",
+        "model: {name: nomodel}": "base.model: Unknown model 'nomodel'",
+    }
+    for base, expected in cases.items():
+        spec = tmp_path / "s.yaml"
+        spec.write_text(f"name: x\nstudy_dir: {tmp_path}/runs\nbase: {{optim: {{epochs: 3}}, "
+                        f"{base.replace('ROOT', str(tmp_path / 'data'))}}}\n")
+        result = cli_runner.invoke(app, ["submit", str(spec)])
+        out = plain(result.output)
+        assert result.exit_code == 2, out
+        assert expected in out and "Traceback" not in out
+        assert not (tmp_path / "runs").exists()  # nothing written
