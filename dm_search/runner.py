@@ -41,7 +41,7 @@ from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
-from dm_search.labels import final_stage_line
+from dm_search.labels import edf_label, final_stage_line
 from dm_search.space import (
     grid_points,
     make_sampler,
@@ -146,7 +146,7 @@ def _hms(seconds: float | None) -> str:
 
 
 def _edf_label(cfg: dict[str, Any]) -> str:
-    return str(EDF.from_config(cfg["loss"]["edf"]))
+    return edf_label(cfg["loss"]["edf"])
 
 
 class _Recorder(tune.Callback):
@@ -315,7 +315,7 @@ class _RecordingSpace:
             out["duplicate_of"] = twin.number
             return out
         _attach(lambda: dashboard.upload_figure(
-            getattr(trial, "ot_trial", trial),
+            raw,
             figures.plot_edf_curves(figures.edf_curves_info([edf, EDF("cce")]),
                                    title=f"trial {trial.number}: {edf!r} against CE"),
             "edf_curve.svg", self.artifacts))
@@ -409,24 +409,24 @@ class _StudySearcher(Searcher):
         self.budget = spec.budget_epochs
         self.used = st.epochs_trained(study)
         self.progress: dict[str, tuple[int, int]] = {}  # running: (epochs done, total)
+        # Epochs of one full trial; an iteration budget knows it only at the first result.
+        self.per_trial = spec.total_epochs() or 1
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
         return bool(self.inner.set_search_properties(metric, mode, config, **spec))
 
     def _committed(self) -> int:
-        per_trial = self.spec.total_epochs() or 0
-        return sum(total - done if total else per_trial
+        return sum(total - done if total else self.per_trial
                    for done, total in self.progress.values())
 
     def suggest(self, trial_id: str) -> dict | None:
         if self.budget is not None:
             # A trial starts only if the budget holds it at full length on top of what the
             # running trials may still need; the study never trains more than its budget.
-            need = self.spec.total_epochs() or 1
-            if self.used + need > self.budget:
+            if self.used + self.per_trial > self.budget:
                 return Searcher.FINISHED  # type: ignore[return-value]  # Ray's own sentinel
-            if self.used + self._committed() + need > self.budget:
+            if self.used + self._committed() + self.per_trial > self.budget:
                 return None  # wait: a running trial may be stopped early and free budget
         if self.pending:
             edf = self.pending.pop(0)

@@ -252,6 +252,7 @@ class _Run:
     warmup: int
     ckpt_path: Path | None
     cfg_dict: dict[str, Any]
+    has_noise: bool  # any corrupted training label: the noise diagnostics apply
     history: list[dict[str, float]] = field(default_factory=list)
     step: int = 0
     start_epoch: int = 0
@@ -298,6 +299,7 @@ def _set_up(cfg: TrialConfig, data: PreparedData | None) -> _Run:
         warmup=round(cfg.optim.warmup_epochs * steps_per_epoch),
         ckpt_path=Path(cfg.checkpoint.dir) / _CKPT if cfg.checkpoint.dir else None,
         cfg_dict=cfg.to_dict(),
+        has_noise=bool(data.corrupted.any()),
     )
 
 
@@ -366,11 +368,10 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     dm_loss = float(dm_sum) / batches
     if not (math.isfinite(train_loss) and math.isfinite(dm_loss)):
         raise TrialDiverged(epoch + 1, f"training loss is {train_loss} (DM value {dm_loss})")
-    has_noise = bool(run.data.corrupted.any())
     return {
         "train_loss": train_loss,
         "dm_loss": dm_loss,
-        "noisy_weight_share": float(w_noisy / w_total) if has_noise else NAN,
+        "noisy_weight_share": float(w_noisy / w_total) if run.has_noise else NAN,
         "weight_var": float(w_var) / batches,
         "lr": float(run.opt.param_groups[0]["lr"]),
         "samples_per_s": seen / train_s if train_s > 0 else NAN,
@@ -389,8 +390,7 @@ def _evaluate(run: _Run) -> dict[str, float]:
     out = {"val_acc": _mean(val_correct), "test_acc": _mean(test_correct)}
     if not run.cfg.diagnostics:
         return {**out, "intact_acc": NAN, "memorised": NAN, "p_clean": NAN, "p_noisy": NAN}
-    corrupted = t["corrupted"]
-    has_noise = bool(run.data.corrupted.any())
+    corrupted, has_noise = t["corrupted"], run.has_noise
     tr_correct, tr_p = predict(t["x_train"], t["y_train"])
     return {
         **out,
