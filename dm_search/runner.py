@@ -540,6 +540,9 @@ def run_study(
     except ConfigError as err:
         raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
     url = st.resolve_url(storage_url, spec)
+    # Tune pickles what it is handed to disk: from here on the URL (and any password in it)
+    # lives only in the sealed storage.
+    spec = spec.model_copy(update={"storage": None})
     storage = st.open_storage(url)
     st.check_submission(storage, spec, resume=resume)  # before starting Ray (slow)
     connect_ray(address)

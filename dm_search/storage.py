@@ -118,6 +118,32 @@ def artifact_dir(url: str, study_dir: str | None = None) -> Path | None:
     return None
 
 
+# Real URLs of the storages this process opened, by their masked form: what a sealed storage
+# needs to reconnect after a copy or an unpickling in the same process.
+_OPENED: dict[str, str] = {}
+
+
+class SealedStorage(optuna.storages.RDBStorage):
+    """An RDBStorage whose pickled form carries the URL without its password.
+
+    Ray Tune pickles its searcher (which holds the storage) into ``tuner.pkl`` and the
+    searcher state. Unpickled, the storage finds its password again from this process's own
+    connections or from $DM_SEARCH_STORAGE; where neither has it, it fails to connect rather
+    than having kept the secret on disk.
+    """
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state["url"] = mask_url(self.url)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        masked = state["url"]
+        env = os.environ.get(ENV_STORAGE, "")
+        known = _OPENED.get(masked) or (env if env and mask_url(env) == masked else None)
+        super().__setstate__({**state, "url": known or masked})
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """Connect to the study database. SQLite gets WAL mode and a busy timeout so that the
     dashboard can read while a study writes. Raises StorageUnavailable with the URL masked."""
@@ -137,7 +163,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = SealedStorage(url, engine_kwargs=kwargs)
+        _OPENED[mask_url(url)] = url
+        return storage
     except ImportError as err:
         raise StorageUnavailable(
             f"cannot open {shown}: a database driver is missing ({err}). For PostgreSQL install "

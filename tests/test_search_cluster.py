@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,10 +20,26 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def _files_holding(root: Path, secret: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
+
+
 def test_study_end_to_end_with_postgresql(search, tmp_path, data_root, postgres_url):
     spec = search.write_spec(tmp_path, data_root, name="pg")
-    out = search.run_cli("submit", str(spec), "--storage", postgres_url)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # Ray's session directory in a folder of its own (short: Ray puts sockets under it), so
+    # that every file the study wrote can be searched for the password.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    try:
+        out = search.run_cli("submit", str(spec), "--storage", postgres_url,
+                             env={"RAY_TMPDIR": str(ray_tmp)})
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert list(ray_tmp.glob("ray/session_*"))
+        assert list((tmp_path / "ray").rglob("*.pkl"))  # Tune's state was written
+        for root in (tmp_path, ray_tmp):
+            assert _files_holding(root, b"pg-secret-pw") == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert "pg-secret-pw" not in out.stdout + out.stderr
     assert "dm:***@127.0.0.1" in out.stdout
     study = search.check_study(postgres_url, "pg", 4, 3)

@@ -47,6 +47,27 @@ def test_unreachable_database_is_a_clear_error_without_the_password():
     assert "Check that the server is running" in msg
 
 
+def test_pickled_storage_carries_no_password(postgres_url, monkeypatch):
+    import pickle
+
+    storage = st.open_storage(postgres_url)
+    optuna.create_study(storage=storage, study_name="sealed")
+    blob = pickle.dumps(storage)
+    assert b"pg-secret-pw" not in blob
+
+    def url():
+        return pickle.loads(blob).url
+
+    assert url() == postgres_url  # the process that opened it reconnects (Tune copies it)
+    monkeypatch.setattr(st, "_OPENED", {})
+    monkeypatch.setenv(st.ENV_STORAGE, postgres_url)  # elsewhere only from the environment
+    restored = pickle.loads(blob)
+    assert restored.url == postgres_url
+    assert "sealed" in [s.study_name for s in restored.get_all_studies()]
+    monkeypatch.delenv(st.ENV_STORAGE)
+    assert url() == st.mask_url(postgres_url)  # no password to be found: none is invented
+
+
 def test_missing_sqlite_database_for_reading(tmp_path):
     with pytest.raises(st.StorageUnavailable, match="no study database"):
         st.open_storage(f"sqlite:///{tmp_path}/none.db", create=False)
