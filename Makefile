@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The main job: a real search study on the embedded MNIST-1D data (about 2 minutes on 2 CPU
-# cores), then its report and its best EDF. --resume makes a second `make demo` reuse the
-# finished study instead of refusing it.
+# cores), then its report and its best EDF. --resume-if-exists makes a second `make demo`
+# reuse the finished study instead of refusing it.
 demo: $(STAMP)
-	$(BIN)/dm-search submit search_spaces/quickstart.yaml --resume
+	$(BIN)/dm-search submit search_spaces/quickstart.yaml --resume-if-exists
 	$(BIN)/dm-search report quickstart -o runs/quickstart_report.html
 	$(BIN)/dm-search export quickstart -o runs/best_edf.yaml
 	@echo

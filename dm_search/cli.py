@@ -317,7 +317,31 @@ def _coords(t: dict) -> str:
             f"std {f('std', '.3f')}")
 
 
-def _print_summary(summary: dict) -> None:
+def _driver_line(driver: dict | None) -> str | None:
+    """Whether a study's driver runs, from its heartbeat in the database."""
+    if not driver:
+        return None
+    where = f"pid {driver['pid']} on {driver['host']}"
+    ago = f"{_hms_words(driver['age_s'])} ago"
+    again = f" Resume it with: {driver['resume']}" if driver.get("resume") else ""
+    return {
+        "running": f"running: driver {where}, last heartbeat {ago}",
+        "gone": f"driver gone: {where} last reported {ago}, while trials ran.{again}",
+        "interrupted": f"stopped by a signal {ago}.{again}",
+        "failed": f"the driver stopped with an error {ago}.{again}",
+    }.get(driver["state"])
+
+
+def _hms_words(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h"
+
+
+def _print_summary(summary: dict, driver: bool = False) -> None:
     from dm_search.storage import reasons_in_words
 
     console.print(
@@ -349,6 +373,9 @@ def _print_summary(summary: dict) -> None:
     final = summary.get("final_stage")
     if final:
         console.print(final_stage_line(final))
+    line = _driver_line(summary.get("driver")) if driver else None
+    if line:
+        console.print(escape(line), soft_wrap=True)
 
 
 @app.command()
@@ -369,7 +396,12 @@ def submit(
                           "(http://HOST:8265). Default: a local Ray on this machine."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an existing study of the same spec.")
+        bool, typer.Option("--resume", help="Continue an existing study of the same spec "
+                                            "(an error if there is none).")
+    ] = False,
+    resume_if_exists: Annotated[
+        bool, typer.Option("--resume-if-exists",
+                           help="Continue the study if it exists, else create it.")
     ] = False,
     detach: Annotated[
         bool, typer.Option("--detach", help="Submit as a Ray Job to --address and return.")
@@ -377,13 +409,19 @@ def submit(
 ) -> None:
     """Run a search study: Optuna picks each trial's EDF, Ray Tune runs the trials.
 
-    Blocks and shows progress until the study is done (unless --detach). A study killed
-    mid-way continues with --resume; its completed trials are kept.
+    Blocks and shows progress until the study is done (unless --detach). Ctrl-C stops it
+    (exit 130; SIGTERM: 143) and prints the command that resumes it; a study stopped or
+    killed mid-way continues with --resume, its completed trials kept.
 
     Example: dm-search submit search_spaces/quickstart.yaml
     """
     from dm_search.config import ConfigError
     from dm_search.spec import load_spec
+    from dm_search.storage import Resume
+
+    if resume and resume_if_exists:
+        raise _fail("give --resume or --resume-if-exists, not both")
+    mode = (Resume.EXISTING if resume else Resume.EITHER if resume_if_exists else Resume.NEW)
 
     try:
         study_spec = load_spec(spec, name=name)
@@ -397,7 +435,7 @@ def submit(
                         "e.g. http://127.0.0.1:8265")
         try:
             job = runner.submit_detached(study_spec, address=address, storage_url=storage,
-                                         resume=resume)
+                                         resume=mode)
         except ConfigError as err:
             raise _fail(str(err)) from None
         console.print(f"submitted study {study_spec.name!r} as Ray job {job}")
@@ -408,13 +446,43 @@ def submit(
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
         console.print(f"[dim]{stamp}[/dim] {msg}", highlight=False, soft_wrap=True)
 
+    again = _resume_command(spec, name, storage, address)
     try:
         outcome = runner.run_study(study_spec, storage_url=storage, address=address,
-                                   resume=resume, say=say)
+                                   resume=mode, say=say, resume_command=again)
     except ConfigError as err:
         raise _fail(str(err)) from None
+    except runner.StudyInterrupted as stopped:
+        _print_summary(stopped.summary)
+        raise _fail(f"study {study_spec.name!r} stopped by {stopped} "
+                    f"({stopped.marked} running trial(s) recorded as interrupted; completed "
+                    f"ones are kept). Resume it with: {again}", code=stopped.exit_code) from None
+    except KeyboardInterrupt:  # before the study opened, or a second Ctrl-C
+        raise _fail(f"study {study_spec.name!r} stopped by Ctrl-C. Resume it with: {again}",
+                    code=130) from None
     _print_summary(outcome.summary)
     _report_failures(outcome.summary)
+
+
+def _resume_command(spec: str, name: str | None, storage: str | None,
+                    address: str | None) -> str:
+    """The command that continues this study. A password in --storage is never printed or
+    stored: the command then reads the URL from the environment."""
+    import shlex
+
+    from dm_search.storage import ENV_STORAGE, mask_url
+
+    args = ["dm-search", "submit", spec, "--resume"]
+    if name:
+        args += ["--name", name]
+    if address:
+        args += ["--address", address]
+    command = shlex.join(args)
+    if storage and mask_url(storage) != storage:
+        command += f' --storage "${ENV_STORAGE}"'
+    elif storage:
+        command += " " + shlex.join(["--storage", storage])
+    return command
 
 
 def _report_failures(summary: dict) -> None:
@@ -463,7 +531,7 @@ def status(
     if not summaries:
         console.print(f"no studies in {st.mask_url(url)}")
     for s in summaries:
-        _print_summary(s)
+        _print_summary(s, driver=True)
 
 
 @app.command("list")

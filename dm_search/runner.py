@@ -17,11 +17,14 @@ import logging
 import math
 import os
 import shlex
+import signal
 import socket
 import statistics
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,8 @@ from dm_search.spec import StudySpec
 from dm_search.stopping import MedianRule, NoStopping, RungRule, StoppingRule
 from dm_search.trainer import METRICS, check_config, run_trial, total_epochs
 
-__all__ = ["ClusterUnavailable", "StudyOutcome", "run_study", "submit_detached"]
+__all__ = ["ClusterUnavailable", "StudyInterrupted", "StudyOutcome", "run_study",
+           "submit_detached"]
 
 METRIC = "val_acc"
 ENV_SPEC = "DM_SEARCH_SPEC_YAML"
@@ -61,6 +65,79 @@ ENV_SPEC = "DM_SEARCH_SPEC_YAML"
 
 class ClusterUnavailable(ConfigError):
     """The Ray cluster cannot be reached."""
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the study; what completed is kept and it can be resumed."""
+
+    def __init__(self, signum: int, summary: dict[str, Any], marked: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.summary = summary
+        self.marked = marked  # running trials recorded as interrupted
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process killed by the signal
+
+
+class _Stop(tune.Stopper):
+    """The first Ctrl-C or SIGTERM asks Tune to stop every trial at its next step; what was
+    running is then recorded as interrupted, to be run again on resume."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_tune = False  # outside Tune's loop nothing would see the request: stop at once
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def _stopping_on_signals(stop: _Stop, say: Callable[[str], None]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.signum is not None or not stop.in_tune:
+            stop.signum = stop.signum or signum
+            raise KeyboardInterrupt  # the second one: stop now, without waiting for Tune
+        stop.signum = signum
+        say(f"{signal.Signals(signum).name} received: stopping the running trials; completed "
+            "ones are kept. Press Ctrl-C again to stop at once.")
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+class _Heartbeat(threading.Thread):
+    """Writes the driver's heartbeat into the study, so that `status` can tell a running
+    study from one whose driver is gone."""
+
+    def __init__(self, study: optuna.Study, command: str | None) -> None:
+        super().__init__(name="dm-search-heartbeat", daemon=True)
+        self.study = study
+        self.command = command
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(st.HEARTBEAT_S):
+            with suppress(Exception):  # a database hiccup costs one beat, never the study
+                st.record_driver(self.study, "running", self.command)
+
+    def finish(self, state: str) -> None:
+        self.done.set()
+        self.join(timeout=5)
+        with suppress(Exception):
+            st.record_driver(self.study, state, self.command)
 
 
 # ------------------------------------------------------------------ inside each Ray trial
@@ -154,8 +231,9 @@ class _Recorder(tune.Callback):
     (Optuna refuses updates to finished trials) and prints the progress line."""
 
     def __init__(self, study: optuna.Study, progress: Progress, concurrency: int,
-                 say: Callable[[str], None], artifacts: Any) -> None:
+                 say: Callable[[str], None], artifacts: Any, stop: _Stop | None = None) -> None:
         self.study = study
+        self.stop = stop or _Stop()
         self.artifacts = artifacts
         self.last_refresh = 0.0
         self.storage = study._storage
@@ -260,6 +338,10 @@ class _Recorder(tune.Callback):
             self.say(f"trial {number} repeats trial {twin}'s configuration: not trained again "
                      f"| {self._line()}")
             return
+        if self.stop.signum is not None and not (total and epoch >= total):
+            self.say(f"trial {number} interrupted after {epoch}/{total} epochs: it runs again "
+                     "on resume")
+            return
         if total and epoch >= total:
             self.progress.finished += 1
             what = "finished"
@@ -278,6 +360,9 @@ class _Recorder(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
         self.progress.running.discard(number)
+        if self.stop.signum is not None:
+            self.say(f"trial {number} interrupted: it runs again on resume")
+            return
         self.progress.failed += 1
         error = (trial.last_result or {}).get("error", "see the Ray logs")
         self.say(f"trial {number} failed: {error} | {self._line()}")
@@ -399,9 +484,11 @@ class _StudySearcher(Searcher):
     a trial starts only while the epochs trained, those the running trials may still need and
     its own full length fit in the budget."""
 
-    def __init__(self, inner: Searcher, spec: StudySpec, study: optuna.Study) -> None:
+    def __init__(self, inner: Searcher, spec: StudySpec, study: optuna.Study,
+                 stop: _Stop | None = None) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.inner = inner
+        self.stop = stop or _Stop()
         self.spec = spec
         self.study = study
         self.pending = st.missing_references(study, spec)
@@ -451,7 +538,12 @@ class _StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        self.progress.pop(trial_id, None)
+        done, total = self.progress.pop(trial_id, (0, 0))
+        if self.stop.signum is not None and not (total and done >= total):
+            # Cut short by Ctrl-C or SIGTERM: its partial value is no result. It stays
+            # running in the database until the driver records it as interrupted.
+            self.references.pop(trial_id, None)
+            return
         if trial_id in self.references:
             value = None if error or not result else result.get(METRIC)
             st.finish_reference_trial(self.study, self.references.pop(trial_id), value)
@@ -525,13 +617,16 @@ def run_study(
     *,
     storage_url: str | None = None,
     address: str | None = None,
-    resume: bool = False,
+    resume: st.Resume | bool = False,
     say: Callable[[str], None] = print,
+    resume_command: str | None = None,
 ) -> StudyOutcome:
     """Run (or resume) ``spec`` to completion and return the study summary.
 
     Raises ConfigError subclasses (StorageUnavailable, StudyClash, ClusterUnavailable) before
-    anything is written when the database, the study name or the cluster is unusable.
+    anything is written when the database, the study name or the cluster is unusable, and
+    StudyInterrupted after Ctrl-C or SIGTERM (the trials that were running are recorded as
+    interrupted). ``resume_command`` is recorded with the driver's heartbeat for `status`.
     """
     # Optuna's own INFO lines ("A new study created ...") would interleave with the progress.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -552,7 +647,28 @@ def run_study(
         + ("created" if opened.created else
            f"resumed with {opened.done} trial(s) done, {opened.repaired} interrupted one(s) "
            "marked failed"))
+    stop = _Stop()
+    heartbeat = _Heartbeat(study, resume_command)
+    st.record_driver(study, "running", resume_command)
+    heartbeat.start()
+    try:
+        with _stopping_on_signals(stop, say):
+            outcome = _drive(spec, study, storage, opened, stop, say)
+    except KeyboardInterrupt:
+        marked = st.repair_interrupted(study)
+        heartbeat.finish("interrupted")
+        raise StudyInterrupted(stop.signum or signal.SIGINT, st.study_summary(study),
+                               marked) from None
+    except BaseException:
+        heartbeat.finish("failed")
+        raise
+    heartbeat.finish("done")
+    return outcome
 
+
+def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened, stop: _Stop,
+           say: Callable[[str], None]) -> StudyOutcome:
+    """The study's trials, then its final stage; KeyboardInterrupt after a stop request."""
     if opened.created:
         points = grid_points(spec) if spec.sampler.name == "grid" else []
         if spec.warm_start:
@@ -570,7 +686,9 @@ def run_study(
     if over_budget and not missing:
         say(f"the study's budget of {spec.budget_epochs} epochs is spent")
     elif remaining > 0 or missing:
-        _search(spec, study, storage, max(remaining, 0), progress, say)
+        _search(spec, study, storage, max(remaining, 0), progress, say, stop)
+        if stop.signum is not None:
+            raise KeyboardInterrupt
         if spec.budget_epochs is not None and st.counted_trials(study) < spec.n_trials:
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             say(f"stopped at the budget: {st.epochs_trained(study)} of {spec.budget_epochs} "
@@ -587,7 +705,7 @@ def run_study(
 
 
 def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
-            progress: Progress, say: Callable[[str], None]) -> None:
+            progress: Progress, say: Callable[[str], None], stop: _Stop) -> None:
     artifact_path = st.artifact_dir(st.resolve_url(None, spec), spec.study_dir)
     assert artifact_path is not None
     artifact_path.mkdir(parents=True, exist_ok=True)
@@ -601,7 +719,7 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
         warnings.simplefilter("ignore")
         searcher = OptunaSearch(space=define, metric=METRIC, mode="max", sampler=sampler,
                                 study_name=spec.name, storage=storage)
-    study_searcher = _StudySearcher(searcher, spec, study)
+    study_searcher = _StudySearcher(searcher, spec, study, stop)
     search_alg = ConcurrencyLimiter(study_searcher, max_concurrent=spec.max_concurrent)
     # Non-default searchers get one pending trial at a time unless told otherwise, which
     # would serialise the study.
@@ -622,7 +740,10 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             progress.early += 1
         elif reason.startswith("failed") and reason != st.INTERRUPTED:
             progress.failed += 1
-    recorder = _Recorder(study, progress, spec.max_concurrent, say, artifacts)
+    recorder = _Recorder(study, progress, spec.max_concurrent, say, artifacts, stop)
+    # Ctrl-C and SIGTERM are the study's to handle (see _stopping_on_signals): Tune's own
+    # handler would print how to restore a Tune run, which is not how a study resumes.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
@@ -636,13 +757,18 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             storage_path=str(Path(spec.study_dir).resolve() / "ray"),
             verbose=0,
             callbacks=[recorder, _QuietProgress()],
+            stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )
     refs = f" and {len(study_searcher.pending)} reference(s)" if study_searcher.pending else ""
     say(f"running {remaining} trial(s){refs}, up to {spec.max_concurrent} at a time, "
         f"{resources['cpu']:g} CPU / {resources['gpu']:g} GPU each")
-    tuner.fit()
+    stop.in_tune = True
+    try:
+        tuner.fit()
+    finally:
+        stop.in_tune = False
 
 
 def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -> None:
@@ -695,7 +821,7 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
 
 
 def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
-                    resume: bool) -> str:
+                    resume: st.Resume | bool) -> str:
     """Send ``dm-search submit`` to a running Ray cluster as a Ray Job; returns the job id.
 
     ``address`` is the cluster's job-submission (dashboard) address, e.g. http://HOST:8265.
@@ -717,6 +843,8 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
     if storage_url:
         env[st.ENV_STORAGE] = storage_url
     cmd = ["dm-search", "submit", f"env:{ENV_SPEC}", "--address", "auto"]
-    if resume:
+    if resume in (True, st.Resume.EXISTING):
         cmd.append("--resume")
+    elif resume == st.Resume.EITHER:
+        cmd.append("--resume-if-exists")
     return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"env_vars": env}))

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import os
+import socket
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -416,12 +417,30 @@ class Opened:
     done: int
 
 
+class Resume(StrEnum):
+    """What to do with a study of the spec's name: ``submit``, ``--resume`` and
+    ``--resume-if-exists``."""
+
+    NEW = "new"  # create it; an existing one is an error
+    EXISTING = "existing"  # continue it; a missing one is an error
+    EITHER = "either"  # continue it if it exists, else create it
+
+
 def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
-                     resume: bool) -> optuna.Study | None:
-    """The existing study ``spec`` may continue (None when there is none); raises StudyClash
-    for a different spec under the name, or an existing study without ``resume``. Writes
-    nothing."""
-    if spec.name not in _study_names(storage):
+                     resume: Resume | bool) -> optuna.Study | None:
+    """The existing study ``spec`` may continue (None when one is to be created); raises
+    StudyClash for a different spec under the name, an existing study that is not to be
+    resumed, or a missing one that is. Writes nothing."""
+    mode = Resume(resume) if isinstance(resume, str) else (
+        Resume.EXISTING if resume else Resume.NEW)
+    names = _study_names(storage)
+    if spec.name not in names:
+        if mode == Resume.EXISTING:
+            raise StudyClash(
+                f"there is no study named {spec.name!r} to resume in "
+                f"{mask_url(_url_of(storage))}; studies there: {', '.join(names) or 'none'}. "
+                "Submit without --resume to create it (or check --name and --storage)."
+            )
         return None
     study = optuna.load_study(study_name=spec.name, storage=storage)
     if study.user_attrs.get(StudyKey.IDENTITY) != spec.identity():
@@ -430,7 +449,7 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
             "another name (--name NEW), or resubmit the spec it was created with to resume "
             "it (see dm-search status " + spec.name + ")."
         )
-    if not resume:
+    if mode == Resume.NEW:
         raise StudyClash(
             f"study {spec.name!r} already exists. Add --resume to continue it (completed "
             "trials are kept), or --name NEW to start another."
@@ -438,9 +457,15 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     return study
 
 
-def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: bool) -> Opened:
-    """Create the study, or with ``resume`` reopen it: refuses a different spec under the same
-    name, repairs interrupted trials, and counts the trials already done."""
+def _url_of(storage: Any) -> str:
+    return str(getattr(storage, "url", "") or getattr(getattr(storage, "_backend", None),
+                                                       "url", "the database"))
+
+
+def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
+               resume: Resume | bool) -> Opened:
+    """Create the study, or reopen it: refuses a different spec under the same name, repairs
+    interrupted trials, and counts the trials already done."""
     study = check_submission(storage, spec, resume=resume)
     if study is not None:
         # The budget may have changed (n_trials, budget_epochs): the record follows the spec.
@@ -453,6 +478,37 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *, resume: 
     study.set_user_attr(StudyKey.VERSION, __version__)
     study.set_user_attr(StudyKey.CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     return Opened(study, True, 0, 0)
+
+
+# ------------------------------------------------------------------ the driver's heartbeat
+DRIVER = "driver"  # a study system attribute: which process runs it, and when it last said so
+HEARTBEAT_S = 10.0
+# A driver silent for this long is gone: several missed beats, so that a busy machine or a
+# slow database does not make a live study look dead.
+GONE_AFTER_S = 6 * HEARTBEAT_S
+
+
+def record_driver(study: optuna.Study, state: str, command: str | None = None) -> None:
+    """The driver's heartbeat: ``running`` every HEARTBEAT_S, then how it ended
+    (``done``, ``interrupted``, ``failed``). ``command`` resumes the study."""
+    old = study._storage.get_study_system_attrs(study._study_id).get(DRIVER) or {}
+    doc = {"host": socket.gethostname(), "pid": os.getpid(), "state": state,
+           "beat": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+           "resume": command or old.get("resume")}
+    study._storage.set_study_system_attr(study._study_id, DRIVER, doc)
+
+
+def driver_state(study: optuna.Study) -> dict[str, Any] | None:
+    """The last heartbeat with ``age_s`` and ``alive`` (None for a study never driven).
+    A ``running`` driver silent for GONE_AFTER_S is reported ``gone``."""
+    doc = study._storage.get_study_system_attrs(study._study_id).get(DRIVER)
+    if not doc:
+        return None
+    age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(doc["beat"])).total_seconds()
+    state = doc["state"]
+    if state == "running" and age > GONE_AFTER_S:
+        state = "gone"
+    return {**doc, "state": state, "age_s": round(age), "alive": state == "running"}
 
 
 # ------------------------------------------------------------------ reading results
@@ -509,7 +565,8 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
 
 def reasons_in_words(by_reason: dict[str, int]) -> str:
     """``{"finished": 8, "early-stopped": 12}`` as "8 finished, 12 early-stopped"."""
-    order = ["finished", "early-stopped", "duplicate", "failed", "running", "waiting"]
+    order = ["finished", "early-stopped", "duplicate", "failed", "interrupted", "running",
+             "waiting"]
     keys = sorted(by_reason, key=lambda k: (order.index(k) if k in order else len(order), k))
     return ", ".join(f"{by_reason[k]} {k}" for k in keys) or "none yet"
 
@@ -523,7 +580,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         r = stop_reason(t)
         if r.startswith("failed") and r != INTERRUPTED:
             failures[r.removeprefix("failed: ").split(":")[0] or "failed"] += 1
-        reasons["failed" if r.startswith("failed") else
+        reasons["interrupted" if r == INTERRUPTED else "failed" if r.startswith("failed") else
                 "duplicate" if r.startswith("duplicate") else r] += 1
     families: dict[str, dict[str, Any]] = {}
     for t in trials:
@@ -550,5 +607,6 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "failures": dict(failures),
         "families": families,
         "final_stage": final_stage(study),
+        "driver": driver_state(study),
         **{k: v for k, v in study_provenance(study).items() if k != "noise_rate"},
     }

@@ -61,34 +61,45 @@ def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
     assert len(_load(url, "tiny").trials) == 5
 
 
-def test_killed_study_resumes_without_losing_trials(search, tmp_path, data_root):
-    spec = search.write_spec(tmp_path, data_root, name="killme", epochs=25, n_trials=6,
-                      model="cnn1d", num_samples=1200, scheduler={"name": "none"},
-                      baselines=[])
-    url = f"sqlite:///{tmp_path}/studies.db"
+def _start_and_wait(search, spec, url: str, name: str
+                    ) -> tuple[subprocess.Popen, dict[int, float]]:
+    """Start ``submit`` in a session of its own and return once the study has a finished and
+    a running trial, with the finished trials' values."""
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([search.cli, "submit", str(spec)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    finished_before: dict[int, float] = {}
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            try:
-                trials = _load(url, "killme").trials
-            except Exception:
-                continue
-            done = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and t.user_attrs.get(st.TrialKey.EPOCHS)]
-            if done and running:
-                finished_before = done
-                break
-        assert finished_before, "the study never had a finished and a running trial at once"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, at once
-        proc.wait()
+    # Files, not pipes: Ray's own processes inherit them and may outlive a killed driver.
+    proc = subprocess.Popen([search.cli, "submit", spec.name],
+                            stdout=(spec.parent / f"{name}.out").open("w"),
+                            stderr=(spec.parent / f"{name}.err").open("w"),
+                            start_new_session=True, env=env, cwd=spec.parent)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            trials = _load(url, name).trials
+        except Exception:
+            continue
+        done = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and t.user_attrs.get(st.TrialKey.EPOCHS)]
+        if done and running:
+            return proc, done
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("the study never had a finished and a running trial at once")
+
+
+def _long_spec(search, tmp_path, data_root, name):
+    return search.write_spec(tmp_path, data_root, name=name, epochs=25, n_trials=6,
+                             model="cnn1d", num_samples=1200, scheduler={"name": "none"},
+                             baselines=[])
+
+
+def test_killed_study_resumes_without_losing_trials(search, tmp_path, data_root):
+    spec = _long_spec(search, tmp_path, data_root, "killme")
+    url = f"sqlite:///{tmp_path}/studies.db"
+    proc, finished_before = _start_and_wait(search, spec, url, "killme")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, at once
+    proc.wait()
     interrupted = {t.number for t in _load(url, "killme").trials if t.state == TrialState.RUNNING}
     assert interrupted
 
@@ -233,3 +244,41 @@ def test_a_study_under_median_stopping(search, tmp_path, data_root):
     assert out.returncode == 0, out.stdout + out.stderr
     study = search.check_study(f"sqlite:///{tmp_path}/studies.db", "median", 5, 4, references=0)
     assert st.best_trial(study) is not None
+
+
+@pytest.mark.parametrize("sig, code, to_group", [(signal.SIGINT, 130, True),
+                                                 (signal.SIGTERM, 143, False)])
+def test_ctrl_c_and_sigterm_stop_the_study_and_say_how_to_resume(search, tmp_path, data_root,
+                                                                  sig, code, to_group):
+    # Ctrl-C in a terminal reaches the whole process group; SIGTERM (a process manager,
+    # Kubernetes) the driver alone.
+    name = f"stop{code}"
+    spec = _long_spec(search, tmp_path, data_root, name)
+    url = f"sqlite:///{tmp_path}/studies.db"
+    proc, finished_before = _start_and_wait(search, spec, url, name)
+    status = search.run_cli("status", name, "--storage", url)
+    assert "running: driver pid" in status.stdout, status.stdout
+    (os.killpg if to_group else os.kill)(proc.pid, sig)
+    proc.wait(timeout=120)
+    out, err = (tmp_path / f"{name}.out").read_text(), (tmp_path / f"{name}.err").read_text()
+    assert proc.returncode == code, out + err
+    again = f"dm-search submit {spec.name} --resume"
+    assert f"Resume it with: {again}" in err and "Traceback" not in out + err
+    study = _load(url, name)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.user_attrs.get(st.TrialKey.STOP) == st.INTERRUPTED]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    status = search.run_cli("status", name, "--storage", url)
+    assert "stopped by a signal" in status.stdout and again in status.stdout
+    if sig != signal.SIGINT:
+        return
+    # The printed command, run where the study was submitted, finishes the study.
+    resumed = subprocess.run([search.cli, *again.split()[1:]], cwd=spec.parent,
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "COLUMNS": "200"})
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    by_number = {t.number: t for t in _load(url, name).trials}
+    for number, value in finished_before.items():
+        assert by_number[number].value == value
+    assert sum(t.user_attrs.get(st.TrialKey.STOP) == st.FINISHED
+               for t in by_number.values()) == 6

@@ -88,6 +88,31 @@ def test_create_clash_and_resume(tmp_path):
     assert not again.created and again.done == 0
 
 
+def test_resume_of_a_missing_study_lists_the_studies(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    st.open_study(storage, _spec("there"), resume=st.Resume.NEW)
+    with pytest.raises(st.StudyClash, match=r"no study named 'nope' to resume .*studies there: "
+                                            r"there"):
+        st.open_study(storage, _spec("nope"), resume=st.Resume.EXISTING)
+    assert st.open_study(storage, _spec("nope"), resume=st.Resume.EITHER).created
+    assert not st.open_study(storage, _spec("nope"), resume=st.Resume.EITHER).created
+
+
+def test_heartbeat_tells_a_running_driver_from_a_gone_one(tmp_path, monkeypatch):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    assert st.driver_state(study) is None
+    st.record_driver(study, "running", "dm-search submit s.yaml --resume")
+    state = st.driver_state(study)
+    assert state["alive"] and state["state"] == "running" and state["age_s"] < 5
+    later = st.dt.datetime.now(st.dt.UTC) + st.dt.timedelta(seconds=st.GONE_AFTER_S + 1)
+    monkeypatch.setattr(st.dt, "datetime", type("Later", (st.dt.datetime,), {
+        "now": classmethod(lambda cls, tz=None: later)}))
+    state = st.driver_state(study)
+    assert state["state"] == "gone" and not state["alive"]
+    assert state["resume"] == "dm-search submit s.yaml --resume"
+
+
 def test_resume_repairs_interrupted_trials_and_counts_done(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, _spec(), resume=False).study

@@ -140,3 +140,20 @@ def r_app():
     from dm_search.cli import app
 
     return app
+
+
+def test_status_tells_a_gone_driver_and_how_to_resume(study, tmp_path, cli_runner, plain):
+    from dm_search import storage as st
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    st.record_driver(study, "running", "dm-search submit made.yaml --resume")
+    out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])
+    assert "running: driver pid" in plain(out.output)
+    doc = study._storage.get_study_system_attrs(study._study_id)[st.DRIVER]
+    old = st.dt.datetime.now(st.dt.UTC) - st.dt.timedelta(minutes=5)
+    study._storage.set_study_system_attr(study._study_id, st.DRIVER,
+                                         {**doc, "beat": old.isoformat()})
+    out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])
+    text = plain(out.output)
+    assert out.exit_code == 0 and "driver gone" in text and "last reported 5 min ago" in text
+    assert "Resume it with: dm-search submit made.yaml --resume" in text
