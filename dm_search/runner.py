@@ -601,6 +601,52 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
         ) from None
 
 
+class ResourcesUnavailable(ConfigError):
+    """No node of the cluster can hold one trial."""
+
+
+def _largest(nodes: list[dict[str, float]]) -> str:
+    cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    return f"{cpu:g} CPU and {gpu:g} GPU"
+
+
+def _check_resources(spec: StudySpec, address: str | None, say: Callable[[str], None],
+                     poll_s: float = 5.0) -> None:
+    """Fail fast when no node can ever hold a trial: Tune would wait for it forever. A
+    cluster may still add nodes, so there the study waits up to ``resources.wait_s``."""
+    r = spec.resources
+    need = {"CPU": r.cpu, **({"GPU": r.gpu} if r.gpu > 0 else {})}
+    asked = f"{r.cpu:g} CPU and {r.gpu:g} GPU per trial"
+
+    def nodes() -> list[dict[str, float]]:
+        return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+    def fits(ns: list[dict[str, float]]) -> bool:
+        return any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in ns)
+
+    now = nodes()
+    if fits(now):
+        return
+    fix = ("Lower resources.cpu / resources.gpu in the spec (gpu: 0 trains on the CPU; a "
+           "fraction such as 0.5 shares a GPU)")
+    if not address or address == "local":
+        raise ResourcesUnavailable(f"a trial asks for {asked}, but this machine has "
+                                   f"{_largest(now)}. {fix}.")
+    say(f"waiting for resources: a trial asks for {asked}; the largest node of the cluster has "
+        f"{_largest(now)} (waiting up to {r.wait_s:g} s, resources.wait_s)")
+    deadline = time.monotonic() + r.wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+        now = nodes()
+        if fits(now):
+            say("resources available: starting")
+            return
+    raise ResourcesUnavailable(f"no node of the cluster could hold a trial after "
+                               f"{r.wait_s:g} s: a trial asks for {asked}, the largest node has "
+                               f"{_largest(now)}. {fix}, or add such a node.")
+
+
 @dataclass
 class StudyOutcome:
     name: str
@@ -638,9 +684,10 @@ def run_study(
     # Tune pickles what it is handed to disk: from here on the URL (and any password in it)
     # lives only in the sealed storage.
     spec = spec.model_copy(update={"storage": None})
-    storage = st.open_storage(url)
-    st.check_submission(storage, spec, resume=resume)  # before starting Ray (slow)
+    st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
     connect_ray(address)
+    _check_resources(spec, address, say)
+    storage = st.open_storage(url)
     opened = st.open_study(storage, spec, resume=resume)
     study = opened.study
     say(f"study {spec.name!r} in {st.mask_url(url)}: "

@@ -170,6 +170,8 @@ class SchedulerSpec(FrozenModel):
 class ResourcesSpec(FrozenModel):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)  # fractions share a GPU between trials
+    # On a cluster (which may add nodes), how long to wait for a node that can hold a trial.
+    wait_s: float = Field(600.0, ge=0.0)
 
 
 class FinalSpec(FrozenModel):

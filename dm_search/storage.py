@@ -457,6 +457,20 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     return study
 
 
+def check_submission_at(url: str, spec: StudySpec, *, resume: Resume | bool) -> None:
+    """check_submission before anything is written: a SQLite file that is not there yet holds
+    no study, and is not created here."""
+    if url.startswith("sqlite"):
+        path = sqlalchemy.engine.make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            if resume in (True, Resume.EXISTING):
+                raise StudyClash(f"there is no study named {spec.name!r} to resume: there is no "
+                                 f"study database at {path} yet. Submit without --resume to "
+                                 "create it (or check --storage).")
+            return
+    check_submission(open_storage(url, create=False), spec, resume=resume)
+
+
 def _url_of(storage: Any) -> str:
     return str(getattr(storage, "url", "") or getattr(getattr(storage, "_backend", None),
                                                        "url", "the database"))

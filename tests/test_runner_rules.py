@@ -90,3 +90,46 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     # A resumed study finds its references done and runs none again.
     assert st.missing_references(study, spec) == []
     assert _StudySearcher(_Inner(), spec, study).pending == []  # type: ignore[arg-type]
+
+
+def _nodes(monkeypatch, *resources):
+    from dm_search import runner
+
+    state = {"nodes": list(resources)}
+    monkeypatch.setattr(runner.ray, "nodes", lambda: [
+        {"Alive": True, "Resources": r} for r in state["nodes"]])
+    return state
+
+
+def test_a_trial_no_node_can_hold_fails_at_once_on_this_machine(monkeypatch):
+    from dm_search import runner
+
+    _nodes(monkeypatch, {"CPU": 2.0})
+    said = []
+    with pytest.raises(runner.ResourcesUnavailable,
+                       match="asks for 1 CPU and 1 GPU per trial, but this machine has 2 CPU "
+                             "and 0 GPU"):
+        runner._check_resources(_spec(resources={"gpu": 1}), None, said.append)
+    with pytest.raises(runner.ResourcesUnavailable, match="64 CPU"):
+        runner._check_resources(_spec(resources={"cpu": 64}), None, said.append)
+    runner._check_resources(_spec(resources={"cpu": 2}), None, said.append)
+    assert said == []
+
+
+def test_a_cluster_is_waited_for_visibly_and_up_to_a_timeout(monkeypatch):
+    from dm_search import runner
+
+    state = _nodes(monkeypatch, {"CPU": 4.0})
+    said = []
+    spec = _spec(resources={"cpu": 1, "gpu": 0.5, "wait_s": 0.2})
+    with pytest.raises(runner.ResourcesUnavailable, match=r"after 0.2 s: a trial asks for 1 CPU "
+                                                          r"and 0.5 GPU"):
+        runner._check_resources(spec, "10.0.0.1:6379", said.append, poll_s=0.05)
+    assert said[0].startswith("waiting for resources: a trial asks for 1 CPU and 0.5 GPU per "
+                              "trial; the largest node of the cluster has 4 CPU and 0 GPU")
+    # a node joins (an autoscaler's GPU worker) while the study waits
+    monkeypatch.setattr(runner.time, "sleep", lambda s: state["nodes"].append(
+        {"CPU": 8.0, "GPU": 1.0}))
+    runner._check_resources(spec.model_copy(update={"resources": spec.resources.model_copy(
+        update={"wait_s": 5.0})}), "10.0.0.1:6379", said.append)
+    assert said[-1] == "resources available: starting"
