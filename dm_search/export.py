@@ -106,41 +106,63 @@ def write_export(doc: dict[str, Any], path: str | Path,
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
-        path.write_text(json.dumps(doc, indent=2) + "\n")
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     else:
         header = ("# Best EDF found by dm-search. Use it as a loss:\n"
                   "#   from dm_search import load_loss; loss_fn = load_loss(\"" + path.name +
                   "\")\n")
-        path.write_text(header + dump_yaml(doc))
+        path.write_text(header + dump_yaml(doc), encoding="utf-8")
     return path
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
-    """Read and validate an export file (YAML or JSON)."""
+    """Read and validate an export file (YAML or JSON).
+
+    Raises:
+        ExportError: naming the file and what is wrong with it, whatever the file holds.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"EDF file {str(path)!r} does not exist")
-    text = path.read_text()
+        why = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ExportError(f"EDF file {str(path)!r} {why}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ExportError(f"{path} is not text, so not a dm-search EDF export (YAML or JSON); "
+                          "make one with `dm-search export STUDY`") from None
+    except OSError as err:
+        raise ExportError(f"{path} cannot be read: {err.strerror}") from None
     try:
         # JSON is read as JSON: YAML 1.1 would take its 5e-07 for a string.
         doc = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ExportError(f"{path} is neither YAML nor JSON: {err}") from None
+    if doc is None:  # nothing but blanks and comments
+        raise ExportError(f"{path} is empty; make an EDF export with `dm-search export STUDY`")
     if not isinstance(doc, dict) or SCHEMA_KEY not in doc:
-        raise ExportError(f"{path} is not a dm-search EDF export (no '{SCHEMA_KEY}' key); "
+        found = "no" if isinstance(doc, dict) else f"a {type(doc).__name__}, not a mapping with a"
+        raise ExportError(f"{path} is not a dm-search EDF export ({found} '{SCHEMA_KEY}' key); "
                           "make one with `dm-search export STUDY`")
     if doc[SCHEMA_KEY] != SCHEMA_VERSION:
         raise ExportError(f"{path} has schema version {doc[SCHEMA_KEY]!r}; this dm-search "
                           f"({__version__}) reads version {SCHEMA_VERSION}. Re-export it, or "
                           "upgrade dm-search.")
-    loss = doc.get("loss") or {}
-    if loss.get("normalise") not in NORMALISATIONS:
+    loss = doc.get("loss")
+    if not isinstance(loss, dict) or loss.get("normalise") not in NORMALISATIONS:
         raise ExportError(f"{path}: loss.normalise must be one of {', '.join(NORMALISATIONS)}")
     try:
-        EDF.from_config(doc.get("edf"))  # type: ignore[arg-type]
-    except ValueError as err:
+        _build_loss(doc)  # the EDF and eps are checked where they are used
+    except (TypeError, ValueError) as err:
         raise ExportError(f"{path}: {err}") from None
     return doc
+
+
+def _build_loss(doc: dict[str, Any], **overrides: Any) -> DMLoss:
+    # YAML 1.1 reads a hand-written 5e-7 as a string; float() takes it as meant.
+    kwargs: dict[str, Any] = {"normalise": doc["loss"]["normalise"],
+                              "eps": float(doc["loss"].get("eps", 5e-7))}
+    kwargs.update(overrides)
+    return DMLoss(EDF.from_config(doc.get("edf")), **kwargs)  # type: ignore[arg-type]
 
 
 def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
@@ -148,12 +170,11 @@ def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
 
     Keyword ``overrides`` (``normalise``, ``eps``, ``ignore_index``) replace the file's.
 
+    Raises:
+        ExportError: the file is missing or is not a valid dm-search EDF export.
+
     Example:
         >>> loss_fn = load_loss("best_edf.yaml")  # doctest: +SKIP
         >>> loss_fn(logits, target).backward()  # doctest: +SKIP
     """
-    doc = read_export(path)
-    kwargs: dict[str, Any] = {"normalise": doc["loss"]["normalise"],
-                              "eps": float(doc["loss"].get("eps", 5e-7))}
-    kwargs.update(overrides)
-    return DMLoss(EDF.from_config(doc["edf"]), **kwargs)
+    return _build_loss(read_export(path), **overrides)

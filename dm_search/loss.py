@@ -62,6 +62,27 @@ def _check_inputs(logits: Tensor, target: Tensor) -> None:
         raise ValueError(f"DMLoss expects integer class indices as target; got {target.dtype}.")
 
 
+def _check_labels(safe: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Labels (ignored ones already replaced by 0) must lie in [0, C): outside it the scatter
+    below fails with an index error on the CPU and a bare device-side assert on a GPU."""
+    if not safe.numel():
+        return
+    lo, hi = safe.aminmax()
+    if safe.is_cuda:
+        # Reading lo and hi back would stall the stream every step; this assert fails at the
+        # next synchronisation instead, without one of its own.
+        torch._assert_async((lo >= 0) & (hi < num_classes),
+                            f"DMLoss: a label lies outside [0, {num_classes - 1}]")
+        return
+    low, high = int(lo), int(hi)
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"DMLoss got label {low if low < 0 else high}, but the logits have C={num_classes} "
+            f"classes: labels must lie in [0, {num_classes - 1}] (or equal "
+            f"ignore_index={ignore_index})."
+        )
+
+
 def _dm_forward(
     logits: Tensor,
     target: Tensor,
@@ -79,6 +100,7 @@ def _dm_forward(
     t = target if target.dtype == torch.int64 else target.long()
     ignored = (t == ignore_index).unsqueeze_(1)
     safe = t.unsqueeze(1).masked_fill(ignored, 0)
+    _check_labels(safe, z.shape[1], ignore_index)
 
     # Non-target logits only (target at -inf): their log-partition gives 1 - p without
     # cancellation, and their exponentials are the masked softmax, i.e. the unit-norm
@@ -91,12 +113,16 @@ def _dm_forward(
     nll = F.softplus(b)  # -log p
     log_1mp = F.logsigmoid(b)
 
-    log_w = edf.log_weight_from_logs(nll.neg(), log_1mp).masked_fill_(ignored, -math.inf)
+    # A NaN logit, or +inf on a class other than the label, leaves p undefined (b is NaN).
+    # Such an example is weighted like an ignored one: left in, its NaN would void every
+    # weight of the batch through DN's softmax. Its gradient row and the value stay NaN.
+    skip = ignored | b.isnan()
+    log_w = edf.log_weight_from_logs(nll.neg(), log_1mp).masked_fill_(skip, -math.inf)
     if normalise == "batch":
         # An all-ignored batch (or a family overflowing to +inf) gives NaN here: no weight.
         w = torch.softmax(log_w, 0).nan_to_num_(0.0)
     else:
-        w = log_w.exp_().div_(ignored.numel() - ignored.sum()).nan_to_num_(0.0)
+        w = log_w.exp_().div_(skip.numel() - skip.sum()).nan_to_num_(0.0)
         w.clamp_(max=torch.finfo(logits.dtype).max / 4)
 
     # grad = w s / 2 * (masked softmax - onehot), s = (1 - p) / ((1 - p) + eps)
@@ -178,6 +204,20 @@ class DMLoss(nn.Module):
 
     After each forward, :attr:`last_weights` holds the (N,) normalised weights w~ (detached;
     zero for ignored examples), for diagnostics such as the share of weight on noisy labels.
+
+    Labels must lie in [0, C) or equal ``ignore_index``. On the CPU any other label raises a
+    ValueError naming it and C; on a GPU the check is an asynchronous device assert (no
+    synchronisation per step), so a bad label surfaces at the next synchronisation as CUDA's
+    "device-side assert triggered" error.
+
+    Non-finite logits (docs/method.md, "Labels and non-finite logits"): an example with a NaN
+    logit, or +inf on a class other than its label, has no p. It gets zero weight, like an
+    ignored example (DN shares the batch's weight among the others), its gradient row is NaN
+    and the value is NaN; the other examples' weights and gradient rows are those of the batch
+    without it. The NaN is passed on, never dropped: a GradScaler skips the step and the
+    trainer stops the trial as diverged. -inf rules a class out and is fine as long as some
+    class other than the label stays above it; on the label it means p = 0 (the gradient is
+    finite, the value -log p is not). +inf on the label alone means p = 1.
 
     Args:
         edf: an :class:`~dm_search.edf.EDF` or its config dict.

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dm_search.safe_load import load_plain
+
 __all__ = [
     "CIFAR10_ASYMMETRIC",
     "CIFAR100_COARSE",
@@ -142,7 +144,7 @@ def labels_from_file(path: str | Path, *, key: str | None = None) -> Tensor:
     elif suffix == ".npz":
         obj = dict(np.load(path, allow_pickle=False))
     elif suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_plain(path, "noisy-label file", numpy_arrays=True)
     elif suffix in (".csv", ".txt"):
         obj = np.loadtxt(path, dtype=np.int64, delimiter="," if suffix == ".csv" else None)
     else:
@@ -157,8 +159,11 @@ def labels_from_file(path: str | Path, *, key: str | None = None) -> Tensor:
         obj = obj[key]
     elif key is not None:
         raise ValueError(f"{path.name} holds a single array; remove key={key!r}")
-    labels = torch.as_tensor(np.asarray(obj)).long().reshape(-1)
-    return labels
+    try:
+        return torch.as_tensor(np.asarray(obj)).long().reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"noisy-label file {path} holds {type(obj).__name__}, not an array "
+                         "of integer labels") from None
 
 
 def long_tail_indices(

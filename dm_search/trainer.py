@@ -42,6 +42,7 @@ from dm_search.config import ConfigError, TrialConfig
 from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss
 from dm_search.models import create_model
+from dm_search.safe_load import load_plain
 
 __all__ = ["METRICS", "TrialDiverged", "TrialResult", "run_trial"]
 
@@ -214,6 +215,7 @@ def check_config(cfg: TrialConfig) -> None:
 
 # ------------------------------------------------------------------ checkpoints
 _CKPT = "checkpoint.pt"
+_CKPT_KEYS = ("config", "model", "optimizer", "g_shuffle", "g_aug", "step", "epoch", "history")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -221,6 +223,21 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's state, read as plain data only: a checkpoint directory can be shared
+    or copied in, and unpickling a planted file would run its code."""
+    retry = "delete it, or set checkpoint.resume: false to start over"
+    try:
+        state = load_plain(path, "checkpoint")
+    except ValueError as err:
+        raise ConfigError(f"{err}; {retry}") from None
+    missing = [k for k in _CKPT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"checkpoint {path} is not a dm-search trial checkpoint (no "
+                          f"{', '.join(missing)}); {retry}")
+    return state
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +325,9 @@ def _restore(run: _Run) -> None:
     path = run.ckpt_path
     if path is None or not run.cfg.checkpoint.resume or not path.is_file():
         return
-    state = torch.load(path, map_location=run.device, weights_only=False)
+    # Loaded onto the CPU: the generators are CPU ones, and load_state_dict moves the model's
+    # and the optimiser's tensors to where their parameters live.
+    state = _load_checkpoint(path)
     if _comparable(state["config"]) != _comparable(run.cfg_dict):
         raise ConfigError(
             f"{path} was written by a different configuration; point "

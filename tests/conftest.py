@@ -47,6 +47,31 @@ def cli_runner():
     return CliRunner()
 
 
+class _RunsCode:
+    """Unpickling this creates ``marker``: a harmless stand-in for the code a hostile pickle
+    runs, since a pickle may name any callable to rebuild an object, here ``open``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def hostile_pt():
+    """``hostile_pt(path) -> marker``: writes a .pt file at ``path`` that creates ``marker``
+    when it is unpickled. ``torch.load(path, weights_only=False).close()`` shows it is live."""
+    import torch
+
+    def write(path: Path) -> Path:
+        marker = path.with_name(f"{path.name}.code-ran")
+        torch.save(_RunsCode(marker), path)
+        return marker
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """One data directory for the whole run, so generated datasets are cached once."""

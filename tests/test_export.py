@@ -61,3 +61,61 @@ def test_load_loss_checks_the_schema(tmp_path):
     bad.write_text("dm_search_edf: 1\nedf: {family: dm, lam: -1}\nloss: {normalise: batch}\n")
     with pytest.raises(ExportError, match="'lam'=-1"):
         load_loss(bad)
+
+
+def _valid_export(tmp_path):
+    return write_export({"dm_search_edf": 1, "edf": {"family": "dm", "lam": 0.5, "beta": 8.0},
+                         "loss": {"normalise": "batch", "eps": 5e-7}}, tmp_path / "ok.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (bytes(range(256)) * 4, r"is not text, so not a dm-search EDF export"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"is not text"),
+        (b"", r"is empty"),
+        (b"  \n# only a comment\n", r"is empty"),
+        (b"- dm\n- 0.5\n", r"not a dm-search EDF export \(a list, not a mapping with a "
+                           r"'dm_search_edf' key\)"),
+        (b"just some words\n", r"not a dm-search EDF export \(a str, not a mapping"),
+        (b"family: dm\nlam: 0.5\n", r"not a dm-search EDF export \(no 'dm_search_edf' key\)"),
+        (b"a: [unclosed\n", r"is neither YAML nor JSON"),
+        (b'{"dm_search_edf": 1, "edf": ', r"is neither YAML nor JSON"),
+        (b"dm_search_edf: 1\nedf: {family: cosine}\nloss: {normalise: batch}\n",
+         r"Unknown EDF family 'cosine'\. Known families: beta, cce, dm"),
+        (b"dm_search_edf: 1\nedf: {family: null}\nloss: {normalise: batch}\n",
+         r"needs a family name"),
+        (b"dm_search_edf: 1\nedf: [dm]\nloss: {normalise: batch}\n",
+         r"An EDF config is a mapping with a 'family' key"),
+        (b"dm_search_edf: 1\nedf: {family: dm}\n", r"loss\.normalise must be one of batch, none"),
+        (b"dm_search_edf: 1\nedf: {family: dm}\nloss: [batch]\n",
+         r"loss\.normalise must be one of"),
+        (b"dm_search_edf: 1\nedf: {family: dm}\nloss: {normalise: batch, eps: lots}\n",
+         r"could not convert string to float: 'lots'"),
+        (b"dm_search_edf: 1\nedf: {family: dm}\nloss: {normalise: batch, eps: [1]}\n",
+         r"float\(\) argument must be"),
+        (b"dm_search_edf: 1\nedf: {family: dm}\nloss: {normalise: batch, eps: -1}\n",
+         r"eps must be a finite number >= 0"),
+    ],
+)
+def test_load_loss_refuses_what_is_not_an_export_naming_the_file(tmp_path, content, match):
+    path = tmp_path / "best_edf.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ExportError, match=match) as info:
+        load_loss(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_loss_of_a_missing_file_or_a_folder_says_so(tmp_path):
+    with pytest.raises(ExportError, match=r"EDF file '.*nowhere\.yaml' does not exist"):
+        load_loss(tmp_path / "nowhere.yaml")
+    with pytest.raises(ExportError, match=r"is a folder, not a file"):
+        load_loss(tmp_path)
+
+
+def test_a_hand_written_export_loads_with_a_string_eps(tmp_path):
+    # YAML 1.1 reads 5e-7 (no dot) as a string; the loss takes it as the number meant.
+    path = _valid_export(tmp_path)
+    path.write_text(path.read_text().replace("eps: 5.0e-07", "eps: 5e-7"))
+    assert "5e-7" in path.read_text()
+    assert load_loss(path).eps == 5e-7

@@ -155,6 +155,104 @@ def test_all_ignored_batch_gives_zero_not_nan(normalise):
     assert (loss.last_weights == 0).all()
 
 
+@pytest.mark.parametrize(
+    ("bad", "dtype"),
+    [(10, torch.int64), (11, torch.int32), (255, torch.uint8), (-1, torch.int64),
+     (-7, torch.int32)],
+)
+def test_a_label_outside_the_classes_is_refused_naming_it_and_c(bad, dtype):
+    z, y = _batch(n=8, c=10)
+    y = y.to(dtype)
+    y[5] = bad
+    with pytest.raises(ValueError, match=rf"DMLoss got label {bad}, but the logits have C=10 "
+                                         r"classes: labels must lie in \[0, 9\]"):
+        DMLoss(EDF("dm"))(z, y)
+    # ignore_index is the one value outside [0, C) that is accepted, wherever it lies.
+    DMLoss(EDF("dm"), ignore_index=bad)(z, y.long())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_the_label_check_never_synchronises():
+    z, y = _batch(n=64, c=10, device="cuda")
+    loss = DMLoss(EDF("dm", lam=0.5, beta=8.0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _grad(loss, z, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_a_bad_label_fails_the_device_assert():
+    # A device-side assert leaves the process unable to use the GPU: run it in its own.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from dm_search import EDF, DMLoss\n"
+        "y = torch.tensor([0, 12, 3], device='cuda')\n"
+        "DMLoss(EDF('dm'))(torch.randn(3, 10, device='cuda'), y)\n"
+        "try:\n"
+        "    torch.cuda.synchronize()\n"
+        "except RuntimeError as err:\n"
+        "    print('ASSERTED' if 'device-side assert' in str(err) else err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert "ASSERTED" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("normalise", ["batch", "none"])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [(3, math.nan), (0, math.nan), (0, math.inf)],  # column 3 is row 2's label, column 0 is not
+    ids=["nan-on-label", "nan-elsewhere", "plus-inf-elsewhere"],
+)
+def test_an_example_without_a_p_gets_no_weight_and_poisons_only_its_row(
+        column, value, normalise):
+    # Row 2 has no defined p: the value says so and its gradient row is NaN, while the other
+    # rows get exactly the gradient and weights of the batch without it.
+    z, y = _batch(n=6, c=5)
+    y[2] = 3
+    z[2, column] = value
+    keep = torch.arange(6) != 2
+    loss = DMLoss(EDF("dm", lam=0.5, beta=8.0), normalise=normalise)
+    got, grad = _grad(loss, z, y)
+    weights = loss.last_weights
+    _, grad_rest = _grad(loss, z[keep], y[keep])
+    assert math.isnan(float(got))
+    assert grad[2].isnan().all()
+    assert float(weights[2]) == 0.0
+    torch.testing.assert_close(grad[keep], grad_rest, rtol=0, atol=0)
+    torch.testing.assert_close(weights[keep], loss.last_weights, rtol=0, atol=0)
+
+
+def test_minus_inf_rules_a_class_out_and_inf_on_the_label_is_p_0_or_1():
+    z, y = _batch(n=4, c=5)
+    y[:] = torch.tensor([0, 1, 2, 3])
+    loss = DMLoss(EDF("dm", lam=0.5, beta=8.0))
+    # -inf on another class: the same as a logit too small for exp to see.
+    ruled_out, far = z.clone(), z.clone()
+    ruled_out[0, 4], far[0, 4] = -math.inf, -1e4
+    value, grad = _grad(loss, ruled_out, y)
+    expected_value, expected = _grad(loss, far, y)
+    assert torch.equal(grad, expected) and torch.equal(value, expected_value)
+    # -inf on the label: p = 0, so -log p is infinite, but the push is finite and full.
+    z_p0 = z.clone()
+    z_p0[1, 1] = -math.inf
+    value, grad = _grad(loss, z_p0, y)
+    assert float(value) == math.inf and torch.isfinite(grad).all()
+    assert float(grad[1].abs().sum()) == pytest.approx(float(loss.last_weights[1]), rel=1e-6)
+    # +inf on the label alone: p = 1, fitted: no push at all (saturation).
+    z_p1 = z.clone()
+    z_p1[2, 2] = math.inf
+    value, grad = _grad(loss, z_p1, y)
+    assert math.isfinite(float(value)) and torch.isfinite(grad).all()
+    assert (grad[2] == 0).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("normalise", ["batch", "none"])

@@ -79,6 +79,56 @@ def test_labels_from_files(tmp_path):
         noise.labels_from_file(tmp_path / "missing.npy")
 
 
+def test_a_label_file_that_would_run_code_is_refused_before_it_runs(
+        tmp_path, data_root, hostile_pt):
+    from dm_search.data import DataConfig, prepare_data
+
+    path = tmp_path / "CIFAR-10_human.pt"
+    marker = hostile_pt(path)
+    cfg = DataConfig(name="digits", noise={"kind": "file", "path": str(path)},
+                     val_fraction=0.0, root=str(data_root))
+    with pytest.raises(ValueError, match=r"noisy-label file .*CIFAR-10_human\.pt cannot be "
+                                         r"loaded safely .*unpickling can run code"):
+        prepare_data(cfg)
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        noise.labels_from_file(path, key="worse_label")
+    assert not marker.exists()
+    torch.load(path, weights_only=False).close()  # the file is live: loading it ran its code
+    assert marker.exists()
+
+
+def test_cifar_n_style_numpy_arrays_in_a_pt_file_still_load(tmp_path):
+    # CIFAR-N's .pt files hold NumPy arrays, which plain weights_only loading refuses.
+    labels = np.arange(12) % 4
+    for dtype in (np.int64, np.int32, np.uint8):
+        torch.save({"worse_label": labels.astype(dtype), "clean_label": labels[::-1].copy()},
+                   tmp_path / "human.pt")
+        got = noise.labels_from_file(tmp_path / "human.pt", key="worse_label")
+        assert got.dtype == torch.int64 and got.tolist() == labels.tolist()
+    # Object arrays hold pickled Python objects: refused like any other object.
+    torch.save({"worse_label": np.array([1, "2"], dtype=object)}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match=r"objects\.pt cannot be loaded safely"):
+        noise.labels_from_file(tmp_path / "objects.pt", key="worse_label")
+
+
+def test_a_damaged_or_foreign_label_file_is_refused_naming_it(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"worse_label": torch.arange(1000) % 10}, good)
+    cases = {
+        "empty.pt": (b"", r"empty\.pt is empty"),
+        "noise.pt": (bytes(range(256)) * 4, r"noise\.pt cannot be loaded safely"),
+        "cut.pt": (good.read_bytes()[: good.stat().st_size // 2],
+                   r"cut\.pt cannot be loaded safely"),
+    }
+    for name, (content, match) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=match):
+            noise.labels_from_file(tmp_path / name)
+    torch.save("not labels", tmp_path / "text.pt")
+    with pytest.raises(ValueError, match=r"text\.pt holds str, not an array of integer labels"):
+        noise.labels_from_file(tmp_path / "text.pt")
+
+
 def test_long_tail_indices():
     y = torch.arange(10).repeat_interleave(500)
     idx = noise.long_tail_indices(y, 10, 100.0, generator=_g())

@@ -88,14 +88,14 @@ def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path):
     cfg = _cfg(data_root, **{"optim.epochs": 4, "checkpoint": {"dir": str(tmp_path / "b")}})
     with pytest.raises(Crash):
         run_trial(cfg, report=crash_after_two)
-    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)  # plain data
     assert saved["epoch"] == 2
     resumed_epochs = []
     resumed = run_trial(cfg, report=lambda m: resumed_epochs.append(m["epoch"]))
     assert resumed_epochs == [3, 4]
     assert _strip(resumed.history) == _strip(straight.history)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -104,6 +104,37 @@ def test_checkpoint_of_another_config_is_refused(data_root, tmp_path):
     with pytest.raises(ConfigError, match="different configuration"):
         run_trial(_cfg(data_root, **{"optim.epochs": 1, "optim.lr": 0.2,
                                      "checkpoint": {"dir": str(tmp_path)}}))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(
+        data_root, tmp_path, hostile_pt):
+    marker = hostile_pt(tmp_path / "checkpoint.pt")
+    cfg = _cfg(data_root, **{"optim.epochs": 1, "checkpoint": {"dir": str(tmp_path)}})
+    with pytest.raises(ConfigError, match=r"checkpoint .*checkpoint\.pt cannot be loaded safely "
+                                          r".*unpickling can run code.*resume: false"):
+        run_trial(cfg)
+    assert not marker.exists()
+    torch.load(tmp_path / "checkpoint.pt", weights_only=False).close()  # it is live
+    assert marker.exists()
+
+
+def test_a_damaged_checkpoint_is_refused_naming_it(data_root, tmp_path):
+    cfg = _cfg(data_root, **{"optim.epochs": 1, "checkpoint": {"dir": str(tmp_path)}})
+    run_trial(cfg)
+    path = tmp_path / "checkpoint.pt"
+    whole = path.read_bytes()
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    damaged = {
+        b"": r"checkpoint\.pt is empty",
+        whole[: len(whole) // 2]: r"checkpoint\.pt cannot be loaded safely",
+        b"\x80\x02not a pickle at all": r"checkpoint\.pt cannot be loaded safely",
+        (tmp_path / "foreign.pt").read_bytes(): r"checkpoint\.pt is not a dm-search trial "
+                                                r"checkpoint \(no config, optimizer, ",
+    }
+    for content, match in damaged.items():
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=match + r".*checkpoint\.resume: false"):
+            run_trial(cfg)
 
 
 def test_divergence_stops_the_trial_with_the_epoch(data_root):
