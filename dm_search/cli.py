@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -75,7 +76,7 @@ def _build(
             return EDF.from_mode_spread(family, mode=mode, spread=spread)
         return EDF(family, **edf_mod.parse_params(params))
     except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise _fail(str(err)) from None
 
 
 @edf_app.command("list")
@@ -179,18 +180,41 @@ def edf_plot(
     Example: dm-search edf plot cce gce:q=0.7 dm:lam=0.5,beta=8 -o edfs.png
     """
     from dm_search import edf as edf_mod
-    from dm_search.figures import edf_curves_info, plot_edf_curves, write_figure
+    from dm_search.figures import (
+        check_figure_path,
+        edf_curves_info,
+        plot_edf_curves,
+        write_figure,
+    )
 
     try:
         edfs = [edf_mod.from_spec_string(s) for s in specs]
+        check_figure_path(output)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="SPECS") from None
+        raise _fail(str(err)) from None
+    _writable(output, "--output")
     fig = plot_edf_curves(edf_curves_info(edfs, normalise=not raw), title=title)
     try:
         path = write_figure(fig, output)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--output") from None
+    except OSError as err:
+        raise _fail(f"cannot write --output {output}: {err}") from None
     console.print(f"wrote {path}")
+
+
+def _writable(path: Path, option: str) -> Path:
+    """Refuse an output path that cannot be written before any work is done for it."""
+    from dm_search.storage import creatable
+
+    if path.is_dir():
+        raise _fail(f"{option} {path} is a directory: give a file name in it")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise _fail(f"{option} {path} is not writable")
+        return path
+    problem = creatable(path)
+    if problem:
+        raise _fail(f"{option} {path} cannot be written: {problem}")
+    return path
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -233,6 +257,8 @@ def train(
         cfg = load_trial_config(config, set_ or [])
     except ConfigError as err:
         raise _fail(str(err)) from None
+    if json_out is not None:
+        _writable(json_out, "--json")  # now, not after the training whose result it holds
     edf = cfg.loss.build_edf()
     console.print(f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
                   f"  model={cfg.model.name}  loss={edf!r} normalise={cfg.loss.normalise}")
@@ -303,8 +329,11 @@ def _json_safe(v: object) -> object:
 def _write_json(doc: dict, path: Path) -> None:
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(doc), indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_json_safe(doc), indent=2))
+    except OSError as err:
+        raise _fail(f"cannot write --json {path}: {err}", code=1) from None
     console.print(f"wrote {path}")
 
 
@@ -592,7 +621,12 @@ def report(
     """
     from dm_search.report import write_report
 
-    path = write_report(_load_study(study, storage), output)
+    _writable(output, "--output")
+    loaded = _load_study(study, storage)
+    try:
+        path = write_report(loaded, output)
+    except OSError as err:
+        raise _fail(f"cannot write --output {output}: {err}") from None
     console.print(f"wrote {path} (open it in any browser; it needs no network)")
 
 
@@ -618,11 +652,15 @@ def export(
 
     if fmt not in (None, "yaml", "json"):
         raise _fail(f"--format must be yaml or json; got {fmt!r}")
+    _writable(output, "--output")
     try:
         doc = export_trial(_load_study(study, storage), trial)
     except ExportError as err:
         raise _fail(str(err)) from None
-    path = write_export(doc, output, fmt)  # type: ignore[arg-type]
+    try:
+        path = write_export(doc, output, fmt)  # type: ignore[arg-type]
+    except OSError as err:
+        raise _fail(f"cannot write --output {output}: {err}") from None
     from dm_search.edf import EDF
 
     edf = EDF.from_config(doc["edf"])
@@ -638,30 +676,65 @@ def dashboard(
     host: Annotated[
         str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port (1-65535).")] = 8080,
     artifact_dir: Annotated[
         Path | None,
-        typer.Option(help="Trial artifacts (default: artifacts/ beside a SQLite database)."),
+        typer.Option(help="Trial artifacts (default: the folders each study recorded).")
     ] = None,
 ) -> None:
     """Start optuna-dashboard on the study database: live trials, learning curves, EDF plots.
 
+    Each study records where its trial images are (artifacts/ in its study_dir), so the
+    dashboard finds them from the database alone.
+
     Example: dm-search dashboard   (then open http://127.0.0.1:8080/)
     """
-    from optuna.artifacts import FileSystemArtifactStore
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port must be between 1 and 65535; got {port}")
+    try:  # refused now, before anything says it is listening
+        with socket.create_server((host, port)):
+            pass
+    except OSError as err:
+        raise _fail(f"cannot listen on {host}:{port}: {err.strerror or err}. Pick another "
+                    "--port (or --host)") from None
+
     from optuna_dashboard import run_server
 
     from dm_search import storage as st
+    from dm_search.dashboard import ArtifactDirs
 
     store, url = _open(storage)
-    if artifact_dir is None:
-        artifact_dir = st.artifact_dir(url)
-    artifacts = None
-    if artifact_dir is not None and artifact_dir.is_dir():
-        artifacts = FileSystemArtifactStore(str(artifact_dir))
+    dirs = [artifact_dir] if artifact_dir is not None else _artifact_dirs(store, url)
+    found = [d for d in dict.fromkeys(dirs) if d.is_dir()]
+    if artifact_dir is not None and not found:
+        raise _fail(f"--artifact-dir {artifact_dir} is not a folder")
     console.print(f"optuna-dashboard for {st.mask_url(url)} on http://{host}:{port}/ "
                   "(Ctrl-C to stop)")
-    run_server(store, host=host, port=port, artifact_store=artifacts)
+    run_server(store, host=host, port=port, artifact_store=ArtifactDirs(found) if found else None)
+
+
+def _artifact_dirs(store: Any, url: str) -> list[Path]:
+    """Each study's recorded artifact folder; a missing one is a warning, not an error."""
+    from dm_search import storage as st
+
+    dirs = []
+    for s in store.get_all_studies():
+        where = st.study_locations(s.system_attrs).get("artifacts")
+        if where is None:
+            continue
+        if Path(where).is_dir():
+            dirs.append(Path(where))
+        else:
+            err_console.print(
+                f"[yellow]warning:[/yellow] study {escape(s.study_name)}'s trial images were in "
+                f"{escape(where)}, which is missing (moved or deleted): its trials show no "
+                "images. Point --artifact-dir at the folder if it moved.", soft_wrap=True)
+    beside = st.artifact_dir(url)  # studies written before their folders were recorded
+    if beside is not None and beside.is_dir():
+        dirs.append(beside)
+    return dirs
 
 
 def main() -> None:

@@ -271,12 +271,17 @@ def dump_yaml(data: Any) -> str:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a directory: give the YAML file in it (e.g. "
+                          f"{path / 'config.yaml'})")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path} as a YAML text file: {err}") from None
     if data is None:
         # An empty file would otherwise train silently on every default.
         raise ConfigError(f"{path} is empty: give at least the sections you mean to set "

@@ -24,8 +24,41 @@ from dm_search.figures import (
 )
 from dm_search.labels import fmt
 
-__all__ = ["DASHBOARD_FIGURES", "study_figures", "trial_note", "update_dashboard",
-           "upload_figure"]
+__all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "trial_note",
+           "update_dashboard", "upload_figure"]
+
+
+class ArtifactDirs:
+    """Trial artifacts from several folders as one optuna artifact store: one dashboard shows
+    every study of a database, and each study keeps its artifacts in its own study_dir."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        self.dirs = dirs
+        self.stores = [FileSystemArtifactStore(str(d)) for d in dirs]
+
+    def _holding(self, artifact_id: str) -> Any:
+        for folder, store in zip(self.dirs, self.stores, strict=True):
+            if (folder / artifact_id).is_file():
+                return store
+        return None
+
+    def open_reader(self, artifact_id: str) -> Any:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        store = self._holding(artifact_id)
+        if store is None:
+            raise ArtifactNotFound(f"artifact {artifact_id} is in none of {self.dirs}")
+        return store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        self.stores[0].write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        store = self._holding(artifact_id)
+        if store is not None:
+            store.remove(artifact_id)
 
 
 DASHBOARD_FIGURES = ("dm-edf-curves", "dm-families", "dm-mode-spread", "dm-mean-std",

@@ -122,20 +122,27 @@ def plot_edf_curves(
     return fig
 
 
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp")
+
+
+def check_figure_path(path: str | Path) -> None:
+    """ValueError unless ``path`` names a kind of file write_figure writes."""
+    if Path(path).suffix.lower() not in (".html", ".htm", *IMAGE_SUFFIXES):
+        raise ValueError(
+            f"cannot write a figure as {Path(path).name!r}: use a .html, .png, .svg, .pdf, .jpg "
+            "or .webp file name"
+        )
+
+
 def write_figure(fig: go.Figure, path: str | Path) -> Path:
     """Write ``fig`` as self-contained HTML (``.html``) or an image (``.png``, ``.svg``)."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    check_figure_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".html", ".htm"):
+    if path.suffix.lower() in (".html", ".htm"):
         fig.write_html(path, include_plotlyjs=True)
-    elif suffix in (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp"):
-        fig.write_image(path, scale=2 if suffix == ".png" else 1)
     else:
-        raise ValueError(
-            f"Cannot write a figure as {path.name!r}: use a .html, .png, .svg, .pdf, .jpg or "
-            ".webp file name."
-        )
+        fig.write_image(path, scale=2 if path.suffix.lower() == ".png" else 1)
     return path
 
 

@@ -685,6 +685,13 @@ def run_study(
     # lives only in the sealed storage.
     spec = spec.model_copy(update={"storage": None})
     st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
+    study_dir = Path(spec.study_dir)
+    problem = (NotADirectoryError(f"{study_dir} is a file") if study_dir.is_file()
+               else None if study_dir.is_dir() else st.creatable(study_dir))
+    if problem:
+        raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
+                          f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "
+                          "a writable folder")
     connect_ray(address)
     _check_resources(spec, address, say)
     storage = st.open_storage(url)
@@ -757,6 +764,8 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     assert artifact_path is not None
     artifact_path.mkdir(parents=True, exist_ok=True)
     artifacts = FileSystemArtifactStore(str(artifact_path))
+    ray_path = Path(spec.study_dir).resolve() / "ray"
+    st.record_locations(study, artifact_path, ray_path)
     define = _RecordingSpace(make_space(spec), artifacts)
 
     # The sampler is seeded past the trials already in the study, so that a resumed study
@@ -801,7 +810,7 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{spec.name}-{stamp}",
-            storage_path=str(Path(spec.study_dir).resolve() / "ray"),
+            storage_path=str(ray_path),
             verbose=0,
             callbacks=[recorder, _QuietProgress()],
             stop=stop,

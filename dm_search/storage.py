@@ -145,6 +145,32 @@ class SealedStorage(optuna.storages.RDBStorage):
         super().__setstate__({**state, "url": known or masked})
 
 
+def creatable(path: Path) -> OSError | None:
+    """Why ``path`` could not be created (None if it could), without creating anything."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return NotADirectoryError(f"{parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return PermissionError(f"{parent} is not writable")
+    return None
+
+
+def _sqlite_problem(db: Path, err: BaseException) -> str:
+    if isinstance(err, sqlite3.DatabaseError) and "not a database" in str(err):
+        what = "the file is not an SQLite database"
+    elif isinstance(err, NotADirectoryError | FileExistsError):
+        what = "a part of its folder path is a file"
+    elif isinstance(err, PermissionError):
+        what = "permission denied"
+    else:
+        what = str(err)
+    return (f"cannot use {db} as the study database: {what}. Point --storage (or "
+            "$DM_SEARCH_STORAGE, or the spec's storage) at a writable .db path, e.g. "
+            "sqlite:///runs/studies.db")
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """Connect to the study database. SQLite gets WAL mode and a busy timeout so that the
     dashboard can read while a study writes. Raises StorageUnavailable with the URL masked."""
@@ -157,9 +183,12 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             if not create and not db.is_file():
                 raise StorageUnavailable(f"no study database at {db}; submit a study first, or "
                                          "point --storage / $DM_SEARCH_STORAGE at yours")
-            db.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(db) as con:
-                con.execute("PRAGMA journal_mode=WAL")  # persistent in the file
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                with sqlite3.connect(db) as con:
+                    con.execute("PRAGMA journal_mode=WAL")  # persistent in the file
+            except (OSError, sqlite3.Error) as err:
+                raise StorageUnavailable(_sqlite_problem(db, err)) from None
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}
@@ -467,6 +496,9 @@ def check_submission_at(url: str, spec: StudySpec, *, resume: Resume | bool) -> 
                 raise StudyClash(f"there is no study named {spec.name!r} to resume: there is no "
                                  f"study database at {path} yet. Submit without --resume to "
                                  "create it (or check --storage).")
+            problem = creatable(Path(path))
+            if problem:
+                raise StorageUnavailable(_sqlite_problem(Path(path), problem))
             return
     check_submission(open_storage(url, create=False), spec, resume=resume)
 
@@ -492,6 +524,22 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     study.set_user_attr(StudyKey.VERSION, __version__)
     study.set_user_attr(StudyKey.CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     return Opened(study, True, 0, 0)
+
+
+# ------------------------------------------------------------------ where a study's files are
+LOCATIONS = "locations"  # a study system attribute: its artifacts and Ray output folders
+
+
+def record_locations(study: optuna.Study, artifacts: Path, ray_output: Path) -> None:
+    """Where this run keeps the study's trial artifacts and Ray output (absolute paths), so
+    that the dashboard finds them from the database alone."""
+    study._storage.set_study_system_attr(study._study_id, LOCATIONS, {
+        "artifacts": str(artifacts.resolve()), "ray": str(ray_output.resolve())})
+
+
+def study_locations(system_attrs: dict[str, Any]) -> dict[str, str]:
+    """The recorded folders, from a study's system attributes (empty for an older study)."""
+    return dict(system_attrs.get(LOCATIONS) or {})
 
 
 # ------------------------------------------------------------------ the driver's heartbeat

@@ -1,4 +1,5 @@
 import re
+import shutil
 
 import optuna
 import pytest
@@ -157,3 +158,38 @@ def test_status_tells_a_gone_driver_and_how_to_resume(study, tmp_path, cli_runne
     text = plain(out.output)
     assert out.exit_code == 0 and "driver gone" in text and "last reported 5 min ago" in text
     assert "Resume it with: dm-search submit made.yaml --resume" in text
+
+
+def test_dashboard_finds_each_studys_artifacts_from_the_database(study, tmp_path, capsys):
+    from dm_search import cli
+    from dm_search import storage as st
+    from dm_search.dashboard import ArtifactDirs
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    elsewhere = tmp_path / "moved" / "artifacts"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "abc").write_bytes(b"<svg/>")
+    st.record_locations(study, elsewhere, tmp_path / "moved" / "ray")
+    store = st.open_storage(url, create=False)
+    dirs = cli._artifact_dirs(store, url)
+    assert dirs == [elsewhere.resolve()]
+    with ArtifactDirs(dirs).open_reader("abc") as f:
+        assert f.read() == b"<svg/>"
+    shutil.rmtree(tmp_path / "moved")
+    assert cli._artifact_dirs(store, url) == []
+    err = capsys.readouterr().err
+    assert "study made's trial images were in" in err and "which is missing" in err
+
+
+def test_dashboard_refuses_a_bad_port_before_saying_it_listens(tmp_path, cli_runner, plain):
+    import socket
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    out = cli_runner.invoke(r_app(), ["dashboard", "--storage", url, "--port", "70000"])
+    assert out.exit_code == 2 and "--port must be between 1 and 65535" in plain(out.output)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        out = cli_runner.invoke(r_app(), ["dashboard", "--storage", url, "--port", str(port)])
+    text = plain(out.output)
+    assert out.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in text
+    assert "optuna-dashboard for" not in text and "Traceback" not in text
