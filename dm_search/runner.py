@@ -289,6 +289,8 @@ class _Recorder(tune.Callback):
             return
         epoch, total = int(result["epoch"]), int(result["total_epochs"])
         hist = self.history.setdefault(number, [])
+        if epoch <= len(hist):
+            del hist[epoch - 1:]  # retried (max_failures) after a lost node: it starts over
         hist.append({k: _num(result.get(k)) for k in METRICS})
         node = None
         if len(hist) == 1:
@@ -531,7 +533,8 @@ class _StudySearcher(Searcher):
         if "epoch" in result and "error" not in result:
             done = int(result["epoch"])
             before = self.progress.get(trial_id, (0, 0))[0]
-            self.used += max(done - before, 0)
+            # A retried trial starts over at epoch 1: its new epochs count again.
+            self.used += done - before if done > before else done
             self.progress[trial_id] = (done, int(result.get("total_epochs") or 0))
         if trial_id not in self.references:
             self.inner.on_trial_result(trial_id, result)
