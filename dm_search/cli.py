@@ -251,10 +251,11 @@ def train(
 
     from dm_search.config import ConfigError, load_trial_config
     from dm_search.data import DatasetUnavailable, prepare_data
-    from dm_search.trainer import TrialDiverged, run_trial, total_epochs
+    from dm_search.trainer import TrialDiverged, check_config, run_trial, total_epochs
 
     try:
         cfg = load_trial_config(config, set_ or [])
+        check_config(cfg)  # a wrong name or folder, found before the data loads
     except ConfigError as err:
         raise _fail(str(err)) from None
     if json_out is not None:
@@ -269,7 +270,7 @@ def train(
     )
     try:
         data = prepare_data(cfg.data)
-    except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
         raise _fail(str(err)) from None
     with progress:
         task = progress.add_task("train", total=total_epochs(cfg, len(data.y_train)), info="")
@@ -281,7 +282,8 @@ def train(
 
         try:
             result = run_trial(cfg, report=report, data=data)
-        except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError) as err:
+        except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
+            # OSError: the data cache or a checkpoint could not be written (permissions)
             raise _fail(str(err)) from None
         except TrialDiverged as err:
             raise _fail(f"{err}. Lower optim.lr or pick a gentler EDF.", code=1) from None
@@ -621,6 +623,10 @@ def report(
     """
     from dm_search.report import write_report
 
+    if output.suffix.lower() not in (".html", ".htm"):
+        # The report is HTML whatever the name says: a report.pdf would be HTML named .pdf.
+        raise _fail(f"--output {output}: the report is one HTML file; give a .html name "
+                    f"(e.g. {output.with_suffix('.html')})")
     _writable(output, "--output")
     loaded = _load_study(study, storage)
     try:

@@ -42,6 +42,7 @@ __all__ = [
     "OptimConfig",
     "TrialConfig",
     "apply_overrides",
+    "file_in_the_way",
     "format_validation_error",
     "load_trial_config",
 ]
@@ -269,7 +270,10 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, *, sections: str = "data, model, loss, optim",
+              example: str = "examples/mnist1d_dm.yaml") -> dict[str, Any]:
+    """A YAML file's mapping; ``sections`` and ``example`` tell the user what it should hold
+    (a study spec's are not a trial config's)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a directory: give the YAML file in it (e.g. "
@@ -285,10 +289,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         # An empty file would otherwise train silently on every default.
         raise ConfigError(f"{path} is empty: give at least the sections you mean to set "
-                          "(data, model, loss, optim); see examples/mnist1d_dm.yaml")
+                          f"({sections}); see {example}")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (data, model, loss, optim...)")
+        raise ConfigError(f"{path} must hold a mapping of sections ({sections}...)")
     return data
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The existing file (``folder`` itself or one of its parents) that stops ``folder`` from
+    ever being a folder; None when there is none. Creates nothing.
+
+    Only this is checked before a run, not permissions: a cluster's workers may be allowed to
+    write where the machine that checks is not.
+    """
+    path = Path(folder).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
 
 
 def load_trial_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrialConfig:

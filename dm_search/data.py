@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from dm_search import noise as noise_mod
-from dm_search.config import DataConfig
+from dm_search.config import DataConfig, file_in_the_way
 from dm_search.registry import Registry
 
 __all__ = [
@@ -248,12 +248,36 @@ def _torchvision_loader(name: str) -> Loader:
 for _name in _TORCHVISION:
     register(_name)(_torchvision_loader(_name))
 
+# Classes of the datasets whose count is known without loading them (an npz's comes from its
+# labels), and of the datasets a named asymmetric noise map flips between.
+_CLASSES = {"mnist1d": 10, "digits": 10, **{n: v[0] for n, v in _TORCHVISION.items()}}
+_MAP_CLASSES = {"cifar10": 10, "cifar100": 100}
+
 
 # ---------------------------------------------------------------------- the split
 def check_available(cfg: DataConfig) -> None:
     """What can be known without loading: a registered dataset, its file or folder where it
     cannot be made or downloaded. Raises ValueError / DatasetUnavailable saying the fix."""
     get(cfg.name)  # unknown names list the known ones
+    if cfg.name == "mnist1d" or cfg.name in _TORCHVISION:  # they write into data.root
+        blocked = file_in_the_way(data_root(cfg))
+        if blocked is not None:
+            raise DatasetUnavailable(f"data.root {str(data_root(cfg))!r} cannot hold the "
+                                     f"dataset: {blocked} is a file, not a folder")
+    noise = cfg.noise
+    labels = Path(noise.path).expanduser() if noise.kind == "file" and noise.path else None
+    if labels is not None and not labels.is_file():
+        why = "is a folder, not a file" if labels.is_dir() else "does not exist"
+        raise DatasetUnavailable(f"noise.path {noise.path!r} {why}")
+    k = _CLASSES.get(cfg.name)
+    if k is not None and noise.kind == "symmetric":
+        try:
+            noise_mod.check_symmetric_rate(noise.rate, k)
+        except ValueError as err:
+            raise ValueError(f"noise.rate: {err}") from None
+    if k is not None and noise.kind == "asymmetric" and _MAP_CLASSES.get(noise.map, 0) > k:
+        raise ValueError(f"noise.map {noise.map!r} needs {_MAP_CLASSES[noise.map]} classes; "
+                         f"{cfg.name} has {k}. Use map: auto or pairflip")
     if cfg.name == "npz":
         if not cfg.path:
             raise ValueError("dataset 'npz' needs data.path: a .npz file with x_train, y_train, "

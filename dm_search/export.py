@@ -151,6 +151,11 @@ def read_export(path: str | Path) -> dict[str, Any]:
     if not isinstance(loss, dict) or loss.get("normalise") not in NORMALISATIONS:
         raise ExportError(f"{path}: loss.normalise must be one of {', '.join(NORMALISATIONS)}")
     try:
+        float(loss.get("eps", 5e-7))
+    except (TypeError, ValueError):
+        raise ExportError(f"{path}: loss.eps must be a number >= 0; got "
+                          f"{loss.get('eps')!r}") from None
+    try:
         _build_loss(doc)  # the EDF and eps are checked where they are used
     except (TypeError, ValueError) as err:
         raise ExportError(f"{path}: {err}") from None

@@ -20,6 +20,7 @@ __all__ = [
     "CIFAR100_COARSE",
     "NoisyLabels",
     "asymmetric_noise",
+    "check_symmetric_rate",
     "cifar100_pair_map",
     "labels_from_file",
     "long_tail_indices",
@@ -73,11 +74,8 @@ def _check(labels: Tensor, num_classes: int, rate: float) -> None:
         )
 
 
-def symmetric_noise(
-    labels: Tensor, num_classes: int, rate: float, *, generator: torch.Generator
-) -> NoisyLabels:
-    """With probability ``rate`` a label moves to one of the OTHER classes, uniformly."""
-    _check(labels, num_classes, rate)
+def check_symmetric_rate(rate: float, num_classes: int) -> None:
+    """ValueError when symmetric noise at ``rate`` leaves the labels no information."""
     chance = (num_classes - 1) / num_classes
     if rate >= chance:
         # At (C-1)/C every label is equally likely whatever the true class: nothing to learn.
@@ -85,6 +83,14 @@ def symmetric_noise(
             f"symmetric noise at rate {rate:g} with {num_classes} classes leaves the labels no "
             f"information (they carry none from rate {chance:.3g} = (C-1)/C on): use a rate "
             f"below {chance:.3g}")
+
+
+def symmetric_noise(
+    labels: Tensor, num_classes: int, rate: float, *, generator: torch.Generator
+) -> NoisyLabels:
+    """With probability ``rate`` a label moves to one of the OTHER classes, uniformly."""
+    _check(labels, num_classes, rate)
+    check_symmetric_rate(rate, num_classes)
     flip = torch.rand(labels.shape, generator=generator) < rate
     shift = torch.randint(1, num_classes, labels.shape, generator=generator)
     noisy = torch.where(flip, (labels + shift) % num_classes, labels)

@@ -428,13 +428,13 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
         (folder / "spec.yaml").write_text(os.environ[var])
         path = folder / "spec.yaml"
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, sections="name, base, space", example="search_spaces/quickstart.yaml")
     base = data.get("base")
     if isinstance(base, str):
         base_path = Path(base)
         if not base_path.is_absolute() and not base_path.is_file():
             base_path = path.parent / base
-        if not base_path.is_file():
+        if not base_path.exists():  # a folder is read_yaml's to explain
             raise ConfigError(f"{path}: base: the trial config {base!r} does not exist (looked "
                               f"in {base_path}); give a path relative to the spec, or the config "
                               "inline")

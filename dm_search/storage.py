@@ -201,6 +201,11 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             f"cannot open {shown}: a database driver is missing ({err}). For PostgreSQL install "
             "dm-search[postgres] and use postgresql+psycopg://..."
         ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageUnavailable(
+            f"cannot open {shown}: {url.split('://', 1)[0]!r} is not a database kind dm-search "
+            "knows; use sqlite:///path/studies.db or postgresql+psycopg://user@host/db"
+        ) from None
     except Exception as err:  # sqlalchemy raises many kinds; all mean "cannot open it"
         reason = str(err).splitlines()[0]
         if url in reason:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dm_search._version import __version__
-from dm_search.config import ConfigError, TrialConfig
+from dm_search.config import ConfigError, TrialConfig, file_in_the_way
 from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss
 from dm_search.models import create_model
@@ -197,7 +197,8 @@ def _mean(t: Tensor) -> float:
 
 def check_config(cfg: TrialConfig) -> None:
     """What a trial would fail on at once, found before anything is spent: the dataset (name,
-    files), the model (name, options) and the EDF. Raises ConfigError naming the field."""
+    files, label noise), the model (name, options), the EDF and the checkpoint folder. Raises
+    ConfigError naming the field."""
     from dm_search.data import DatasetUnavailable, check_available
     from dm_search.models import check_options
 
@@ -205,12 +206,20 @@ def check_config(cfg: TrialConfig) -> None:
         ("data", lambda: check_available(cfg.data)),
         ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
         ("loss.edf", cfg.loss.build_edf),
+        ("checkpoint.dir", lambda: _check_folder(cfg.checkpoint.dir)),
     ]
     for field_name, check in checks:
         try:
             check()
         except (ValueError, DatasetUnavailable) as err:
             raise ConfigError(f"{field_name}: {err}") from None
+
+
+def _check_folder(folder: str | None) -> None:
+    # Found after an epoch of training otherwise, when the first checkpoint is saved.
+    blocked = file_in_the_way(folder) if folder else None
+    if blocked is not None:
+        raise ValueError(f"{folder} cannot be created: {blocked} is a file, not a folder")
 
 
 # ------------------------------------------------------------------ checkpoints
