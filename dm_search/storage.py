@@ -24,6 +24,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dm_search._version import __version__
+from dm_search.config import file_in_the_way
 from dm_search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -146,12 +147,12 @@ class SealedStorage(optuna.storages.RDBStorage):
 
 
 def creatable(path: Path) -> OSError | None:
-    """Why ``path`` could not be created (None if it could), without creating anything."""
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return NotADirectoryError(f"{parent} is a file")
+    """Why ``path`` could not be created here (None if it could), without creating anything:
+    unlike a trial's folders, the driver itself writes these."""
+    blocked = file_in_the_way(path.parent)
+    if blocked is not None:
+        return NotADirectoryError(f"{blocked} is a file")
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not os.access(parent, os.W_OK | os.X_OK):
         return PermissionError(f"{parent} is not writable")
     return None
