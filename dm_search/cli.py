@@ -203,7 +203,7 @@ def edf_plot(
 
 def _writable(path: Path, option: str) -> Path:
     """Refuse an output path that cannot be written before any work is done for it."""
-    from dm_search.storage import creatable
+    from dm_search.paths import creatable
 
     if path.is_dir():
         raise _fail(f"{option} {path} is a directory: give a file name in it")

@@ -42,7 +42,6 @@ __all__ = [
     "OptimConfig",
     "TrialConfig",
     "apply_overrides",
-    "file_in_the_way",
     "format_validation_error",
     "load_trial_config",
 ]
@@ -294,19 +293,6 @@ def read_yaml(path: str | Path, *, sections: str = "data, model, loss, optim",
         raise ConfigError(f"{path} must hold a mapping of sections ({sections}...)")
     return data
 
-
-def file_in_the_way(folder: str | Path) -> Path | None:
-    """The existing file (``folder`` itself or one of its parents) that stops ``folder`` from
-    ever being a folder; None when there is none. Creates nothing.
-
-    Only this is checked before a run, not permissions: a cluster's workers may be allowed to
-    write where the machine that checks is not.
-    """
-    path = Path(folder).expanduser()
-    for p in (path, *path.parents):
-        if p.exists():
-            return None if p.is_dir() else p
-    return None
 
 
 def load_trial_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrialConfig:

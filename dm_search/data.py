@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from dm_search import noise as noise_mod
-from dm_search.config import DataConfig, file_in_the_way
+from dm_search.config import DataConfig
+from dm_search.paths import file_in_the_way
 from dm_search.registry import Registry
 
 __all__ = [

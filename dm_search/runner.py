@@ -45,6 +45,7 @@ from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
 from dm_search.labels import edf_label, final_stage_line
+from dm_search.paths import creatable
 from dm_search.space import (
     grid_points,
     make_sampler,
@@ -690,7 +691,7 @@ def run_study(
     st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
     study_dir = Path(spec.study_dir)
     problem = (NotADirectoryError(f"{study_dir} is a file") if study_dir.is_file()
-               else None if study_dir.is_dir() else st.creatable(study_dir))
+               else None if study_dir.is_dir() else creatable(study_dir))
     if problem:
         raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
                           f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "

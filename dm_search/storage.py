@@ -24,8 +24,8 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dm_search._version import __version__
-from dm_search.config import file_in_the_way
 from dm_search.errors import ConfigError
+from dm_search.paths import creatable
 
 if TYPE_CHECKING:
     from dm_search.spec import StudySpec
@@ -144,18 +144,6 @@ class SealedStorage(optuna.storages.RDBStorage):
         env = os.environ.get(ENV_STORAGE, "")
         known = _OPENED.get(masked) or (env if env and mask_url(env) == masked else None)
         super().__setstate__({**state, "url": known or masked})
-
-
-def creatable(path: Path) -> OSError | None:
-    """Why ``path`` could not be created here (None if it could), without creating anything:
-    unlike a trial's folders, the driver itself writes these."""
-    blocked = file_in_the_way(path.parent)
-    if blocked is not None:
-        return NotADirectoryError(f"{blocked} is a file")
-    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return PermissionError(f"{parent} is not writable")
-    return None
 
 
 def _sqlite_problem(db: Path, err: BaseException) -> str:

@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dm_search._version import __version__
-from dm_search.config import ConfigError, TrialConfig, file_in_the_way
+from dm_search.config import ConfigError, TrialConfig
 from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss
 from dm_search.models import create_model
+from dm_search.paths import file_in_the_way
 from dm_search.safe_load import load_plain
 
 __all__ = ["METRICS", "TrialDiverged", "TrialResult", "run_trial"]
