@@ -4,6 +4,8 @@ Public API:
     EDF: emphasis density functions (weight as a function of p), by family name.
     DMLoss: the Derivative Manipulation loss for any PyTorch classifier.
     load_loss: a DMLoss from the EDF file that `dm-search export` writes.
+    load_recipe: the optimiser and schedule that EDF was validated with.
+    TrainingCollapsed: what DMLoss(..., guard=True) raises when training has collapsed.
 
 The names load on first use, so that importing a light submodule (the command line's
 --help, list and status) does not import torch.
@@ -17,13 +19,15 @@ from dm_search._version import __version__
 
 if TYPE_CHECKING:
     from dm_search.edf import EDF
-    from dm_search.export import load_loss
-    from dm_search.loss import DMLoss, dm_loss
+    from dm_search.export import load_loss, load_recipe
+    from dm_search.loss import DMLoss, TrainingCollapsed, dm_loss
 
-__all__ = ["EDF", "DMLoss", "__version__", "dm_loss", "load_loss"]
+__all__ = ["EDF", "DMLoss", "TrainingCollapsed", "__version__", "dm_loss", "load_loss",
+           "load_recipe"]
 
 _LAZY = {"EDF": "dm_search.edf", "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
-         "load_loss": "dm_search.export"}
+         "TrainingCollapsed": "dm_search.loss", "load_loss": "dm_search.export",
+         "load_recipe": "dm_search.export"}
 
 
 def __getattr__(name: str) -> Any:

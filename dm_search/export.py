@@ -2,8 +2,9 @@
 
     dm-search export quickstart -o best_edf.yaml
 
-    from dm_search import load_loss
+    from dm_search import load_loss, load_recipe
     loss_fn = load_loss("best_edf.yaml")      # a DMLoss with the searched EDF
+    recipe = load_recipe("best_edf.yaml")     # the optimiser and schedule it won with
     loss = loss_fn(model(x), y); loss.backward()
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,12 +22,15 @@ from dm_search._version import __version__
 from dm_search.config import ConfigError, dump_yaml
 from dm_search.edf import EDF
 from dm_search.loss import NORMALISATIONS, DMLoss
+from dm_search.recipe import Recipe
 
 __all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "ExportError", "export_trial", "load_loss",
-           "read_export", "write_export"]
+           "load_recipe", "read_export", "write_export"]
 
 SCHEMA_KEY = "dm_search_edf"
-SCHEMA_VERSION = 1
+# 2: the file carries the training recipe. Version 1 files (no recipe) still load.
+SCHEMA_VERSION = 2
+READS = (1, 2)
 
 
 class ExportError(ConfigError):
@@ -75,10 +80,14 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         result["ce_test_acc_std"] = final["ce"]["test_acc_std"]
         result["final_seeds"] = final["seeds"]
     data = cfg["data"]
+    # The epochs asked for; with an iteration budget, the epochs those came to.
+    total = cfg["optim"].get("epochs") or st.trial_epochs(trial)[1] or 1
     return {
         SCHEMA_KEY: SCHEMA_VERSION,
         "edf": edf.to_config(),
         "loss": {"normalise": cfg["loss"]["normalise"], "eps": cfg["loss"]["eps"]},
+        # The EDF won with this optimiser and schedule; its lr interacts strongly with the EDF.
+        "recipe": Recipe.from_config(cfg["optim"], int(total)).to_dict(),
         "mode": edf.mode,
         "spread": edf.spread,
         "mean": round(edf.mean, 6),
@@ -143,10 +152,10 @@ def read_export(path: str | Path) -> dict[str, Any]:
         found = "no" if isinstance(doc, dict) else f"a {type(doc).__name__}, not a mapping with a"
         raise ExportError(f"{path} is not a dm-search EDF export ({found} '{SCHEMA_KEY}' key); "
                           "make one with `dm-search export STUDY`")
-    if doc[SCHEMA_KEY] != SCHEMA_VERSION:
+    if doc[SCHEMA_KEY] not in READS:
         raise ExportError(f"{path} has schema version {doc[SCHEMA_KEY]!r}; this dm-search "
-                          f"({__version__}) reads version {SCHEMA_VERSION}. Re-export it, or "
-                          "upgrade dm-search.")
+                          f"({__version__}) reads versions {', '.join(map(str, READS))}. "
+                          "Re-export it, or upgrade dm-search.")
     loss = doc.get("loss")
     if not isinstance(loss, dict) or loss.get("normalise") not in NORMALISATIONS:
         raise ExportError(f"{path}: loss.normalise must be one of {', '.join(NORMALISATIONS)}")
@@ -157,9 +166,17 @@ def read_export(path: str | Path) -> dict[str, Any]:
                           f"{loss.get('eps')!r}") from None
     try:
         _build_loss(doc)  # the EDF and eps are checked where they are used
+        if doc.get("recipe") is not None:
+            Recipe.from_dict(doc["recipe"])
     except (TypeError, ValueError) as err:
         raise ExportError(f"{path}: {err}") from None
     return doc
+
+
+def _no_recipe(path: Path) -> str:
+    return (f"{path} was exported without its training recipe (an older dm-search): the EDF "
+            "was validated with a particular learning rate and schedule, and may collapse with "
+            "another. Re-export it with `dm-search export STUDY` to get the recipe.")
 
 
 def _build_loss(doc: dict[str, Any], **overrides: Any) -> DMLoss:
@@ -173,7 +190,8 @@ def _build_loss(doc: dict[str, Any], **overrides: Any) -> DMLoss:
 def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
     """A :class:`DMLoss` with the EDF, normalisation and saturation of an export file.
 
-    Keyword ``overrides`` (``normalise``, ``eps``, ``ignore_index``) replace the file's.
+    Keyword ``overrides`` (``normalise``, ``eps``, ``ignore_index``) replace the file's;
+    ``guard=True`` makes the loss raise TrainingCollapsed when training collapses.
 
     Raises:
         ExportError: the file is missing or is not a valid dm-search EDF export.
@@ -182,4 +200,25 @@ def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
         >>> loss_fn = load_loss("best_edf.yaml")  # doctest: +SKIP
         >>> loss_fn(logits, target).backward()  # doctest: +SKIP
     """
-    return _build_loss(read_export(path), **overrides)
+    doc = read_export(path)
+    if doc.get("recipe") is None:
+        warnings.warn(_no_recipe(Path(path)), stacklevel=2)
+    return _build_loss(doc, **overrides)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """The training recipe the exported EDF was validated with: ``.optimizer(params)``,
+    ``.scheduler(optimizer, total_steps)``, ``.epochs``, ``.batch_size``, ``.lr``.
+
+    Raises:
+        ExportError: the file is not a valid export, or predates recipes.
+
+    Example:
+        >>> recipe = load_recipe("best_edf.yaml")  # doctest: +SKIP
+        >>> opt = recipe.optimizer(model.parameters())  # doctest: +SKIP
+        >>> sched = recipe.scheduler(opt, recipe.epochs * len(loader))  # doctest: +SKIP
+    """
+    doc = read_export(path)
+    if doc.get("recipe") is None:
+        raise ExportError(_no_recipe(Path(path)))
+    return Recipe.from_dict(doc["recipe"])

@@ -36,11 +36,54 @@ __all__ = [
     "GCELoss",
     "MAELoss",
     "MSELoss",
+    "TrainingCollapsed",
+    "collapse_signs",
     "dm_loss",
 ]
 
 Normalise = Literal["batch", "none"]
 NORMALISATIONS: tuple[str, ...] = ("batch", "none")
+
+
+# ----------------------------------------------------------------------- collapse
+class TrainingCollapsed(RuntimeError):
+    """Training has collapsed: the network's outputs no longer depend on its input, or
+    explode. Derivative normalisation keeps pushing each batch with the same total weight, so
+    too high a learning rate can kill a network that plain CE would have let settle."""
+
+
+# A network whose logits vary this little across a batch answers the same whatever it is
+# shown: dead ReLUs (the usual way a too-high lr kills it) leave only the last layer's bias.
+SPREAD_FLOOR = 1e-4
+LOGIT_CEILING = 1e4  # float32 softmax still works, but nothing sensible is learnt up there
+
+
+def collapse_signs(*, acc: float, chance: float, spread: float, absmax: float,
+                   loss: float | None = None, num_classes: int = 0,
+                   loss_over: float = 0.98) -> str | None:
+    """Why training looks dead, or None. Only at chance accuracy (``acc`` within 0.02 of
+    ``chance``), and then with exploding logits, logits that do not vary across examples, or
+    a training cross-entropy ``loss`` of at least ``loss_over`` times a uniform guess's
+    (log C)."""
+    if acc > chance + 0.02:
+        return None
+    if not math.isfinite(absmax) or absmax > LOGIT_CEILING:
+        return f"the logits explode (largest |logit| {absmax:.3g})"
+    if spread < SPREAD_FLOOR:
+        return (f"the network gives the same output for every input (logit spread "
+                f"{spread:.2g})")
+    if loss is not None and num_classes > 1 and loss >= loss_over * math.log(num_classes):
+        return (f"the training loss ({loss:.3f}) is no better than a uniform guess's "
+                f"(log C = {math.log(num_classes):.3f})")
+    return None
+
+
+def logit_health(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(spread, largest |logit|) of a batch, on its device: the mean over classes of the
+    logits' standard deviation across examples, and the largest magnitude."""
+    z = logits.detach().float()
+    spread = z.std(0).mean() if z.shape[0] > 1 else z.new_tensor(math.inf)
+    return spread, z.abs().amax()
 
 
 def _check_inputs(logits: Tensor, target: Tensor) -> None:
@@ -219,11 +262,18 @@ class DMLoss(nn.Module):
     class other than the label stays above it; on the label it means p = 0 (the gradient is
     finite, the value -log p is not). +inf on the label alone means p = 1.
 
+    With ``guard=True`` the loss watches for a collapsed network, cheaply (one look every
+    ``guard_every`` calls, after the first 100): at chance accuracy, logits that no longer
+    vary across the batch or that explode, three looks in a row, raise
+    :class:`TrainingCollapsed` with what was seen and what to change.
+
     Args:
         edf: an :class:`~dm_search.edf.EDF` or its config dict.
         normalise: "batch" (derivative normalisation, the paper's DN) or "none".
         eps: saturation scale (default 5e-7, from the authors' layer); 0 disables it.
         ignore_index: target value whose examples are ignored (zero weight, zero gradient).
+        guard: raise TrainingCollapsed when training has collapsed (see above).
+        guard_every: calls between two looks of the guard.
 
     Example:
         >>> import torch
@@ -244,6 +294,8 @@ class DMLoss(nn.Module):
         normalise: Normalise = "batch",
         eps: float = 5e-7,
         ignore_index: int = -100,
+        guard: bool = False,
+        guard_every: int = 50,
     ) -> None:
         super().__init__()
         if not isinstance(edf, EDF):
@@ -261,6 +313,37 @@ class DMLoss(nn.Module):
         self.eps = float(eps)
         self.ignore_index = int(ignore_index)
         self.last_weights = None
+        self.guard = bool(guard)
+        self.guard_every = max(int(guard_every), 1)
+        self._calls = 0
+        self._strikes = 0
+
+    # The guard waits this many calls before its first look (a zero-initialised last layer
+    # starts with constant outputs) and needs this many bad looks in a row.
+    GUARD_AFTER = 100
+    GUARD_STRIKES = 3
+
+    def _check_collapse(self, logits: Tensor, target: Tensor) -> None:
+        spread, absmax = logit_health(logits)
+        keep = target != self.ignore_index
+        hits = (logits.detach().argmax(1) == target)[keep].float()
+        # One synchronisation every guard_every calls: that is the guard's whole cost.
+        acc = float(hits.mean()) if hits.numel() else 0.0
+        c = logits.shape[1]
+        ce = float(F.cross_entropy(logits.detach().float(), target,
+                                   ignore_index=self.ignore_index))
+        # Against possibly noisy labels, a robust network's batch accuracy can be low and its
+        # cross-entropy high: a generous margin over chance, and twice a uniform guess's loss.
+        reason = collapse_signs(acc=acc, chance=1.0 / c + 0.08, spread=float(spread),
+                                absmax=float(absmax), loss=ce, num_classes=c, loss_over=2.0)
+        self._strikes = self._strikes + 1 if reason else 0
+        if reason and self._strikes >= self.GUARD_STRIKES:
+            raise TrainingCollapsed(
+                f"training has collapsed by step {self._calls}: {reason}, at chance accuracy "
+                f"({acc:.1%} of the batch). An EDF is validated with one learning rate: train "
+                "with the recipe it was exported with (dm_search.load_recipe(file)), or lower "
+                "the learning rate."
+            )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         value, w = dm_loss(
@@ -273,6 +356,10 @@ class DMLoss(nn.Module):
         )
         # Plain attribute write: nn.Module.__setattr__ costs more than the rest of a small step.
         self.__dict__["last_weights"] = w
+        if self.guard:  # after dm_loss, which has checked the inputs
+            self.__dict__["_calls"] = self._calls + 1
+            if self._calls >= self.GUARD_AFTER and self._calls % self.guard_every == 0:
+                self._check_collapse(logits, target)
         return value
 
     def extra_repr(self) -> str:

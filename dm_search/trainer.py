@@ -40,12 +40,13 @@ from torch import Tensor, nn
 from dm_search._version import __version__
 from dm_search.config import ConfigError, TrialConfig
 from dm_search.data import PreparedData, prepare_data
-from dm_search.loss import DMLoss
+from dm_search.loss import DMLoss, collapse_signs, logit_health
 from dm_search.models import create_model
 from dm_search.paths import file_in_the_way
+from dm_search.recipe import Recipe, lr_factor
 from dm_search.safe_load import load_plain
 
-__all__ = ["METRICS", "TrialDiverged", "TrialResult", "run_trial"]
+__all__ = ["METRICS", "TrialCollapsed", "TrialDiverged", "TrialResult", "run_trial"]
 
 METRICS = (
     "epoch", "train_loss", "dm_loss", "val_acc", "test_acc", "intact_acc", "memorised",
@@ -59,10 +60,25 @@ NAN = float("nan")
 class TrialDiverged(RuntimeError):
     """Training produced a non-finite loss; the trial stops."""
 
+    what = "diverged"
+
     def __init__(self, epoch: int, reason: str) -> None:
-        super().__init__(f"trial diverged in epoch {epoch}: {reason}")
+        super().__init__(f"trial {self.what} in epoch {epoch}: {reason}")
         self.epoch = epoch
         self.reason = reason
+
+
+class TrialCollapsed(TrialDiverged):
+    """The network died: chance accuracy with constant or exploding logits, or a loss that
+    never moved. A failure with its reason, never a poor-but-valid result."""
+
+    what = "collapsed"
+
+
+# A collapse is declared only from this epoch on, and after this many dead epochs in a row:
+# a slow start must never be mistaken for a dead network.
+COLLAPSE_FROM_EPOCH = 5
+COLLAPSE_EPOCHS = 3
 
 
 @dataclass
@@ -112,18 +128,6 @@ def _threads(cfg: TrialConfig) -> int:
     return os.cpu_count() or 1
 
 
-def _lr_factor(cfg: TrialConfig, step: int, total: int, warmup: int) -> float:
-    o = cfg.optim
-    if step < warmup:
-        return (step + 1) / warmup
-    t = step / max(total, 1)
-    if o.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    if o.schedule == "multistep":
-        return o.gamma ** sum(1 for m in o.milestones if t >= m)
-    return 1.0
-
-
 def budget(cfg: TrialConfig, num_train: int) -> tuple[int, int, int]:
     """(batch size, steps per epoch, total steps) for ``num_train`` training examples.
 
@@ -143,12 +147,8 @@ def total_epochs(cfg: TrialConfig, num_train: int) -> int:
 
 
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                               nesterov=o.nesterov, weight_decay=o.weight_decay)
-    cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    # The recipe's own optimiser: what an export hands to users is what trained here.
+    return Recipe(cfg.optim, 1).optimizer(model.parameters())
 
 
 def augment(x: Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> Tensor:
@@ -283,6 +283,7 @@ class _Run:
     history: list[dict[str, float]] = field(default_factory=list)
     step: int = 0
     start_epoch: int = 0
+    chance: float | None = None  # accuracy of a constant answer on the evaluation split
 
 
 def _set_up(cfg: TrialConfig, data: PreparedData | None) -> _Run:
@@ -362,11 +363,13 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     w_noisy = torch.zeros((), device=device)
     w_total = torch.zeros((), device=device)
     w_var = torch.zeros((), device=device)
+    spread_sum = torch.zeros((), device=device)
+    absmax = torch.zeros((), device=device)
     seen = 0
     for b in range(run.steps_per_epoch):
         if run.step >= run.total_steps:
             break
-        lr = cfg.optim.lr * _lr_factor(cfg, run.step, run.total_steps, run.warmup)
+        lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.total_steps, run.warmup)
         for group in run.opt.param_groups:
             group["lr"] = lr
         idx = perm[b * bs:(b + 1) * bs]
@@ -389,6 +392,9 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
         w_noisy += torch.dot(w, t["corrupted"][idx].to(w.dtype))  # boolean indexing would sync
         w_total += w.sum()
         w_var += w.var(unbiased=False)
+        spread, top = logit_health(logits)
+        spread_sum += spread
+        absmax = torch.maximum(absmax, top)
         seen += len(idx)
         run.step += 1
     batches = max(seen // bs, 1)
@@ -404,6 +410,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
         "weight_var": float(w_var) / batches,
         "lr": float(run.opt.param_groups[0]["lr"]),
         "samples_per_s": seen / train_s if train_s > 0 else NAN,
+        "logit_spread": float(spread_sum) / batches,
+        "logit_absmax": float(absmax),
     }
 
 
@@ -471,17 +479,39 @@ def run_trial(
     t_start = time.perf_counter()
     run = _set_up(cfg, data)
     _restore(run)
+    dead: list[str] = []
     for epoch in range(run.start_epoch, run.epochs):
         t0 = time.perf_counter()
         train = _train_epoch(run, epoch)
         metrics: dict[str, float] = {"epoch": epoch + 1, **train, **_evaluate(run)}
         metrics["epoch_s"] = time.perf_counter() - t0
+        _check_alive(run, metrics, dead)
         metrics = {k: metrics[k] for k in METRICS}  # the documented order
         run.history.append(metrics)
         _checkpoint(run, epoch)
         if report is not None:
             report(dict(metrics))
     return _result(run, time.perf_counter() - t_start)
+
+
+def _check_alive(run: _Run, m: dict[str, float], dead: list[str]) -> None:
+    """Raise TrialCollapsed after COLLAPSE_EPOCHS dead epochs in a row (``dead`` carries the
+    reasons from one epoch to the next)."""
+    y = run.tensors["y_val"] if len(run.data.y_val) else run.tensors["y_test"]
+    acc = m["val_acc"] if len(run.data.y_val) else m["test_acc"]
+    c = run.data.num_classes
+    if run.chance is None:  # what a constant answer scores: the largest class's share
+        run.chance = max(1.0 / c, float(torch.bincount(y, minlength=c).max()) / max(len(y), 1))
+    reason = collapse_signs(acc=acc, chance=run.chance, spread=m["logit_spread"],
+                            absmax=m["logit_absmax"], loss=m["train_loss"], num_classes=c)
+    if reason is None:
+        dead.clear()
+        return
+    dead.append(reason)
+    epoch = int(m["epoch"])
+    if len(dead) >= COLLAPSE_EPOCHS and epoch >= COLLAPSE_FROM_EPOCH:
+        raise TrialCollapsed(epoch, f"{reason}, at chance accuracy ({acc:.1%}) for "
+                                    f"{len(dead)} epochs")
 
 
 def _result(run: _Run, wall_s: float) -> TrialResult:

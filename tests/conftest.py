@@ -236,8 +236,8 @@ STUDY_TRIALS: list[tuple[dict[str, Any], list[float], str]] = [
 ]
 
 
-def _make_study(url: str, trials: list | None = None) -> optuna.Study:
-    spec = StudySpec.model_validate(STUDY_SPEC)
+def _make_study(url: str, trials: list | None = None, **spec_fields: Any) -> optuna.Study:
+    spec = StudySpec.model_validate({**STUDY_SPEC, **spec_fields})
     storage = st.open_storage(url)
     study = st.open_study(storage, spec, resume=False).study
     space = make_space(spec)
@@ -278,7 +278,7 @@ def _make_study(url: str, trials: list | None = None) -> optuna.Study:
 
 @pytest.fixture(scope="session")
 def make_study():
-    """``make_study(url, trials=None)``: a small finished study written straight into a
-    database, as the search records it, so that report, export and dashboard tests need no Ray
-    run."""
+    """``make_study(url, trials=None, **spec_fields)``: a small finished study written
+    straight into a database, as the search records it, so that report, export and dashboard
+    tests need no Ray run."""
     return _make_study

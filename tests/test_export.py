@@ -56,7 +56,7 @@ def test_load_loss_checks_the_schema(tmp_path):
     with pytest.raises(ExportError, match="not a dm-search EDF export"):
         load_loss(bad)
     bad.write_text("dm_search_edf: 7\nedf: {family: dm}\nloss: {normalise: batch}\n")
-    with pytest.raises(ExportError, match=r"schema version 7; .* reads version 1"):
+    with pytest.raises(ExportError, match=r"schema version 7; .* reads versions 1, 2"):
         load_loss(bad)
     bad.write_text("dm_search_edf: 1\nedf: {family: dm, lam: -1}\nloss: {normalise: batch}\n")
     with pytest.raises(ExportError, match="'lam'=-1"):
@@ -119,3 +119,31 @@ def test_a_hand_written_export_loads_with_a_string_eps(tmp_path):
     path.write_text(path.read_text().replace("eps: 5.0e-07", "eps: 5e-7"))
     assert "5e-7" in path.read_text()
     assert load_loss(path).eps == 5e-7
+
+
+def test_the_export_carries_the_recipe_the_edf_won_with(study, tmp_path):
+    from dm_search import load_recipe
+
+    doc = export_trial(study)
+    assert doc["recipe"]["lr"] == 0.05 and doc["recipe"]["epochs"] == 6
+    assert doc["recipe"]["schedule"] == "cosine" and doc["recipe"]["batch_size"] == 128
+    path = write_export(doc, tmp_path / "best.yaml")
+    recipe = load_recipe(path)
+    opt = recipe.optimizer(torch.nn.Linear(3, 2).parameters())
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    assert (recipe.epochs, recipe.batch_size) == (6, 128)
+
+
+def test_an_export_without_a_recipe_still_loads_with_a_warning(study, tmp_path):
+    from dm_search import load_recipe
+
+    doc = export_trial(study)
+    old = {**{k: v for k, v in doc.items() if k != "recipe"}, "dm_search_edf": 1}
+    path = write_export(old, tmp_path / "old.yaml")
+    with pytest.warns(UserWarning, match="exported without its training recipe"):
+        assert isinstance(load_loss(path), DMLoss)
+    with pytest.raises(ExportError, match="Re-export it"):
+        load_recipe(path)
+    bad = write_export({**doc, "recipe": {**doc["recipe"], "lr": "fast"}}, tmp_path / "b.yaml")
+    with pytest.raises(ExportError, match=r"b\.yaml: recipe\.lr"):
+        load_recipe(bad)

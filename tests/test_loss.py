@@ -400,3 +400,26 @@ def test_trains_a_model_under_torch_compile_with_inductor():
         opt.step()
         first = float(loss.detach()) if first is None else first
     assert float(loss.detach()) < first
+
+
+def test_the_guard_stops_a_collapsed_network_and_never_a_healthy_one():
+    from dm_search import TrainingCollapsed
+
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (64,))
+    guarded = DMLoss(EDF("dm", lam=1.0, beta=20.0), guard=True, guard_every=10)
+    healthy = torch.randn(64, 10) * 3
+    healthy[torch.arange(64), y] += 5  # fits its labels
+    for _ in range(400):
+        guarded(healthy, y)
+    # A dead network: the last layer's bias alone, the same for every input.
+    dead = torch.zeros(64, 10) + torch.randn(10)
+    before = guarded._calls
+    with pytest.raises(TrainingCollapsed, match="same output for every input"):
+        for _ in range(200):
+            guarded(dead, y)
+    assert guarded._calls - before <= 30  # three looks, one every 10 calls
+    # Off by default, and a guard with no collapse costs nothing but a counter.
+    plain = DMLoss(EDF("dm", lam=1.0, beta=20.0))
+    for _ in range(300):
+        plain(dead, y)

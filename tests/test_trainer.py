@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dm_search.config import ConfigError, TrialConfig
-from dm_search.trainer import METRICS, TrialDiverged, _lr_factor, augment, run_trial
+from dm_search.trainer import METRICS, TrialDiverged, augment, run_trial
 
 TIMING = {"epoch_s", "samples_per_s"}
 
@@ -154,17 +154,6 @@ def test_iteration_budget(data_root):
     assert len(seen) == 3
 
 
-def test_lr_schedules():
-    cfg = TrialConfig.from_dict({"optim": {"schedule": "multistep", "milestones": [0.5, 0.75],
-                                           "gamma": 0.1}})
-    assert [_lr_factor(cfg, s, 100, 0) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01])
-    cos = TrialConfig.from_dict({"optim": {"schedule": "cosine"}})
-    assert _lr_factor(cos, 50, 100, 0) == pytest.approx(0.5)
-    assert _lr_factor(cos, 0, 100, 10) == pytest.approx(0.1)
-    assert _lr_factor(cos, 9, 100, 10) == pytest.approx(1.0)
-
-
 def test_augmentation_crops_and_flips_on_the_batch():
     g = torch.Generator().manual_seed(0)
     n = 64
@@ -199,3 +188,23 @@ def test_image_dataset_with_augmentation_trains(data_root):
         "optim": {"epochs": 6, "batch_size": 64, "lr": 0.2}, "threads": 1,
     }))
     assert r.epochs_completed == 6 and r.best_val_acc > 0.5
+
+
+@pytest.mark.slow
+def test_a_network_that_dies_is_a_failed_trial_with_its_reason(tmp_path):
+    # Derivative normalisation at 5x the lr this EDF was validated with, no schedule: the
+    # network collapses to chance; it must never pass for a poor but valid result.
+    from dm_search.trainer import TrialCollapsed
+
+    cfg = TrialConfig.from_dict({
+        "data": {"name": "digits", "noise": {"kind": "symmetric", "rate": 0.4}},
+        "model": {"name": "mlp"}, "loss": {"edf": {"family": "dm", "lam": 1.0, "beta": 20.0}},
+        "optim": {"lr": 0.1, "schedule": "constant", "batch_size": 64, "epochs": 150}})
+    seen = []
+    with pytest.raises(TrialCollapsed, match=r"collapsed in epoch .* chance accuracy"):
+        run_trial(cfg, report=seen.append)
+    assert len(seen) < 150
+    # the same EDF with the recipe it was validated with trains normally
+    ok = run_trial(cfg.model_copy(update={"optim": cfg.optim.model_copy(
+        update={"lr": 0.02, "schedule": "cosine", "epochs": 20})}))
+    assert ok.final["test_acc"] > 0.5
