@@ -25,7 +25,8 @@ demo: $(STAMP)
 	@echo
 	@echo "Report (self-contained, works offline): runs/quickstart_report.html"
 	@echo "Best EDF as a loss: runs/best_edf.yaml"
-	@echo "    from dm_search import load_loss; loss_fn = load_loss('runs/best_edf.yaml')"
+	@echo "    from dm_search import load_loss, load_recipe"
+	@echo "    loss_fn, recipe = load_loss('runs/best_edf.yaml'), load_recipe('runs/best_edf.yaml')"
 	@echo "Dashboard: .venv/bin/dm-search dashboard   then open http://127.0.0.1:8080/"
 	@echo "Status: .venv/bin/dm-search status quickstart"
 

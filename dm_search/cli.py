@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dm_search._version import __version__
-from dm_search.labels import edf_repr, final_stage_line, fmt
+from dm_search.labels import edf_repr, final_stage_line, fmt, lr_range_line
 
 if TYPE_CHECKING:
     from dm_search.edf import EDF
@@ -404,6 +404,9 @@ def _print_summary(summary: dict, driver: bool = False) -> None:
     final = summary.get("final_stage")
     if final:
         console.print(final_stage_line(final))
+        lr_line = lr_range_line(final)
+        if lr_line:
+            console.print(lr_line, soft_wrap=True)
     line = _driver_line(summary.get("driver")) if driver else None
     if line:
         console.print(escape(line), soft_wrap=True)
@@ -668,12 +671,16 @@ def export(
     except OSError as err:
         raise _fail(f"cannot write --output {output}: {err}") from None
     from dm_search.edf import EDF
+    from dm_search.recipe import Recipe
 
     edf = EDF.from_config(doc["edf"])
     console.print(f"wrote {path}: {edf!r}, normalise={doc['loss']['normalise']}, val_acc "
                   f"{doc['result']['val_acc']:.4f} (study {study}, trial "
                   f"{doc['provenance']['trial']})")
-    console.print(f"use it: from dm_search import load_loss; loss_fn = load_loss({str(path)!r})")
+    console.print(f"use it with its recipe ({Recipe.from_dict(doc['recipe']).describe()}): "
+                  f"from dm_search import load_loss, load_recipe; loss_fn = "
+                  f"load_loss({str(path)!r}); recipe = load_recipe({str(path)!r})",
+                  soft_wrap=True)
 
 
 @app.command()

@@ -21,6 +21,7 @@ import yaml
 from dm_search._version import __version__
 from dm_search.config import ConfigError, dump_yaml
 from dm_search.edf import EDF
+from dm_search.labels import lr_range
 from dm_search.loss import NORMALISATIONS, DMLoss
 from dm_search.recipe import Recipe
 
@@ -79,6 +80,14 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         result["ce_test_acc_mean"] = final["ce"]["test_acc_mean"]
         result["ce_test_acc_std"] = final["ce"]["test_acc_std"]
         result["final_seeds"] = final["seeds"]
+        if final.get("lr_sensitivity"):
+            span = lr_range(final)
+            result["lr_sensitivity"] = [
+                {"lr": r["lr_best"], "factor": r["factor"], "test_acc": r["best"],
+                 "ce_lr": r["lr_ce"], "ce_test_acc": r["ce"], "seeds": r["seeds"]}
+                for r in final["lr_sensitivity"]]
+            # Where the EDF's advantage holds: outside it, CE is the safer loss.
+            result["beats_ce_for_lr"] = list(span) if span else None
     data = cfg["data"]
     # The epochs asked for; with an iteration budget, the epochs those came to.
     total = cfg["optim"].get("epochs") or st.trial_epochs(trial)[1] or 1
@@ -117,9 +126,10 @@ def write_export(doc: dict[str, Any], path: str | Path,
     if fmt == "json":
         path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     else:
-        header = ("# Best EDF found by dm-search. Use it as a loss:\n"
-                  "#   from dm_search import load_loss; loss_fn = load_loss(\"" + path.name +
-                  "\")\n")
+        header = ("# Best EDF found by dm-search. Use it as a loss, with its recipe:\n"
+                  "#   from dm_search import load_loss, load_recipe\n"
+                  f"#   loss_fn = load_loss(\"{path.name}\"); "
+                  f"recipe = load_recipe(\"{path.name}\")\n")
         path.write_text(header + dump_yaml(doc), encoding="utf-8")
     return path
 

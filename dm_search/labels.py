@@ -35,3 +35,32 @@ def final_stage_line(final: Mapping[str, Any]) -> str:
             f"{100 * b['test_acc_std']:.2f}%, CE {100 * c['test_acc_mean']:.2f} ± "
             f"{100 * c['test_acc_std']:.2f}% (gain {100 * final['gain']:+.2f} points; "
             f"{final['seeds']} seed(s), full training set)")
+
+
+def lr_range(final: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The learning rates (lowest, highest) of the unbroken run of tested multiples around
+    the main one at which the best EDF beat CE; None without a sensitivity run or when it
+    lost at the main lr."""
+    rows = list(final.get("lr_sensitivity") or [])
+    main = next((i for i, r in enumerate(rows) if r["factor"] == 1.0), None)
+    if main is None or rows[main]["best"] <= rows[main]["ce"]:
+        return None
+    lo = hi = main
+    while lo > 0 and rows[lo - 1]["best"] > rows[lo - 1]["ce"]:
+        lo -= 1
+    while hi < len(rows) - 1 and rows[hi + 1]["best"] > rows[hi + 1]["ce"]:
+        hi += 1
+    return rows[lo]["lr_best"], rows[hi]["lr_best"]
+
+
+def lr_range_line(final: Mapping[str, Any]) -> str | None:
+    """How the best EDF against CE holds up when the learning rate moves, in one line."""
+    rows = list(final.get("lr_sensitivity") or [])
+    if not rows:
+        return None
+    cells = ", ".join(f"x{r['factor']:g} {100 * r['best']:.1f}% vs {100 * r['ce']:.1f}%"
+                      for r in rows)
+    span = lr_range(final)
+    verdict = ("it loses to CE at its own lr" if span is None else
+               f"it beats CE for lr {span[0]:g} to {span[1]:g}")
+    return f"lr sensitivity (best EDF vs CE, test accuracy): {cells}; {verdict}"

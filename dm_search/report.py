@@ -24,7 +24,7 @@ from dm_search.figures import (
     plot_importances,
     plot_mode_spread,
 )
-from dm_search.labels import fmt
+from dm_search.labels import fmt, lr_range
 
 __all__ = ["write_report"]
 
@@ -93,6 +93,22 @@ def write_report(study: Any, path: str | Path) -> Path:
             parts.append(f"<tr><td style='text-align:left'>{html.escape(label)}</td>"
                          f"<td>{100 * mean:.2f}%</td><td>{100 * std:.2f}</td><td>{n}</td></tr>")
         parts.append(f"</table><p>Gain over CE: {100 * (final.gain or 0):+.2f} points.</p>")
+    sensitivity = (st.final_stage(study) or {}).get("lr_sensitivity") or []
+    if sensitivity:
+        parts.append("<h2>Learning-rate sensitivity</h2><p>The best EDF and CE retrained at "
+                     "multiples of their learning rates: an EDF's advantage holds only near "
+                     "the rate it was found with, and the export carries that recipe.</p>"
+                     "<table><tr><th>lr multiple</th><th>best EDF lr</th><th>best EDF test "
+                     "accuracy</th><th>CE lr</th><th>CE test accuracy</th><th>seeds</th></tr>")
+        for r in sensitivity:
+            win = " style='font-weight:bold'" if r["best"] > r["ce"] else ""
+            parts.append(f"<tr><td>x{r['factor']:g}</td><td>{r['lr_best']:g}</td>"
+                         f"<td{win}>{100 * r['best']:.2f}%</td><td>{r['lr_ce']:g}</td>"
+                         f"<td>{100 * r['ce']:.2f}%</td><td>{r['seeds']}</td></tr>")
+        span = lr_range(st.final_stage(study) or {})
+        parts.append("</table><p>" + html.escape(
+            f"The best EDF beats CE for lr {span[0]:g} to {span[1]:g}." if span else
+            "The best EDF does not beat CE at its own learning rate.") + "</p>")
     for i, (fid, fig) in enumerate(figs):
         parts.append(f"<div class='fig' id='{fid}'>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))

@@ -44,7 +44,7 @@ from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
-from dm_search.labels import edf_label, final_stage_line
+from dm_search.labels import edf_label, final_stage_line, lr_range_line
 from dm_search.paths import creatable
 from dm_search.space import (
     grid_points,
@@ -837,8 +837,11 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
         say("final stage skipped: no trial ran its full budget")
         return
     done = st.final_stage(study)
+    done_factors = [r["factor"] for r in (done or {}).get("lr_sensitivity") or [] if
+                    r["factor"] != 1.0]
     if done and done.get("best", {}).get("trial") == best.number and \
-            done.get("seeds") == spec.final.seeds:
+            done.get("seeds") == spec.final.seeds and \
+            tuple(done_factors) == spec.final.lr_factors:
         say("final stage already done for the current best trial")
         return
     best_cfg = TrialConfig.from_dict(st.trial_config(best))
@@ -849,19 +852,26 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
     ce_cfg = (TrialConfig.from_dict(st.trial_config(ce_ref)) if ce_ref is not None
               else trial_config_for(spec, EDF("cce")))
 
-    def full(cfg: TrialConfig, seed: int) -> dict[str, Any]:
+    def full(cfg: TrialConfig, seed: int, lr_factor: float = 1.0) -> dict[str, Any]:
         d = cfg.to_dict()
         d["seed"] = seed
         d["data"] = {**d["data"], "val_fraction": 0.0}
+        d["optim"] = {**d["optim"], "lr": cfg.optim.lr * lr_factor}
         return d
 
+    f = spec.final
     say(f"final stage: retraining trial {best.number} ({_edf_label(best_cfg.to_dict())}) and "
-        f"plain CE on the full training set, {spec.final.seeds} seed(s) each")
+        f"plain CE on the full training set, {f.seeds} seed(s) each"
+        + (f"; then at lr x {', '.join(f'{x:g}' for x in f.lr_factors)} "
+           f"({f.lr_seeds} seed(s) each)" if f.lr_factors else ""))
     task = ray.remote(_final_run).options(num_cpus=spec.resources.cpu,
                                           num_gpus=spec.resources.gpu)
-    seeds = range(spec.final.seeds)
-    refs_best = [task.remote(full(best_cfg, s)) for s in seeds]
-    refs_ce = [task.remote(full(ce_cfg, s)) for s in seeds]
+    # Everything is submitted at once, so that the runs share the cluster's slots.
+    refs_best = [task.remote(full(best_cfg, s)) for s in range(f.seeds)]
+    refs_ce = [task.remote(full(ce_cfg, s)) for s in range(f.seeds)]
+    refs_lr = {x: ([task.remote(full(best_cfg, s, x)) for s in range(f.lr_seeds)],
+                   [task.remote(full(ce_cfg, s, x)) for s in range(f.lr_seeds)])
+               for x in f.lr_factors}
     runs_best: list[dict[str, Any]] = ray.get(refs_best)
     runs_ce: list[dict[str, Any]] = ray.get(refs_ce)
 
@@ -871,13 +881,26 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
                 "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0}
 
     result: dict[str, Any] = {
-        "seeds": spec.final.seeds,
+        "seeds": f.seeds,
         "best": {"trial": best.number, "edf": best_cfg.loss.edf, **agg(runs_best)},
         "ce": {"edf": {"family": "cce"}, **agg(runs_ce)},
     }
     result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]
+    if f.lr_factors:
+        rows = [{"factor": 1.0, "lr_best": best_cfg.optim.lr, "lr_ce": ce_cfg.optim.lr,
+                 "best": result["best"]["test_acc_mean"], "ce": result["ce"]["test_acc_mean"],
+                 "seeds": f.seeds}]
+        for x, (rb, rc) in refs_lr.items():
+            b, c = agg(ray.get(rb)), agg(ray.get(rc))
+            rows.append({"factor": x, "lr_best": best_cfg.optim.lr * x,
+                         "lr_ce": ce_cfg.optim.lr * x, "best": b["test_acc_mean"],
+                         "ce": c["test_acc_mean"], "seeds": f.lr_seeds})
+        result["lr_sensitivity"] = sorted(rows, key=lambda r: r["factor"])
     st.record_final_stage(study, result)
     say(final_stage_line(result))
+    line = lr_range_line(result)
+    if line:
+        say(line)
 
 
 def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,

@@ -175,10 +175,28 @@ class ResourcesSpec(FrozenModel):
 
 
 class FinalSpec(FrozenModel):
-    """Retrain the best config and the plain-CE baseline on the full training set."""
+    """Retrain the best config and the plain-CE baseline on the full training set; with
+    ``lr_factors``, also at those multiples of each one's learning rate (how far the EDF's
+    advantage holds when the lr moves)."""
 
     enabled: bool = False
     seeds: int = Field(3, ge=1)
+    lr_factors: tuple[float, ...] = ()
+    lr_seeds: int = Field(1, ge=1)  # seeds per factor: each factor is two more runs per seed
+
+    @field_validator("lr_factors")
+    @classmethod
+    def _factors(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (f > 0 and math.isfinite(f)) or f == 1 for f in v):
+            raise ValueError("lr_factors are multiples of the learning rate: each > 0 and not 1 "
+                             "(1 is the main retrain), e.g. [0.5, 2]")
+        return tuple(sorted(set(v)))
+
+
+# What may change between submissions of one study: its budget, where and how it runs, and
+# the final stage (which retrains after the search and changes none of its results).
+IDENTITY_EXCLUDES = {"name", "storage", "study_dir", "n_trials", "budget_epochs",
+                     "max_concurrent", "resources", "max_failures", "final"}
 
 
 class StudySpec(FrozenModel):
@@ -288,11 +306,9 @@ class StudySpec(FrozenModel):
 
     def identity(self) -> dict[str, Any]:
         """What defines the study's results: a resumed study must match it. The budget (trials
-        or epochs), concurrency, resources and where things are stored may change between
-        submissions."""
-        return self.model_dump(mode="json", exclude={"name", "storage", "study_dir", "n_trials",
-                                                     "budget_epochs", "max_concurrent",
-                                                     "resources", "max_failures"})
+        or epochs), concurrency, resources, where things are stored and the final stage may
+        change between submissions."""
+        return self.model_dump(mode="json", exclude=IDENTITY_EXCLUDES)
 
     def stored(self) -> dict[str, Any]:
         """The spec as recorded on the study: no storage URL (it may hold a password)."""

@@ -466,7 +466,9 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
             )
         return None
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    if study.user_attrs.get(StudyKey.IDENTITY) != spec.identity():
+    recorded = study.user_attrs.get(StudyKey.IDENTITY) or {}
+    # Studies recorded before the final stage left the identity still carry it.
+    if {k: v for k, v in recorded.items() if k != "final"} != spec.identity():
         raise StudyClash(
             f"a study named {spec.name!r} already exists with a different spec. Submit under "
             "another name (--name NEW), or resubmit the spec it was created with to resume "

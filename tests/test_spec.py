@@ -114,6 +114,7 @@ def test_identity_ignores_budget_and_storage_but_not_the_space():
     assert a.identity() == _spec(n_trials=99, max_concurrent=7, storage="sqlite:///x.db",
                                  name="other").identity()
     assert a.identity() == _spec(budget_epochs=500).identity()
+    assert a.identity() == _spec(final={"enabled": True, "lr_factors": [0.5, 2]}).identity()
     assert a.identity() != _spec(space={"families": {"dm": {}, "gce": {}}}).identity()
     assert a.identity() != _spec(baselines=["cce", "gce:q=0.7"]).identity()
     assert "storage" not in _spec(storage="postgresql://u:secret@h/db").stored()
@@ -162,3 +163,10 @@ def test_base_and_base_set_mistakes_name_them(tmp_path, body, match):
     p.write_text(body)
     with pytest.raises(ConfigError, match=match):
         load_spec(p)
+
+
+def test_lr_factors_are_multiples_other_than_one():
+    assert _spec(final={"lr_factors": [2, 0.5, 2]}).final.lr_factors == (0.5, 2.0)
+    for bad in ([1], [0], [-0.5], [float("inf")]):
+        with pytest.raises(ValueError, match="lr_factors"):
+            _spec(final={"lr_factors": bad})

@@ -193,3 +193,41 @@ def test_dashboard_refuses_a_bad_port_before_saying_it_listens(tmp_path, cli_run
     text = plain(out.output)
     assert out.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in text
     assert "optuna-dashboard for" not in text and "Traceback" not in text
+
+
+SENSITIVITY = [
+    {"factor": 0.5, "lr_best": 0.025, "lr_ce": 0.025, "best": 0.80, "ce": 0.62, "seeds": 1},
+    {"factor": 1.0, "lr_best": 0.05, "lr_ce": 0.05, "best": 0.86, "ce": 0.61, "seeds": 2},
+    {"factor": 2.0, "lr_best": 0.1, "lr_ce": 0.1, "best": 0.55, "ce": 0.58, "seeds": 1},
+]
+
+
+def test_lr_sensitivity_reaches_status_the_report_and_the_export(study, tmp_path, cli_runner,
+                                                                  plain):
+    from dm_search import storage as st
+    from dm_search.export import export_trial
+
+    st.record_final_stage(study, {**st.final_stage(study), "lr_sensitivity": SENSITIVITY})
+    url = f"sqlite:///{tmp_path}/studies.db"
+    out = plain(cli_runner.invoke(r_app(), ["status", "made", "--storage", url]).output)
+    assert "x0.5 80.0% vs 62.0%, x1 86.0% vs 61.0%, x2 55.0% vs 58.0%" in out
+    assert "it beats CE for lr 0.025 to 0.05" in out
+    result = export_trial(study)["result"]
+    assert result["beats_ce_for_lr"] == [0.025, 0.05]
+    assert [r["lr"] for r in result["lr_sensitivity"]] == [0.025, 0.05, 0.1]
+    page = write_report(study, tmp_path / "r.html").read_text()
+    assert "Learning-rate sensitivity" in page and "beats CE for lr 0.025 to 0.05" in page
+
+
+def test_lr_range_is_the_unbroken_run_of_wins_around_the_main_lr():
+    from dm_search.labels import lr_range
+
+    def rows(wins):
+        return {"lr_sensitivity": [{"factor": f, "lr_best": f, "best": 0.6 if w else 0.4,
+                                    "ce": 0.5} for f, w in zip((0.25, 0.5, 1.0, 2.0, 4.0), wins,
+                                                               strict=True)]}
+
+    assert lr_range(rows([True, False, True, True, False])) == (1.0, 2.0)
+    assert lr_range(rows([True, True, True, True, True])) == (0.25, 4.0)
+    assert lr_range(rows([True, True, False, True, True])) is None
+    assert lr_range({}) is None
