@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -217,6 +218,29 @@ def _writable(path: Path, option: str) -> Path:
     return path
 
 
+_SPEC_KEYS = {"space", "base", "base_set", "n_trials", "baselines", "sampler", "scheduler"}
+_TRIAL_KEYS = {"data", "model", "loss", "optim"}
+
+
+def _kind_hint(path: Path, command: str) -> str:
+    """A study spec given to train, or a trial config to submit, fails on every key: say which
+    command the file is for instead of listing them ("" when the file is not that mix-up)."""
+    import yaml
+
+    try:
+        keys = set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except Exception:  # unreadable: the error already says so
+        return ""
+    if command == "train" and keys & _SPEC_KEYS:
+        return (f"{path} is a study spec, not a trial config: run it with "
+                f"`dm-search submit {path}`")
+    if command == "submit" and keys & _TRIAL_KEYS and not keys & _SPEC_KEYS:
+        return (f"{path} is a trial config, not a study spec: train it with "
+                f"`dm-search train {path}`, or name it as a spec's base (see "
+                "search_spaces/template.yaml)")
+    return ""
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     # Escaped: messages quote user input like "[cce]", which is not markup. Soft-wrapped: a
     # path in a message must come out whole, so that it can be copied.
@@ -257,7 +281,7 @@ def train(
         cfg = load_trial_config(config, set_ or [])
         check_config(cfg)  # a wrong name or folder, found before the data loads
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise _fail(_kind_hint(config, "train") or str(err)) from None
     if json_out is not None:
         _writable(json_out, "--json")  # now, not after the training whose result it holds
     edf = cfg.loss.build_edf()
@@ -460,7 +484,7 @@ def submit(
     try:
         study_spec = load_spec(spec, name=name)
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        raise _fail(_kind_hint(Path(spec), "submit") or str(err)) from None
     from dm_search import runner
 
     if detach:
@@ -488,9 +512,15 @@ def submit(
         raise _fail(str(err)) from None
     except runner.StudyInterrupted as stopped:
         _print_summary(stopped.summary)
-        raise _fail(f"study {study_spec.name!r} stopped by {stopped} "
-                    f"({stopped.marked} running trial(s) recorded as interrupted; completed "
-                    f"ones are kept). Resume it with: {again}", code=stopped.exit_code) from None
+        _fail(f"study {study_spec.name!r} stopped by {stopped} ({stopped.marked} running "
+              f"trial(s) recorded as interrupted; completed ones are kept). Resume it with: "
+              f"{again}")
+        # Exit now: everything is on record, and Ray's exit handler could wait a minute on
+        # processes the signal has already ended.
+        runner.leave_ray()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped.exit_code)
     except KeyboardInterrupt:  # before the study opened, or a second Ctrl-C
         raise _fail(f"study {study_spec.name!r} stopped by Ctrl-C. Resume it with: {again}",
                     code=130) from None
@@ -529,8 +559,10 @@ def _report_failures(summary: dict) -> None:
     by = summary["by_reason"]
     worked = by.get("finished", 0) + by.get("early-stopped", 0)
     if worked == 0:
-        raise _fail(f"every trial failed ({reasons}). Fix the cause and resubmit with --resume "
-                    "(the failed trials are kept on record).", code=1)
+        raise _fail(f"every trial failed ({reasons}). If the cause was in the spec, fix it and "
+                    "submit under a new --name (a study keeps its spec); if it was outside "
+                    "(data, machine), resubmit with --resume: the failed trials stay on record.",
+                    code=1)
     err_console.print(f"[yellow]warning:[/yellow] {n} trial(s) failed: {escape(reasons)}",
                       soft_wrap=True)
 
@@ -577,14 +609,15 @@ def list_studies(
 
     studies, url = _studies(storage)
     table = Table(title=f"studies in {st.mask_url(url)}")
-    for col in ("study", "trials", "finished", "best val acc", "best EDF", "created"):
+    for col in ("study", "searched trials", "full budget", "best val acc", "best EDF",
+                "created"):
         table.add_column(col)
     for s in studies:
         summary = st.study_summary(s)
         best = summary["best"]
         table.add_row(
             s.study_name, f"{summary['searched']}/{summary['n_trials'] or '?'}",
-            str(summary["by_reason"].get("finished", 0)),
+            str(sum(f["finished"] for f in summary["families"].values())),
             fmt(best["value"]) if best else "-",
             edf_repr(best["edf"]) if best else "-",
             str(summary["created"] or "-"),
@@ -662,6 +695,8 @@ def export(
     if fmt not in (None, "yaml", "json"):
         raise _fail(f"--format must be yaml or json; got {fmt!r}")
     _writable(output, "--output")
+    if fmt is None and output.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise _fail(f"--output {output}: give a .yaml or .json name, or say --format yaml|json")
     try:
         doc = export_trial(_load_study(study, storage), trial)
     except ExportError as err:

@@ -50,7 +50,8 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         trial = st.best_trial(study)
         if trial is None:
             raise ExportError(f"study {study.study_name!r} has no trial that ran its full budget "
-                              "yet; let it run (dm-search status shows progress)")
+                              "yet; let it run, or resume it if it stopped (dm-search status "
+                              "says which, and how)")
     else:
         numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
         if trial_number not in numbers:

@@ -96,8 +96,10 @@ def write_report(study: Any, path: str | Path) -> Path:
     sensitivity = (st.final_stage(study) or {}).get("lr_sensitivity") or []
     if sensitivity:
         parts.append("<h2>Learning-rate sensitivity</h2><p>The best EDF and CE retrained at "
-                     "multiples of their learning rates: an EDF's advantage holds only near "
-                     "the rate it was found with, and the export carries that recipe.</p>"
+                     "multiples of their learning rates, to show how far the EDF's advantage "
+                     "holds when the rate moves (DM can collapse a few times above its rate; "
+                     "the export carries the recipe it was found with). The range below is "
+                     "within the tested multiples.</p>"
                      "<table><tr><th>lr multiple</th><th>best EDF lr</th><th>best EDF test "
                      "accuracy</th><th>CE lr</th><th>CE test accuracy</th><th>seeds</th></tr>")
         for r in sensitivity:

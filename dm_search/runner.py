@@ -104,9 +104,11 @@ def _stopping_on_signals(stop: _Stop, say: Callable[[str], None]) -> Iterator[No
         return
 
     def handle(signum: int, frame: Any) -> None:
-        if stop.signum is not None or not stop.in_tune:
+        # SIGTERM stops at once: a process manager sends it to the whole group, so Ray's own
+        # processes are going too and nothing would be left to stop the trials gracefully.
+        if stop.signum is not None or not stop.in_tune or signum == signal.SIGTERM:
             stop.signum = stop.signum or signum
-            raise KeyboardInterrupt  # the second one: stop now, without waiting for Tune
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without waiting for Tune
         stop.signum = signum
         say(f"{signal.Signals(signum).name} received: stopping the running trials; completed "
             "ones are kept. Press Ctrl-C again to stop at once.")
@@ -651,6 +653,15 @@ def _check_resources(spec: StudySpec, address: str | None, say: Callable[[str], 
                                f"{_largest(now)}. {fix}, or add such a node.")
 
 
+def leave_ray(timeout_s: float = 5.0) -> None:
+    """Shut Ray down, but never wait on it for more than ``timeout_s``: after a SIGTERM to the
+    whole process group its processes are gone, and its own shutdown would wait a minute for
+    them."""
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(timeout_s)
+
+
 @dataclass
 class StudyOutcome:
     name: str
@@ -690,8 +701,13 @@ def run_study(
     spec = spec.model_copy(update={"storage": None})
     st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
     study_dir = Path(spec.study_dir)
-    problem = (NotADirectoryError(f"{study_dir} is a file") if study_dir.is_file()
-               else None if study_dir.is_dir() else creatable(study_dir))
+    if study_dir.is_file():
+        problem: OSError | None = NotADirectoryError(f"{study_dir} is a file")
+    elif study_dir.is_dir():
+        writable = os.access(study_dir, os.W_OK | os.X_OK)  # a read-only mount says no
+        problem = None if writable else PermissionError(f"{study_dir} is not writable")
+    else:
+        problem = creatable(study_dir)
     if problem:
         raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
                           f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "

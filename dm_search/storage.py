@@ -213,14 +213,16 @@ def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 
 def repair_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING (by a killed driver) as failed with reason 'interrupted'."""
+    """Mark trials left RUNNING (by a killed or stopped driver) as failed with reason
+    'interrupted', and queue each searched one's parameters again, so that a resumed study
+    runs the same configuration (a warm-start point, say) instead of losing it."""
     storage = study._storage
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if t.state == TrialState.WAITING:
-            continue  # enqueued, never started: it will run
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, TrialKey.STOP, INTERRUPTED)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params and not is_reference(t):  # a reference is rerun as a missing reference
+            study.enqueue_trial(t.params)
         n += 1
     return n
 
@@ -653,12 +655,15 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
                 f["best_val_acc"] = t.value
     best = best_trial(study)
     spec = study.user_attrs.get(StudyKey.SPEC) or {}
-    n_refs = sum(1 for t in trials if is_reference(t))
     return {
         "name": study.study_name,
         "n_trials": spec.get("n_trials"),
         "trials": len(trials),
-        "searched": len(trials) - n_refs,
+        # Searched trials that ran or run: queued points and interrupted runs (which run
+        # again on resume) are not counted against n_trials.
+        "searched": sum(1 for t in trials if not is_reference(t)
+                        and t.state != TrialState.WAITING
+                        and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED),
         "by_reason": dict(reasons),
         "best": trial_summary(best) if best else None,
         "references": [trial_summary(t) for t in trials if is_reference(t)],

@@ -303,6 +303,10 @@ CASES = [
         "out is a directory: give a file name in it", "train-json-is-a-directory"),
     # ------------------------------------------------------------------ submit SPEC
     row(lambda w: ["submit"], 2, "Missing argument 'spec'", "submit-no-spec"),
+    row(lambda w: ["submit", w.config()], 2, "is a trial config, not a study spec: train it "
+        "with `dm-search train", "submit-a-trial-config"),
+    row(lambda w: ["train", w.spec()], 2, "is a study spec, not a trial config: run it with "
+        "`dm-search submit", "train-a-study-spec"),
     row(lambda w: ["submit", "nowhere.yaml"], 2, "'nowhere.yaml' does not exist",
         "submit-spec-missing"),
     row(lambda w: ["submit", w.dir("specs")], 2, "specs' is a directory",
@@ -494,6 +498,8 @@ CASES = [
         "out is a directory: give a file name in it", "export-output-is-a-directory"),
     row(lambda w: ["export", "made", "--storage", w.early_only_url()], 2,
         "study 'made' has no trial that ran its full budget yet", "export-nothing-finished"),
+    row(lambda w: ["export", "made", "--storage", w.study_url(), "-o", "best.xml"], 2,
+        "give a .yaml or .json name, or say --format", "export-unknown-suffix"),
     # ------------------------------------------------------------------ dashboard
     row(lambda w: ["dashboard", "--port", "0"], 2, "--port must be between 1 and 65535; got 0",
         "dashboard-port-0"),

@@ -120,11 +120,17 @@ def test_resume_repairs_interrupted_trials_and_counts_done(tmp_path):
     done.set_user_attr(st.TrialKey.STOP, st.FINISHED)
     study.tell(done, 0.8)
     stale = study.ask()  # left RUNNING, as by a killed driver
+    stale.suggest_float("dm.mode", 0.0, 0.75)
     opened = st.open_study(storage, _spec(), resume=True)
     assert opened.repaired == 1 and opened.done == 1
     t = opened.study.trials[stale.number]
     assert t.state == TrialState.FAIL and t.user_attrs[st.TrialKey.STOP] == st.INTERRUPTED
     assert opened.study.trials[done.number].state == TrialState.COMPLETE
+    # the interrupted configuration waits to run again, and neither counts as searched
+    again = opened.study.trials[-1]
+    assert again.state == TrialState.WAITING
+    assert again.system_attrs["fixed_params"] == t.params
+    assert st.study_summary(opened.study)["searched"] == 1
 
 
 def test_best_trial_never_picks_an_early_stopped_one(tmp_path):
