@@ -7,7 +7,8 @@ how the interrupted trials are recorded, and whether `submit --resume` then fini
 
     sigkill        SIGKILL to the driver's whole process group (the driver and its Ray)
     sigint         Ctrl-C: SIGINT to the process group, as a terminal sends it
-    sigterm        SIGTERM to the driver alone, as a process manager sends it
+    sigterm        SIGTERM to the driver alone (kill PID)
+    sigterm-group  SIGTERM to the process group, as systemd and `timeout` send it
     diverging      one trial's learning rate is 1e30: it diverges while the study goes on
     lost-worker    a two-node Ray cluster on this machine loses its second node mid-study
     readers        `status --json` and `list` run over and over while the study writes
@@ -111,7 +112,7 @@ def _resume(folder: Path, spec: Path, name: str) -> str:
 
 def _signal_scenario(sig: int, group: bool) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
-        name = f"f{sig}"
+        name = f"f{sig}{'g' if group else ''}"
         spec = _spec(folder, name)
         proc = _start(spec)
         before = _wait_for_finished_and_running(folder, name, proc)
@@ -243,6 +244,7 @@ SCENARIOS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sigkill": _signal_scenario(signal.SIGKILL, group=True),
     "sigint": _signal_scenario(signal.SIGINT, group=True),
     "sigterm": _signal_scenario(signal.SIGTERM, group=False),
+    "sigterm-group": _signal_scenario(signal.SIGTERM, group=True),
     "diverging": diverging,
     "lost-worker": lost_worker,
     "readers": readers,
