@@ -35,7 +35,9 @@ edf_app = typer.Typer(
 )
 app.add_typer(edf_app, name="edf")
 
-console = Console()
+# Lines are never wrapped by Rich: piped output would break at 80 columns in mid-phrase and
+# in the middle of paths, which users copy; the terminal wraps what does not fit.
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
