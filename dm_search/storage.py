@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import sqlite3
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -506,6 +507,17 @@ def _url_of(storage: Any) -> str:
                                                        "url", "the database"))
 
 
+METRIC_NAME = "val_acc"  # what a trial's value is: the last epoch's clean validation accuracy
+
+
+def _name_the_metric(study: optuna.Study) -> None:
+    # Without a name, optuna-dashboard calls the value "Objective 0".
+    if study.metric_names != [METRIC_NAME]:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
+
+
 def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
                resume: Resume | bool) -> Opened:
     """Create the study, or reopen it: refuses a different spec under the same name, repairs
@@ -514,9 +526,11 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     if study is not None:
         # The budget may have changed (n_trials, budget_epochs): the record follows the spec.
         study.set_user_attr(StudyKey.SPEC, spec.stored())
+        _name_the_metric(study)  # studies made before it was named
         repaired = repair_interrupted(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
+    _name_the_metric(study)
     study.set_user_attr(StudyKey.SPEC, spec.stored())
     study.set_user_attr(StudyKey.IDENTITY, spec.identity())
     study.set_user_attr(StudyKey.VERSION, __version__)

@@ -65,6 +65,10 @@ def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
                           "--dump-dom", page], capture_output=True, text=True, timeout=120)
     html = dom.stdout
     assert "made" in html
+    # the value is named, not "Objective 0"
+    with urllib.request.urlopen(f"{base}/api/studies/{studies[0]['study_id']}?after=0",
+                                timeout=10) as resp:
+        assert json.load(resp)["objective_names"] == ["val_acc"]
     for gid in dash.DASHBOARD_FIGURES:
         assert f"user-defined-plot:{gid}" in html
     # plotly drew the figure (its title is SVG text on the page), not just an empty box

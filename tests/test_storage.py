@@ -78,6 +78,7 @@ def test_create_clash_and_resume(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     opened = st.open_study(storage, _spec(), resume=False)
     assert opened.created
+    assert opened.study.metric_names == ["val_acc"]  # the dashboard's name for the value
     assert opened.study.user_attrs[st.StudyKey.SPEC]["name"] == "s"
     with pytest.raises(st.StudyClash, match=r"already exists\. Add --resume"):
         st.open_study(storage, _spec(), resume=False)
