@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["creatable", "file_in_the_way"]
+__all__ = ["creatable", "file_in_the_way", "folder_problem"]
 
 
 def file_in_the_way(folder: str | Path) -> Path | None:
@@ -32,3 +32,14 @@ def creatable(path: Path) -> OSError | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return PermissionError(f"{parent} is not writable")
     return None
+
+
+def folder_problem(folder: Path) -> OSError | None:
+    """Why this process could not write into ``folder`` (None if it could), creating
+    nothing: a file in its place, a read-only folder, or a parent it cannot create in."""
+    if folder.is_file():
+        return NotADirectoryError(f"{folder} is a file")
+    if folder.is_dir():
+        writable = os.access(folder, os.W_OK | os.X_OK)  # a read-only mount says no too
+        return None if writable else PermissionError(f"{folder} is not writable")
+    return creatable(folder)

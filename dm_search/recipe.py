@@ -21,7 +21,7 @@ import torch
 
 from dm_search.config import OptimConfig
 
-__all__ = ["Recipe", "lr_factor"]
+__all__ = ["Recipe", "lr_factor", "make_optimizer"]
 
 
 def lr_factor(o: OptimConfig, step: int, total: int, warmup: int) -> float:
@@ -35,6 +35,15 @@ def lr_factor(o: OptimConfig, step: int, total: int, warmup: int) -> float:
     if o.schedule == "multistep":
         return float(o.gamma ** sum(1 for m in o.milestones if t >= m))
     return 1.0
+
+
+def make_optimizer(o: OptimConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
+    """The optimiser ``o`` names, with its learning rate as the base rate."""
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,7 @@ class Recipe:
 
     def optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
         """The optimiser, with the recipe's learning rate as its base rate."""
-        o = self.optim
-        if o.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                   weight_decay=o.weight_decay)
-        cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+        return make_optimizer(self.optim, params)
 
     def warmup_steps(self, total_steps: int) -> int:
         return round(self.optim.warmup_epochs * total_steps / self.epochs)

@@ -93,7 +93,8 @@ def write_report(study: Any, path: str | Path) -> Path:
             parts.append(f"<tr><td style='text-align:left'>{html.escape(label)}</td>"
                          f"<td>{100 * mean:.2f}%</td><td>{100 * std:.2f}</td><td>{n}</td></tr>")
         parts.append(f"</table><p>Gain over CE: {100 * (final.gain or 0):+.2f} points.</p>")
-    sensitivity = (st.final_stage(study) or {}).get("lr_sensitivity") or []
+    stage = st.final_stage(study) or {}
+    sensitivity = stage.get("lr_sensitivity") or []
     if sensitivity:
         parts.append("<h2>Learning-rate sensitivity</h2><p>The best EDF and CE retrained at "
                      "multiples of their learning rates, to show how far the EDF's advantage "
@@ -107,7 +108,7 @@ def write_report(study: Any, path: str | Path) -> Path:
             parts.append(f"<tr><td>x{r['factor']:g}</td><td>{r['lr_best']:g}</td>"
                          f"<td{win}>{100 * r['best']:.2f}%</td><td>{r['lr_ce']:g}</td>"
                          f"<td>{100 * r['ce']:.2f}%</td><td>{r['seeds']}</td></tr>")
-        span = lr_range(st.final_stage(study) or {})
+        span = lr_range(stage)
         parts.append("</table><p>" + html.escape(
             f"The best EDF beats CE for lr {span[0]:g} to {span[1]:g}." if span else
             "The best EDF does not beat CE at its own learning rate.") + "</p>")

@@ -45,7 +45,7 @@ from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
 from dm_search.labels import edf_label, final_stage_line, lr_range_line
-from dm_search.paths import creatable
+from dm_search.paths import folder_problem
 from dm_search.space import (
     grid_points,
     make_sampler,
@@ -83,8 +83,9 @@ class StudyInterrupted(Exception):
 
 
 class _Stop(tune.Stopper):
-    """The first Ctrl-C or SIGTERM asks Tune to stop every trial at its next step; what was
-    running is then recorded as interrupted, to be run again on resume."""
+    """The first Ctrl-C asks Tune to stop every trial at its next step (SIGTERM stops at once,
+    see _stopping_on_signals); what was running is then recorded as interrupted, to be run
+    again on resume."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -701,13 +702,7 @@ def run_study(
     spec = spec.model_copy(update={"storage": None})
     st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
     study_dir = Path(spec.study_dir)
-    if study_dir.is_file():
-        problem: OSError | None = NotADirectoryError(f"{study_dir} is a file")
-    elif study_dir.is_dir():
-        writable = os.access(study_dir, os.W_OK | os.X_OK)  # a read-only mount says no
-        problem = None if writable else PermissionError(f"{study_dir} is not writable")
-    else:
-        problem = creatable(study_dir)
+    problem = folder_problem(study_dir)
     if problem:
         raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
                           f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "

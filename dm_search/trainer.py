@@ -43,7 +43,7 @@ from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss, collapse_signs, logit_health
 from dm_search.models import create_model
 from dm_search.paths import file_in_the_way
-from dm_search.recipe import Recipe, lr_factor
+from dm_search.recipe import lr_factor, make_optimizer
 from dm_search.safe_load import load_plain
 
 __all__ = ["METRICS", "TrialCollapsed", "TrialDiverged", "TrialResult", "run_trial"]
@@ -148,7 +148,7 @@ def total_epochs(cfg: TrialConfig, num_train: int) -> int:
 
 def _optimizer(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     # The recipe's own optimiser: what an export hands to users is what trained here.
-    return Recipe(cfg.optim, 1).optimizer(model.parameters())
+    return make_optimizer(cfg.optim, model.parameters())
 
 
 def augment(x: Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> Tensor:
