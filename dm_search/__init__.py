@@ -2,6 +2,7 @@
 
 Public API:
     EDF: emphasis density functions (weight as a function of p), by family name.
+    EDFSchedule: an EDF that moves from one member of its family to another over training.
     DMLoss: the Derivative Manipulation loss for any PyTorch classifier.
     load_loss: a DMLoss from the EDF file that `dm-search export` writes.
     load_recipe: the optimiser and schedule that EDF was validated with.
@@ -21,11 +22,12 @@ if TYPE_CHECKING:
     from dm_search.edf import EDF
     from dm_search.export import load_loss, load_recipe
     from dm_search.loss import DMLoss, TrainingCollapsed, dm_loss
+    from dm_search.schedule import EDFSchedule
 
-__all__ = ["EDF", "DMLoss", "TrainingCollapsed", "__version__", "dm_loss", "load_loss",
+__all__ = ["EDF", "DMLoss", "EDFSchedule", "TrainingCollapsed", "__version__", "dm_loss", "load_loss",
            "load_recipe"]
 
-_LAZY = {"EDF": "dm_search.edf", "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
+_LAZY = {"EDF": "dm_search.edf", "EDFSchedule": "dm_search.schedule", "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
          "TrainingCollapsed": "dm_search.loss", "load_loss": "dm_search.export",
          "load_recipe": "dm_search.export"}
 

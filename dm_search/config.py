@@ -29,6 +29,7 @@ from pydantic import (
 
 from dm_search.edf import EDF
 from dm_search.errors import ConfigError
+from dm_search.schedule import EDFSchedule
 
 __all__ = [
     "AugmentConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "ModelConfig",
     "NoiseConfig",
     "OptimConfig",
+    "RampConfig",
     "TrialConfig",
     "apply_overrides",
     "format_validation_error",
@@ -97,18 +99,64 @@ class ModelConfig(FrozenModel):
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
 
 
+class RampConfig(FrozenModel):
+    """When an emphasis schedule moves from ``loss.edf`` to ``loss.edf_end``: between
+    ``start`` and ``end`` (fractions of the training budget), ``shape`` linear, cosine or step
+    (one switch halfway between start and end), interpolated in ``coords``."""
+
+    shape: Literal["linear", "cosine", "step"] = "linear"
+    start: float = Field(0.0, ge=0.0, le=1.0)
+    end: float = Field(1.0, ge=0.0, le=1.0)
+    coords: Literal["mode_spread", "moments"] = "mode_spread"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RampConfig:
+        if self.start > self.end:
+            raise ValueError(f"start ({self.start:g}) is after end ({self.end:g})")
+        return self
+
+
 class LossConfig(FrozenModel):
     edf: dict[str, Any] = Field(default_factory=lambda: {"family": "dm", "lam": 0.5, "beta": 8.0})
+    # An emphasis schedule: the EDF moves from edf to edf_end (same family) as ramp says.
+    edf_end: dict[str, Any] | None = None
+    ramp: RampConfig | None = None  # default with edf_end: linear over the whole budget
     normalise: Literal["batch", "none"] = "batch"
     eps: float = Field(5e-7, ge=0.0)
 
-    @field_validator("edf")
+    @field_validator("edf", "edf_end")
     @classmethod
-    def _valid_edf(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return EDF.from_config(v).to_config()
+    def _valid_edf(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else EDF.from_config(v).to_config()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ramp(cls, data: Any) -> Any:
+        # Recorded whole, so that a trial's config says how its EDF moved.
+        if isinstance(data, dict) and data.get("edf_end") is not None and not data.get("ramp"):
+            return {**data, "ramp": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> LossConfig:
+        if self.ramp is not None and self.edf_end is None:
+            raise ValueError("ramp says when the EDF moves to edf_end: give edf_end (an EDF "
+                             "of the same family), or leave ramp out for a fixed EDF")
+        self.build_schedule()
+        return self
 
     def build_edf(self) -> EDF:
+        """The EDF at the start of training (the only one, without a schedule)."""
         return EDF.from_config(self.edf)
+
+    def build_schedule(self) -> EDFSchedule | None:
+        """The emphasis schedule, or None for a fixed EDF."""
+        if self.edf_end is None:
+            return None
+        ramp = self.ramp or RampConfig()
+        return EDFSchedule(self.build_edf(), EDF.from_config(self.edf_end),
+                           {"shape": ramp.shape, "start": ramp.start, "end": ramp.end},
+                           coords=ramp.coords)
 
 
 # Epochs a trial trains when its config gives neither epochs nor iterations.

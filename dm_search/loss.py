@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dm_search.edf import EDF
+from dm_search.schedule import EDFSchedule
 
 __all__ = [
     "NORMALISATIONS",
@@ -262,13 +263,20 @@ class DMLoss(nn.Module):
     class other than the label stays above it; on the label it means p = 0 (the gradient is
     finite, the value -log p is not). +inf on the label alone means p = 1.
 
+    Emphasis schedules (:class:`~dm_search.schedule.EDFSchedule`): give a schedule instead of
+    an EDF and tell the loss how far training is with :meth:`set_progress` (or
+    :meth:`set_step`) before each step; :attr:`edf` is then the EDF in force. Forgetting to
+    is an error, never a silent fixed EDF.
+
     With ``guard=True`` the loss watches for a collapsed network, cheaply (one look every
     ``guard_every`` calls, after the first 100): at chance accuracy, logits that no longer
     vary across the batch or that explode, three looks in a row, raise
     :class:`TrainingCollapsed` with what was seen and what to change.
 
     Args:
-        edf: an :class:`~dm_search.edf.EDF` or its config dict.
+        edf: an :class:`~dm_search.edf.EDF` or its config dict, or an
+            :class:`~dm_search.schedule.EDFSchedule` (or its config: ``edf``, ``edf_end``,
+            ``ramp``).
         normalise: "batch" (derivative normalisation, the paper's DN) or "none".
         eps: saturation scale (default 5e-7, from the authors' layer); 0 disables it.
         ignore_index: target value whose examples are ignored (zero weight, zero gradient).
@@ -286,10 +294,12 @@ class DMLoss(nn.Module):
     """
 
     last_weights: Tensor | None
+    edf: EDF
+    schedule: EDFSchedule | None
 
     def __init__(
         self,
-        edf: EDF | dict[str, Any],
+        edf: EDF | EDFSchedule | dict[str, Any],
         *,
         normalise: Normalise = "batch",
         eps: float = 5e-7,
@@ -298,7 +308,12 @@ class DMLoss(nn.Module):
         guard_every: int = 50,
     ) -> None:
         super().__init__()
-        if not isinstance(edf, EDF):
+        schedule = None
+        if isinstance(edf, dict) and "edf_end" in edf:
+            edf = EDFSchedule.from_config(edf)
+        if isinstance(edf, EDFSchedule):
+            schedule, edf = edf, edf.start
+        elif not isinstance(edf, EDF):
             edf = EDF.from_config(edf)
         if normalise not in NORMALISATIONS:
             raise ValueError(
@@ -309,6 +324,8 @@ class DMLoss(nn.Module):
         ):
             raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
         self.edf = edf
+        self.schedule = schedule
+        self.progress: float | None = None
         self.normalise: Normalise = normalise
         self.eps = float(eps)
         self.ignore_index = int(ignore_index)
@@ -345,7 +362,34 @@ class DMLoss(nn.Module):
                 "the learning rate."
             )
 
+    def set_progress(self, progress: float) -> EDF:
+        """Move a scheduled loss to ``progress``, the share of the training budget done (0 at
+        the first step, 1 at the end; beyond 1 the schedule stays at its end). Returns the EDF
+        now in force. Cheap: one interpolation, cached, and no tensor work."""
+        if self.schedule is None:
+            raise RuntimeError("this DMLoss has a fixed EDF; set_progress is for a loss built "
+                               "from an emphasis schedule (an export with a schedule:, or "
+                               "DMLoss(EDFSchedule(...)))")
+        p = float(progress)
+        if not p >= 0.0:  # NaN too
+            raise ValueError(f"progress is the share of training done, >= 0; got {progress!r}")
+        edf = self.schedule.at(min(p, 1.0))
+        self.__dict__["edf"] = edf
+        self.__dict__["progress"] = p
+        return edf
+
+    def set_step(self, step: int, total_steps: int) -> EDF:
+        """:meth:`set_progress` from optimiser steps: ``step`` done of ``total_steps``."""
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1; got {total_steps!r}")
+        return self.set_progress(step / total_steps)
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.schedule is not None and self.progress is None:
+            raise RuntimeError(
+                f"this DMLoss follows an emphasis schedule ({self.schedule.label()}): tell it "
+                "how far training is before each step with loss_fn.set_step(step, "
+                "total_steps) or loss_fn.set_progress(fraction)")
         value, w = dm_loss(
             logits,
             target,
@@ -363,6 +407,9 @@ class DMLoss(nn.Module):
         return value
 
     def extra_repr(self) -> str:
+        if self.schedule is not None:
+            return (f"schedule={self.schedule!r}, progress={self.progress}, "
+                    f"normalise={self.normalise!r}, eps={self.eps:g}")
         return f"edf={self.edf!r}, normalise={self.normalise!r}, eps={self.eps:g}"
 
 

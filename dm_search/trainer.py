@@ -15,6 +15,9 @@ memorised            fraction of corrupted training examples predicted as their 
 p_clean / p_noisy    mean p (probability of the given label) on intact / corrupted examples
 noisy_weight_share   share of the DM weight that went to corrupted examples this epoch
 weight_var           variance of the normalised weights within a batch, averaged over batches
+mode / spread        the EDF's emphasis mode and spread at the end of the epoch (they move
+                     during training under an emphasis schedule, loss.edf_end; NaN where the
+                     family has none)
 lr                   learning rate at the end of the epoch
 epoch_s              wall time of the epoch (training and evaluation)
 samples_per_s        training examples per second (training phase only)
@@ -50,7 +53,8 @@ __all__ = ["METRICS", "TrialCollapsed", "TrialDiverged", "TrialResult", "run_tri
 
 METRICS = (
     "epoch", "train_loss", "dm_loss", "val_acc", "test_acc", "intact_acc", "memorised",
-    "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "lr", "epoch_s", "samples_per_s",
+    "p_clean", "p_noisy", "noisy_weight_share", "weight_var", "mode", "spread", "lr", "epoch_s",
+    "samples_per_s",
 )  # fmt: skip
 
 Report = Callable[[dict[str, float]], None]
@@ -321,7 +325,8 @@ def _set_up(cfg: TrialConfig, data: PreparedData | None) -> _Run:
         crop_pad=data.crop_pad if cfg.augment.crop_pad is None else cfg.augment.crop_pad,
         flip=data.flip if cfg.augment.flip is None else cfg.augment.flip,
         model=model, opt=_optimizer(cfg, model),
-        loss_fn=DMLoss(cfg.loss.build_edf(), normalise=cfg.loss.normalise, eps=cfg.loss.eps),
+        loss_fn=DMLoss(cfg.loss.build_schedule() or cfg.loss.build_edf(),
+                       normalise=cfg.loss.normalise, eps=cfg.loss.eps),
         g_shuffle=torch.Generator().manual_seed(cfg.seed + 1),
         g_aug=torch.Generator().manual_seed(cfg.seed + 2),
         batch_size=bs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
@@ -368,9 +373,12 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     spread_sum = torch.zeros((), device=device)
     absmax = torch.zeros((), device=device)
     seen = 0
+    scheduled = run.loss_fn.schedule is not None
     for b in range(run.steps_per_epoch):
         if run.step >= run.total_steps:
             break
+        if scheduled:  # a function of the step alone: a resumed run follows the same path
+            run.loss_fn.set_step(run.step, run.total_steps)
         lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.total_steps, run.warmup)
         for group in run.opt.param_groups:
             group["lr"] = lr
@@ -405,11 +413,14 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
     dm_loss = float(dm_sum) / batches
     if not (math.isfinite(train_loss) and math.isfinite(dm_loss)):
         raise TrialDiverged(epoch + 1, f"training loss is {train_loss} (DM value {dm_loss})")
+    edf = run.loss_fn.set_step(run.step, run.total_steps) if scheduled else run.loss_fn.edf
     return {
         "train_loss": train_loss,
         "dm_loss": dm_loss,
         "noisy_weight_share": float(w_noisy / w_total) if run.has_noise else NAN,
         "weight_var": float(w_var) / batches,
+        "mode": NAN if edf.mode is None else edf.mode,
+        "spread": NAN if edf.spread is None else edf.spread,
         "lr": float(run.opt.param_groups[0]["lr"]),
         "samples_per_s": seen / train_s if train_s > 0 else NAN,
         "logit_spread": float(spread_sum) / batches,

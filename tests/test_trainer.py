@@ -78,8 +78,15 @@ def test_diagnostics_measure_the_noisy_part(data_root):
     assert f["noisy_weight_share"] > r.noise_rate
 
 
-def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path):
-    straight = run_trial(_cfg(data_root, **{"optim.epochs": 4,
+SCHEDULED = {"edf": {"family": "dm", "lam": 0.5, "beta": 8.0},
+             "edf_end": {"family": "dm", "lam": 2.0, "beta": 16.0},
+             "ramp": {"shape": "cosine", "start": 0.25, "end": 0.75}}
+
+
+@pytest.mark.parametrize("loss", [None, SCHEDULED], ids=["fixed", "mid-ramp"])
+def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path, loss):
+    extra = {} if loss is None else {"loss": loss}
+    straight = run_trial(_cfg(data_root, **{"optim.epochs": 4, **extra,
                                             "checkpoint": {"dir": str(tmp_path / "a")}}))
 
     class Crash(Exception):
@@ -89,7 +96,8 @@ def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path):
         if m["epoch"] == 2:
             raise Crash
 
-    cfg = _cfg(data_root, **{"optim.epochs": 4, "checkpoint": {"dir": str(tmp_path / "b")}})
+    cfg = _cfg(data_root, **{"optim.epochs": 4, **extra,
+                             "checkpoint": {"dir": str(tmp_path / "b")}})
     with pytest.raises(Crash):
         run_trial(cfg, report=crash_after_two)
     saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)  # plain data
@@ -101,6 +109,35 @@ def test_resume_from_checkpoint_is_bit_identical(data_root, tmp_path):
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if loss is not None:  # the crash fell in the middle of the ramp
+        modes = [m["mode"] for m in straight.history]
+        assert modes[0] < modes[1] < modes[2] and modes[2] == modes[3] == 2 / 3
+
+
+def test_a_scheduled_trial_reports_its_emphasis_moving_every_epoch(data_root):
+    fixed = run_trial(_cfg(data_root))
+    assert {m["mode"] for m in fixed.history} == {1 / 3}
+    assert {m["spread"] for m in fixed.history} == {8.0}
+    loss = {**SCHEDULED, "ramp": {"shape": "linear"}}
+    moving = run_trial(_cfg(data_root, **{"optim.epochs": 4, "loss": loss}))
+    spreads = [m["spread"] for m in moving.history]
+    assert spreads == pytest.approx([10.0, 12.0, 14.0, 16.0])
+    modes = [m["mode"] for m in moving.history]
+    assert modes == sorted(modes) and modes[-1] == pytest.approx(2 / 3)
+    assert moving.config["loss"]["ramp"] == {"shape": "linear", "start": 0.0, "end": 1.0,
+                                             "coords": "mode_spread"}
+    # A step ramp is the fixed start EDF, then the fixed end EDF: the first half of its run
+    # is the start EDF's run exactly. The mode is the one at the end of the epoch, where the
+    # switch falls after epoch 2.
+    step = run_trial(_cfg(data_root, **{"optim.epochs": 4,
+                                        "loss": {**SCHEDULED, "ramp": {"shape": "step"}}}))
+    start = run_trial(_cfg(data_root, **{"optim.epochs": 4, "loss": {"edf": SCHEDULED["edf"]}}))
+    trained = [{k: v for k, v in m.items() if k not in ("mode", "spread")}
+               for m in _strip(step.history[:2])]
+    assert trained == [{k: v for k, v in m.items() if k not in ("mode", "spread")}
+                       for m in _strip(start.history[:2])]
+    assert [m["mode"] for m in step.history] == [1 / 3, 2 / 3, 2 / 3, 2 / 3]
+    assert step.history[2]["train_loss"] != start.history[2]["train_loss"]
 
 
 def test_checkpoint_of_another_config_is_refused(data_root, tmp_path):
