@@ -24,10 +24,11 @@ if TYPE_CHECKING:
     from dm_search.loss import DMLoss, TrainingCollapsed, dm_loss
     from dm_search.schedule import EDFSchedule
 
-__all__ = ["EDF", "DMLoss", "EDFSchedule", "TrainingCollapsed", "__version__", "dm_loss", "load_loss",
-           "load_recipe"]
+__all__ = ["EDF", "DMLoss", "EDFSchedule", "TrainingCollapsed", "__version__", "dm_loss",
+           "load_loss", "load_recipe"]
 
-_LAZY = {"EDF": "dm_search.edf", "EDFSchedule": "dm_search.schedule", "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
+_LAZY = {"EDF": "dm_search.edf", "EDFSchedule": "dm_search.schedule",
+         "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
          "TrainingCollapsed": "dm_search.loss", "load_loss": "dm_search.export",
          "load_recipe": "dm_search.export"}
 
