@@ -398,6 +398,11 @@ def _hms_words(seconds: float) -> str:
     return f"{s // 3600} h"
 
 
+def _ramp(schedule: dict) -> str:
+    r = schedule["ramp"]
+    return f"{r['shape']} ramp {r['start']:g}-{r['end']:g} of the budget"
+
+
 def _print_summary(summary: dict, driver: bool = False) -> None:
     from dm_search.storage import reasons_in_words
 
@@ -409,6 +414,8 @@ def _print_summary(summary: dict, driver: bool = False) -> None:
     best = summary["best"]
     if best:
         edf = edf_repr(best["edf"])
+        if best.get("schedule"):
+            edf = f"{edf} -> {edf_repr(best['schedule']['edf_end'])} ({_ramp(best['schedule'])})"
         console.print(f"best trial {best['number']}: {edf}  {_coords(best)}  "
                       f"val_acc {best['value']:.4f}  "
                       f"test_acc {fmt(best['test_acc'])}")

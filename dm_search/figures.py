@@ -13,6 +13,8 @@ import torch
 
 from dm_search import storage as st
 from dm_search.edf import EDF
+from dm_search.labels import loss_label
+from dm_search.schedule import EDFSchedule
 
 __all__ = [
     "CurvesInfo",
@@ -49,6 +51,7 @@ class EDFCurvesInfo(NamedTuple):
     weights: list[list[float]]
     modes: list[float | None]
     normalised: bool
+    dash: list[str] | None = None  # plotly line dash per curve ("solid", "dot"); None: solid
 
 
 # Colour-blind-safe (Okabe-Ito), so that a mode marker always matches its curve.
@@ -93,12 +96,17 @@ def plot_edf_curves(
     """Draw :func:`edf_curves_info`: weight against p, one line per EDF, modes marked."""
     fig = go.Figure()
     palette = _PALETTE
+    dashes = info.dash or ["solid"] * len(info.labels)
+    colour = 0
     for k, (label, w, mode) in enumerate(
         zip(info.labels, info.weights, info.modes, strict=True)
     ):
-        color = palette[k % len(palette)]
+        # A schedule's start (dotted) shares its end's colour: one colour per trial.
+        colour += k > 0 and dashes[k - 1] != "dot"
+        color = palette[colour % len(palette)]
         fig.add_trace(
-            go.Scatter(x=info.p, y=w, mode="lines", name=label, line={"color": color, "width": 3})
+            go.Scatter(x=info.p, y=w, mode="lines", name=label,
+                       line={"color": color, "width": 3, "dash": dashes[k]})
         )
         if mode is not None:
             k = min(range(len(info.p)), key=lambda i: abs(info.p[i] - mode))
@@ -176,6 +184,8 @@ class ModeSpreadInfo(NamedTuple):
     finished: list[bool]
     coords: str = "mode_spread"
     reference: list[bool] | None = None
+    # An emphasis schedule's path across the plane, start to end (empty for a fixed EDF).
+    paths: list[list[tuple[float, float]]] | None = None
 
 
 class CurvesInfo(NamedTuple):
@@ -198,6 +208,34 @@ def finished_trials(study: Any) -> list[Any]:
 
 def edf_of(t: Any) -> EDF:
     return EDF.from_config(st.trial_edf(t) or {})
+
+
+def schedule_of(t: Any) -> EDFSchedule | None:
+    """The trial's emphasis schedule; None for a fixed EDF."""
+    sched = st.trial_schedule(t)
+    if sched is None:
+        return None
+    return EDFSchedule.from_config({"edf": st.trial_edf(t), **sched,
+                                    "coords": sched["ramp"].get("coords")})
+
+
+def trial_label(t: Any) -> str:
+    """The trial's EDF, or its schedule, in a few words."""
+    sched = st.trial_schedule(t)
+    return loss_label({"edf": st.trial_edf(t) or {}, **(sched or {})})
+
+
+def _path(sched: EDFSchedule | None, coords: str, points: int = 11
+          ) -> list[tuple[float, float]]:
+    if sched is None:
+        return []
+    out = []
+    for i in range(points):
+        e = sched.at(i / (points - 1))
+        x, y = (e.mean, e.std) if coords == "moments" else (e.mode, e.spread)
+        if x is not None and y is not None:
+            out.append((float(x), float(y)))
+    return out
 
 
 def is_finite(v: Any) -> bool:
@@ -312,13 +350,25 @@ def mode_spread_info(study: Any, coords: str = "mode_spread") -> ModeSpreadInfo:
                           [float(_value(pts[i][0]) or 0.0) for i in keep],
                           [pts[i][0].number for i in keep],
                           [st.ran_full_budget(pts[i][0]) for i in keep], coords,
-                          [st.is_reference(pts[i][0]) for i in keep])
+                          [st.is_reference(pts[i][0]) for i in keep],
+                          [_path(schedule_of(pts[i][0]), coords) for i in keep])
 
 
 def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
     symbols = ["circle", "square", "diamond", "triangle-up", "cross"]
     refs = info.reference or [False] * len(info.family)
     fig = go.Figure()
+    for i, path in enumerate(info.paths or []):
+        if len(path) < 2:
+            continue
+        # An emphasis schedule: its marker is where it starts; the line shows where it went.
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in path], y=[y for _, y in path], mode="lines+markers",
+            line={"color": "#999", "width": 1.5, "dash": "dot"},
+            marker={"size": [0] * (len(path) - 1) + [9], "symbol": "arrow",
+                    "angleref": "previous", "color": "#666"},
+            hoverinfo="text", showlegend=False,
+            text=[f"trial {info.number[i]}: schedule path"] * len(path)))
     for k, fam in enumerate(sorted(set(info.family))):
         for ref in (False, True):
             idx = [i for i, f in enumerate(info.family) if f == fam and refs[i] == ref]
@@ -353,11 +403,25 @@ def top_trials(study: Any, k: int = 3) -> list[Any]:
 
 
 def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
-    """The top-k full-budget trials' EDFs against cross-entropy's, unit area."""
-    edfs = [edf_of(t) for t in top_trials(study, k)]
+    """The top-k full-budget trials' EDFs against cross-entropy's, unit area; an emphasis
+    schedule shows its curve at the start (dotted) and at the end."""
+    edfs: list[EDF] = []
+    labels: list[str] = []
+    dash: list[str] = []
+    for i, t in enumerate(top_trials(study, k)):
+        sched = schedule_of(t)
+        if sched is not None:
+            r = sched.ramp
+            edfs += [sched.start, sched.end]
+            labels += [f"#{i + 1} start {sched.start}",
+                       f"#{i + 1} end {sched.end} ({r.shape} {r.start:g}-{r.end:g})"]
+            dash += ["dot", "solid"]
+        else:
+            edfs.append(edf_of(t))
+            labels.append(f"#{i + 1} {edf_of(t)}")
+            dash.append("solid")
     info = edf_curves_info([*edfs, EDF("cce")])
-    labels = [f"#{i + 1} {lab}" for i, lab in enumerate(info.labels[:-1])] + ["cce (CE)"]
-    return info._replace(labels=labels)
+    return info._replace(labels=[*labels, "cce (CE)"], dash=[*dash, "solid"])
 
 
 def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
@@ -376,7 +440,7 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
         pts = [(int(h["epoch"]), float(h[metric])) for h in hist if is_finite(h.get(metric))]
         if pts:
             ref = " (reference)" if st.is_reference(t) else ""
-            labels.append(f"trial {t.number}: {edf_of(t)}{ref}")
+            labels.append(f"trial {t.number}: {trial_label(t)}{ref}")
             series.append(([e for e, _ in pts], [v for _, v in pts]))
     return CurvesInfo(metric, labels, series)
 
@@ -439,7 +503,7 @@ def final_info(study: Any) -> FinalInfo:
     if not final:
         return FinalInfo([], None)
     rows = []
-    for key, label in (("best", f"best: {EDF.from_config(final['best']['edf'])} "
+    for key, label in (("best", f"best: {loss_label(final['best'])} "
                                 f"(trial {final['best']['trial']})"),
                        ("ce", "cross-entropy")):
         r = final[key]

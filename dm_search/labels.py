@@ -21,6 +21,18 @@ def edf_label(config: Mapping[str, Any]) -> str:
     return f"{config['family']}({params})" if params else str(config["family"])
 
 
+def loss_label(loss: Mapping[str, Any]) -> str:
+    """A trial's EDF in a few words: ``dm(lam=0.5, beta=8)``, or for an emphasis schedule
+    ``dm(lam=0.5, beta=8) -> dm(lam=2, beta=16) (linear 0-1)``. ``loss`` is a trial config's
+    loss section, or anything with ``edf`` and optionally ``edf_end`` and ``ramp``."""
+    start = edf_label(loss["edf"])
+    if loss.get("edf_end") is None:
+        return start
+    ramp = loss.get("ramp") or {}
+    return (f"{start} -> {edf_label(loss['edf_end'])} ({ramp.get('shape', 'linear')} "
+            f"{ramp.get('start', 0.0):g}-{ramp.get('end', 1.0):g})")
+
+
 def fmt(v: Any, spec: str = ".4f") -> str:
     """A number for a table or a log line; "-" where there is none (None, NaN, infinity)."""
     if v is None or (isinstance(v, float) and (v != v or v in (float("inf"), float("-inf")))):

@@ -24,7 +24,7 @@ from dm_search.figures import (
     plot_importances,
     plot_mode_spread,
 )
-from dm_search.labels import fmt, lr_range
+from dm_search.labels import fmt, loss_label, lr_range
 
 __all__ = ["write_report"]
 
@@ -73,7 +73,8 @@ def write_report(study: Any, path: str | Path) -> Path:
     ]
     if best:
         parts.append(f"<p><b>Best full-budget trial {best['number']}</b>: "
-                     f"{html.escape(str(EDF.from_config(best['edf'])))}, clean validation "
+                     f"{html.escape(loss_label({'edf': best['edf'], **(best['schedule'] or {})}))}"
+                     ", clean validation "
                      f"accuracy {best['value']:.4f}.</p>")
     refs = summary.get("references") or []
     if refs:

@@ -44,7 +44,7 @@ from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
-from dm_search.labels import edf_label, final_stage_line, lr_range_line
+from dm_search.labels import final_stage_line, loss_label, lr_range_line
 from dm_search.paths import folder_problem
 from dm_search.space import (
     grid_points,
@@ -227,7 +227,7 @@ def _hms(seconds: float | None) -> str:
 
 
 def _edf_label(cfg: dict[str, Any]) -> str:
-    return edf_label(cfg["loss"]["edf"])
+    return loss_label(cfg["loss"])
 
 
 class _Recorder(tune.Callback):
@@ -405,10 +405,13 @@ class _RecordingSpace:
             st.record_duplicate(raw, twin)
             out["duplicate_of"] = twin.number
             return out
+        end = cfg["loss"].get("edf_end")
+        edfs = [edf, EDF.from_config(end)] if end else [edf]
+        what = "start and end" if end else repr(edf)
         _attach(lambda: dashboard.upload_figure(
             raw,
-            figures.plot_edf_curves(figures.edf_curves_info([edf, EDF("cce")]),
-                                   title=f"trial {trial.number}: {edf!r} against CE"),
+            figures.plot_edf_curves(figures.edf_curves_info([*edfs, EDF("cce")]),
+                                   title=f"trial {trial.number}: {what} against CE"),
             "edf_curve.svg", self.artifacts))
         return out
 
@@ -893,7 +896,11 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
 
     result: dict[str, Any] = {
         "seeds": f.seeds,
-        "best": {"trial": best.number, "edf": best_cfg.loss.edf, **agg(runs_best)},
+        "best": {"trial": best.number, "edf": best_cfg.loss.edf,
+                 **({"edf_end": best_cfg.loss.edf_end,
+                     "ramp": best_cfg.to_dict()["loss"]["ramp"]} if best_cfg.loss.edf_end
+                    else {}),
+                 **agg(runs_best)},
         "ce": {"edf": {"family": "cce"}, **agg(runs_ce)},
     }
     result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]

@@ -12,22 +12,28 @@ import optuna
 from dm_search.config import TrialConfig, set_path
 from dm_search.edf import EDF
 from dm_search.spec import (
+    FamilySpace,
     StudySpec,
+    end_ranges,
     family_coords,
     family_ranges,
+    is_scheduled,
     loss_settings,
     moment_ranges,
+    ramp_space,
 )
 
 __all__ = ["grid_points", "make_sampler", "make_space", "trial_config_for", "warm_start_points"]
 
 
 def trial_config_for(spec: StudySpec, edf: EDF, params: dict[str, Any] | None = None,
-                     ) -> TrialConfig:
-    """The base config with ``edf`` (run with its family's normalisation) and dotted params."""
+                     schedule: dict[str, Any] | None = None) -> TrialConfig:
+    """The base config with ``edf`` (run with its family's normalisation), an emphasis
+    ``schedule`` (``{"edf_end": ..., "ramp": ...}``) if any, and dotted params."""
     cfg = spec.base_config().to_dict()
     normalise, eps = loss_settings(edf.family, spec.space.families.get(edf.family))
-    cfg["loss"] = {"edf": edf.to_config(), "normalise": normalise, "eps": eps}
+    cfg["loss"] = {"edf": edf.to_config(), **(schedule or {}), "normalise": normalise,
+                   "eps": eps}
     for path, value in (params or {}).items():
         set_path(cfg, path, value)
     return TrialConfig.from_dict(cfg, source=f"trial config for {edf!r}")
@@ -39,24 +45,69 @@ def _suggest(trial: optuna.Trial, name: str, lo: float, hi: float, log: bool = F
     return trial.suggest_float(name, lo, hi, log=log)
 
 
+def _ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | None,
+                                                   tuple[float, float] | None]:
+    if family_coords(family, fs) == "moments":
+        return moment_ranges(family, fs)
+    return family_ranges(family, fs)
+
+
+def _coord_names(family: str, fs: FamilySpace) -> tuple[str, str]:
+    return ("mean", "std") if family_coords(family, fs) == "moments" else ("mode", "spread")
+
+
+def _member(family: str, fs: FamilySpace, a: float, b: float | None) -> EDF:
+    from dm_search import moments
+
+    if family_coords(family, fs) == "moments":
+        return moments.nearest(family, a, b)
+    return EDF.from_mode_spread(family, mode=a, spread=b)
+
+
 def suggest_edf(trial: optuna.Trial, spec: StudySpec, family: str) -> EDF:
     """The family's coordinates, suggested conditionally on the family: (mode, spread), mapped
     to the parameters (dm: lam = mode / (1 - mode), beta = spread), or (mean, std), mapped to
     the member with those moments (the nearest reachable one where the pair is out of reach)."""
-    from dm_search import moments
+    return _member(family, spec.space.families[family], *_suggest_coords(trial, spec, family))
 
+
+def _suggest_coords(trial: optuna.Trial, spec: StudySpec, family: str,
+                    ) -> tuple[float, float | None]:
     fs = spec.space.families[family]
-    if family_coords(family, fs) == "moments":
-        mean_r, std_r = moment_ranges(family, fs)
-        mean = _suggest(trial, f"{family}.mean", *mean_r)
-        std = None if std_r is None else _suggest(trial, f"{family}.std", *std_r)
-        return moments.nearest(family, mean, std)
-    mode_r, spread_r = family_ranges(family, fs)
-    assert mode_r is not None
-    mode = _suggest(trial, f"{family}.mode", *mode_r)
-    spread = (None if spread_r is None
-              else _suggest(trial, f"{family}.spread", *spread_r, log=fs.log_spread))
-    return EDF.from_mode_spread(family, mode=mode, spread=spread)
+    r_a, r_b = _ranges(family, fs)
+    x, y = _coord_names(family, fs)
+    assert r_a is not None
+    a = _suggest(trial, f"{family}.{x}", *r_a)
+    b = None if r_b is None else _suggest(trial, f"{family}.{y}", *r_b,
+                                          log=fs.log_spread and y == "spread")
+    return a, b
+
+
+def suggest_schedule(trial: optuna.Trial, spec: StudySpec, family: str,
+                     ) -> tuple[EDF, dict[str, Any] | None]:
+    """The start EDF and, for a family searched as a schedule, ``{"edf_end", "ramp"}``: where
+    it ends (each coordinate without an end range ends where it started), the ramp's shape and
+    when it starts and ends. An end equal to the start is a fixed EDF (schedule None)."""
+    fs = spec.space.families[family]
+    a, b = _suggest_coords(trial, spec, family)
+    start = _member(family, fs, a, b)
+    if not is_scheduled(fs):
+        return start, None
+    x, y = _coord_names(family, fs)
+    r_a, r_b = end_ranges(family, fs, _ranges(family, fs))
+    a_end = a if r_a is None else _suggest(trial, f"{family}.{x}_end", *r_a)
+    b_end = b if r_b is None else _suggest(trial, f"{family}.{y}_end", *r_b,
+                                           log=fs.log_spread and y == "spread")
+    if (a_end, b_end) == (a, b):
+        return start, None
+    shapes, r_start, r_end = ramp_space(fs)
+    shape = shapes[0] if len(shapes) == 1 else trial.suggest_categorical(f"{family}.ramp",
+                                                                         shapes)
+    ramp = {"shape": shape, "start": _suggest(trial, f"{family}.ramp_start", *r_start),
+            "end": _suggest(trial, f"{family}.ramp_end", *r_end),
+            "coords": family_coords(family, fs)}
+    end = _member(family, fs, a_end, b_end)
+    return start, {"edf_end": end.to_config(), "ramp": ramp}
 
 
 class SearchSpace:
@@ -75,7 +126,7 @@ class SearchSpace:
         extra = spec.space.params
         family = (trial.suggest_categorical("family", families) if len(families) > 1
                   else families[0])
-        edf = suggest_edf(trial, spec, family)
+        edf, schedule = suggest_schedule(trial, spec, family)
         params: dict[str, Any] = {}
         for path, rng in extra.items():
             if rng.choices is not None:
@@ -87,7 +138,7 @@ class SearchSpace:
                 params[path] = trial.suggest_float(path, float(rng.low or 0.0),
                                                    float(rng.high or 0.0), log=rng.log,
                                                    step=rng.step)
-        return {"trial_config": trial_config_for(spec, edf, params).to_dict()}
+        return {"trial_config": trial_config_for(spec, edf, params, schedule).to_dict()}
 
 
 def make_space(spec: StudySpec) -> Callable[[optuna.Trial], dict[str, Any]]:
@@ -95,20 +146,35 @@ def make_space(spec: StudySpec) -> Callable[[optuna.Trial], dict[str, Any]]:
 
 
 def _as_params(spec: StudySpec, edf: EDF, extra: dict[str, Any]) -> dict[str, Any]:
-    """Optuna parameter values that make :func:`make_space` produce ``edf``."""
+    """Optuna parameter values that make :func:`make_space` produce ``edf``; in a family
+    searched as a schedule, the fixed ``edf`` (its end is its start)."""
     point: dict[str, Any] = {}
     if len(spec.space.families) > 1:
         point["family"] = edf.family
     fs = spec.space.families[edf.family]
-    if family_coords(edf.family, fs) == "moments":
-        ranges = dict(zip(("mean", "std"), moment_ranges(edf.family, fs), strict=True))
-    else:
-        ranges = dict(zip(("mode", "spread"), family_ranges(edf.family, fs), strict=True))
-    for name, r in ranges.items():
+    names = _coord_names(edf.family, fs)
+    ranges = _ranges(edf.family, fs)
+    ends = end_ranges(edf.family, fs, ranges) if is_scheduled(fs) else (None, None)
+    for name, r, r_end in zip(names, ranges, ends, strict=True):
         if r is not None and r[0] != r[1]:
             point[f"{edf.family}.{name}"] = getattr(edf, name)
+        if r_end is not None and r_end[0] != r_end[1]:
+            point[f"{edf.family}.{name}_end"] = getattr(edf, name)
     point.update(extra)
     return point
+
+
+def _inside(edf: EDF, fs: FamilySpace) -> bool:
+    """Whether ``edf`` (as a fixed EDF, in a scheduled family) lies in the family's space."""
+    names = _coord_names(edf.family, fs)
+    ranges = _ranges(edf.family, fs)
+    ends = end_ranges(edf.family, fs, ranges) if is_scheduled(fs) else (None, None)
+    for name, r, r_end in zip(names, ranges, ends, strict=True):
+        v = getattr(edf, name)
+        for rr in (r, r_end):
+            if rr is not None and (v is None or not rr[0] <= v <= rr[1]):
+                return False
+    return True
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -139,15 +205,7 @@ def warm_start_points(spec: StudySpec) -> list[dict[str, Any]]:
     for raw in _PAPER_POINTS:
         edf = EDF.from_config(raw)
         fs = spec.space.families.get(edf.family)
-        if fs is None:
-            continue
-        if family_coords(edf.family, fs) == "moments":
-            ranges = dict(zip(("mean", "std"), moment_ranges(edf.family, fs), strict=True))
-        else:
-            ranges = dict(zip(("mode", "spread"), family_ranges(edf.family, fs), strict=True))
-        inside = all(r is None or (getattr(edf, k) is not None and
-                                   r[0] <= getattr(edf, k) <= r[1]) for k, r in ranges.items())
-        if inside:
+        if fs is not None and _inside(edf, fs):
             out.append(_as_params(spec, edf, {}))
     return out
 

@@ -42,7 +42,10 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
+    "end_ranges",
+    "is_scheduled",
     "load_spec",
+    "ramp_space",
 ]
 
 
@@ -72,15 +75,32 @@ DEFAULT_COORDS: Literal["mode_spread", "moments"] = "mode_spread"
 BASELINE_FAMILIES = ("cce", "mae", "mse", "gce")
 
 
+Range = tuple[float, float] | float
+Shape = Literal["linear", "cosine", "step"]
+
+
 class FamilySpace(FrozenModel):
     """Where to search one family: either its emphasis mode and spread, or the mean and std of
-    its emphasis density, each a [low, high] range or a single fixed value."""
+    its emphasis density, each a [low, high] range or a single fixed value.
 
-    mode: tuple[float, float] | float | None = None
-    spread: tuple[float, float] | float | None = None
+    An emphasis schedule is searched by giving where the EDF ends: ``mode_end`` / ``spread_end``
+    (or ``mean_end`` / ``std_end``), each a range or a value; a coordinate without an end stays
+    where it started. ``ramp`` lists the shapes to choose from (default linear), and
+    ``ramp_start`` / ``ramp_end`` when the move starts and ends, as fractions of the budget
+    (default 0 and 1)."""
+
+    mode: Range | None = None
+    spread: Range | None = None
     log_spread: bool = False
-    mean: tuple[float, float] | float | None = None
-    std: tuple[float, float] | float | None = None
+    mean: Range | None = None
+    std: Range | None = None
+    mode_end: Range | None = None
+    spread_end: Range | None = None
+    mean_end: Range | None = None
+    std_end: Range | None = None
+    ramp: list[Shape] | Shape | None = None
+    ramp_start: Range | None = None
+    ramp_end: Range | None = None
     normalise: Literal["batch", "none"] | None = None  # default: none for baselines, else batch
     eps: float | None = Field(None, ge=0.0)  # default: 0 for baselines, else 5e-7
 
@@ -332,7 +352,7 @@ def _check_family(family: str, fs: FamilySpace) -> None:
         _check_moment_family(family, fs, kind)
         return
     default = DEFAULT_FAMILY_RANGES[family]
-    if fs.spread is not None and "spread" not in default:
+    if (fs.spread is not None or fs.spread_end is not None) and "spread" not in default:
         raise ValueError(f"{where}: {family!r} has no spread; give only its mode")
     mode_r, spread_r = family_ranges(family, fs)
     assert mode_r is not None
@@ -350,6 +370,85 @@ def _check_family(family: str, fs: FamilySpace) -> None:
                 EDF.from_mode_spread(family, mode=m, spread=sp)
             except ValueError as err:
                 raise ValueError(f"{where}: the range reaches an invalid point ({err})") from None
+    _check_schedule(family, fs, (mode_r, spread_r))
+
+
+SCHEDULE_KEYS = ("mode_end", "spread_end", "mean_end", "std_end")
+RAMP_KEYS = ("ramp", "ramp_start", "ramp_end")
+
+
+def is_scheduled(fs: FamilySpace) -> bool:
+    """Whether the family is searched as an emphasis schedule (an end coordinate is given)."""
+    return any(getattr(fs, k) is not None for k in SCHEDULE_KEYS)
+
+
+def end_ranges(family: str, fs: FamilySpace,
+               start: tuple[tuple[float, float] | None, tuple[float, float] | None],
+               ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """Where a scheduled family's two coordinates end; a coordinate without an end range ends
+    where it started (None: it follows the start's suggestion)."""
+    names = ("mean_end", "std_end") if family_coords(family, fs) == "moments" else (
+        "mode_end", "spread_end")
+    out = [None if getattr(fs, n) is None else _range(getattr(fs, n)) for n in names]
+    return out[0], out[1] if start[1] is not None else None
+
+
+def ramp_space(fs: FamilySpace) -> tuple[list[str], tuple[float, float], tuple[float, float]]:
+    """(shapes to choose from, ramp start range, ramp end range) with the defaults filled in."""
+    shapes: list[str] = [fs.ramp] if isinstance(fs.ramp, str) else list(fs.ramp or ["linear"])
+    start = _range(fs.ramp_start if fs.ramp_start is not None else 0.0)
+    end = _range(fs.ramp_end if fs.ramp_end is not None else 1.0)
+    return shapes, start, end
+
+
+def _check_schedule(family: str, fs: FamilySpace,
+                    start: tuple[tuple[float, float] | None, tuple[float, float] | None]) -> None:
+    from dm_search.schedule import EDFSchedule
+
+    where = f"space.families.{family}"
+    coords = family_coords(family, fs)
+    if not is_scheduled(fs):
+        given = [k for k in RAMP_KEYS if getattr(fs, k) is not None]
+        if given:
+            end = "mean_end" if coords == "moments" else "mode_end"
+            raise ValueError(f"{where}: {', '.join(given)} say(s) how the EDF moves, but no "
+                             f"end is given: add {end} (or another *_end range), or remove "
+                             f"{', '.join(given)}")
+        return
+    other = ("mode_end", "spread_end") if coords == "moments" else ("mean_end", "std_end")
+    wrong = [k for k in other if getattr(fs, k) is not None]
+    if wrong:
+        pair = "mean/std" if coords == "moments" else "mode/spread"
+        raise ValueError(f"{where}: {', '.join(wrong)} is in the other coordinates; a family "
+                         f"searched in {pair} ends in {pair} too ({', '.join(SCHEDULE_KEYS)})")
+    shapes, r_start, r_end = ramp_space(fs)
+    if not shapes:
+        raise ValueError(f"{where}.ramp: list at least one shape (linear, cosine, step)")
+    for name, r in (("ramp_start", r_start), ("ramp_end", r_end)):
+        if not 0.0 <= r[0] <= r[1] <= 1.0:
+            raise ValueError(f"{where}.{name}: a fraction of the budget, need 0 <= low <= high "
+                             f"<= 1; got {list(r)}")
+    if r_start[1] > r_end[0]:
+        raise ValueError(f"{where}: ramp_start {list(r_start)} reaches past ramp_end "
+                         f"{list(r_end)}: every ramp must start before it ends")
+    ends = end_ranges(family, fs, start)
+    names = ("mean_end", "std_end") if coords == "moments" else ("mode_end", "spread_end")
+    for name, end_r in zip(names, ends, strict=True):
+        if end_r is not None and not end_r[0] <= end_r[1]:
+            raise ValueError(f"{where}.{name}: need low <= high; got {list(end_r)}")
+    if coords == "moments":
+        return  # out-of-reach ends go to the nearest member, as starts do
+    modes, spreads = ends[0] or start[0], ends[1] or start[1]
+    assert modes is not None and start[0] is not None
+    first = EDF.from_mode_spread(family, mode=start[0][0],
+                                 spread=None if start[1] is None else start[1][0])
+    for m in modes:  # the end range's corners must all be valid ends of a schedule
+        for sp in (spreads if spreads is not None else (None,)):
+            try:
+                EDFSchedule(first, EDF.from_mode_spread(family, mode=m, spread=sp))
+            except ValueError as err:
+                raise ValueError(f"{where}: the end range reaches an invalid schedule ({err})"
+                                 ) from None
 
 
 def _check_moment_family(family: str, fs: FamilySpace, kind: str) -> None:
@@ -359,6 +458,9 @@ def _check_moment_family(family: str, fs: FamilySpace, kind: str) -> None:
     if fs.mode is not None or fs.spread is not None:
         raise ValueError(f"{where}: give either mode/spread or mean/std, not both")
     mean_r, std_r = moment_ranges(family, fs)
+    if kind == "one" and fs.std_end is not None:
+        raise ValueError(f"{where}: {family!r} has one free parameter, so its std follows from "
+                         "its mean; give only mean_end")
     if kind == "one" and std_r is not None:
         raise ValueError(f"{where}: {family!r} has one free parameter, so its std follows from "
                          "its mean; give only mean")
@@ -382,6 +484,7 @@ def _check_moment_family(family: str, fs: FamilySpace, kind: str) -> None:
         if ok < 0.5 * len(pts):
             raise ValueError(f"{where}: most of mean {list(mean_r)} x std {list(std_r)} is out "
                              f"of reach ({ok} of {len(pts)} grid points); {region.describe()}")
+    _check_schedule(family, fs, (mean_r, std_r))
 
 
 def _grid(r: tuple[float, float], n: int = 7) -> list[float]:
@@ -390,9 +493,9 @@ def _grid(r: tuple[float, float], n: int = 7) -> list[float]:
 
 def family_coords(family: str, fs: FamilySpace) -> Literal["mode_spread", "moments"]:
     """The coordinates ``family`` is searched in: what the spec gives, else the default."""
-    if fs.mean is not None or fs.std is not None:
+    if any(v is not None for v in (fs.mean, fs.std, fs.mean_end, fs.std_end)):
         return "moments"
-    if fs.mode is not None or fs.spread is not None:
+    if any(v is not None for v in (fs.mode, fs.spread, fs.mode_end, fs.spread_end)):
         return "mode_spread"
     return DEFAULT_COORDS
 

@@ -55,6 +55,11 @@ class TrialKey(StrEnum):
     SPREAD = "spread"
     MEAN = "mean"
     STD = "std"
+    # An emphasis schedule's end and ramp (absent for a fixed EDF).
+    EDF_END = "edf_end"
+    MODE_END = "mode_end"
+    SPREAD_END = "spread_end"
+    RAMP = "ramp"
     REFERENCE = "reference"  # a baseline run once per study at full budget, never searched
     DUPLICATE = "duplicate_of"  # the earlier trial whose configuration this one repeats
     TOTAL = "total_epochs"
@@ -347,6 +352,21 @@ def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
     trial.set_user_attr(TrialKey.SPREAD, edf.spread)
     trial.set_user_attr(TrialKey.MEAN, round(edf.mean, 6))
     trial.set_user_attr(TrialKey.STD, round(edf.std, 6))
+    if cfg["loss"].get("edf_end") is not None:
+        end = EDF.from_config(cfg["loss"]["edf_end"])
+        ramp = cfg["loss"]["ramp"]
+        trial.set_user_attr(TrialKey.EDF_END, end.to_config())
+        trial.set_user_attr(TrialKey.MODE_END, end.mode)
+        trial.set_user_attr(TrialKey.SPREAD_END, end.spread)
+        trial.set_user_attr(TrialKey.RAMP, f"{ramp['shape']} {ramp['start']:g}-{ramp['end']:g}")
+
+
+def trial_schedule(t: FrozenTrial) -> dict[str, Any] | None:
+    """``{"edf_end", "ramp"}`` of a trial whose EDF moves over training; None for a fixed EDF."""
+    loss = (t.user_attrs.get(TrialKey.CONFIG) or {}).get("loss") or {}
+    if loss.get("edf_end") is None:
+        return None
+    return {"edf_end": loss["edf_end"], "ramp": loss["ramp"]}
 
 
 def _rounded(v: Any) -> Any:
@@ -624,6 +644,7 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
         "stop_reason": stop_reason(t),
         "value": t.value,
         "edf": edf,
+        "schedule": trial_schedule(t),
         "mode": t.user_attrs.get(TrialKey.MODE),
         "spread": t.user_attrs.get(TrialKey.SPREAD),
         "mean": t.user_attrs.get(TrialKey.MEAN),

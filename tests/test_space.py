@@ -157,3 +157,47 @@ def _ask_with(spec, sampler, n=3):
         out.append((t.params, cfg))
         study.tell(t, 0.1)
     return out
+
+
+def test_a_scheduled_family_searches_where_the_emphasis_ends_and_how_it_moves():
+    spec = _spec(space={"families": {"dm": {"mode": [0.0, 0.75], "spread": [4, 24],
+                                            "mode_end": [0.0, 0.75],
+                                            "ramp": ["linear", "cosine"],
+                                            "ramp_end": [0.5, 1.0]}}})
+    shapes = set()
+    for params, cfg in _ask(spec, n=30):
+        assert set(params) == {"dm.mode", "dm.spread", "dm.mode_end", "dm.ramp",
+                               "dm.ramp_end"}
+        loss = cfg["loss"]
+        start, end = EDF.from_config(loss["edf"]), EDF.from_config(loss["edf_end"])
+        assert start.mode == pytest.approx(params["dm.mode"])
+        assert end.mode == pytest.approx(params["dm.mode_end"])
+        assert end.spread == start.spread == params["dm.spread"]  # no spread_end: it stays
+        assert loss["ramp"] == {"shape": params["dm.ramp"], "start": 0.0,
+                                "end": params["dm.ramp_end"], "coords": "mode_spread"}
+        shapes.add(params["dm.ramp"])
+    assert shapes == {"linear", "cosine"}
+
+
+def test_a_schedule_in_mean_std_ends_at_the_member_with_those_moments():
+    spec = _spec(space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25],
+                                            "mean_end": [0.3, 0.6]}}})
+    for params, cfg in _ask(spec, n=6):
+        end = EDF.from_config(cfg["loss"]["edf_end"])
+        assert end.mean == pytest.approx(params["dm.mean_end"], abs=2e-3)
+        assert end.std == pytest.approx(params["dm.std"], abs=2e-3)
+        assert cfg["loss"]["ramp"]["coords"] == "moments"
+
+
+def test_warm_start_in_a_scheduled_family_runs_the_paper_points_as_fixed_edfs():
+    spec = _spec(space={"families": {"dm": {"mode": [0.0, 0.75], "spread": [4, 24],
+                                            "mode_end": [0.4, 0.75]}}})
+    points = warm_start_points(spec)
+    # lam 0.5 (mode 1/3) cannot end where it starts inside mode_end [0.4, 0.75]
+    assert [(p["dm.mode"], p["dm.spread"]) for p in points] == [(0.5, 16.0), (2 / 3, 16.0)]
+    assert all(p["dm.mode_end"] == p["dm.mode"] for p in points)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(points[0])
+    cfg = make_space(spec)(study.ask())["trial_config"]
+    assert "edf_end" not in cfg["loss"] or cfg["loss"]["edf_end"] is None
+    assert cfg["loss"]["edf"] == {"family": "dm", "lam": 1.0, "beta": 16.0}

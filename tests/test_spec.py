@@ -170,3 +170,22 @@ def test_lr_factors_are_multiples_other_than_one():
     for bad in ([1], [0], [-0.5], [float("inf")]):
         with pytest.raises(ValueError, match="lr_factors"):
             _spec(final={"lr_factors": bad})
+
+
+@pytest.mark.parametrize(("family", "match"), [
+    ({"dm": {"ramp": ["cosine"]}}, r"dm: ramp say\(s\) how the EDF moves, but no end.*mode_end"),
+    ({"dm": {"mode_end": [0.2, 1.0]}}, r"dm: the end range reaches an invalid schedule"),
+    ({"dm": {"mean": [0.3, 0.5], "std": [0.15, 0.2], "mode_end": [0.2, 0.5]}},
+     r"mode/spread or mean/std, not both|mode_end is in the other coordinates"),
+    ({"dm": {"mode_end": [0.6, 0.2]}}, r"dm\.mode_end: need low <= high"),
+    ({"dm": {"mode_end": 0.5, "ramp_start": [0.2, 0.8], "ramp_end": [0.5, 1.0]}},
+     r"ramp_start \[0\.2, 0\.8\] reaches past ramp_end"),
+    ({"dm": {"mode_end": 0.5, "ramp": "sigmoid"}}, r"ramp"),
+    ({"gce": {"mode_end": 0.4, "spread_end": 3}}, r"'gce' has no spread"),
+    ({"exponential": {"mode_end": 1.0}}, r"exponential.*spread, not its mode"),
+    ({"gce": {"mean": [0.35, 0.45], "mean_end": 0.4, "std_end": 0.2}}, r"give only mean_end"),
+])
+def test_bad_schedule_spaces_are_refused_naming_the_field(family, match):
+    with pytest.raises(ValueError, match=match):
+        StudySpec.model_validate({"name": "s", "base": {"optim": {"epochs": 10}},
+                                  "space": {"families": family}})
