@@ -717,10 +717,16 @@ def export(
     from dm_search.edf import EDF
     from dm_search.recipe import Recipe
 
-    edf = EDF.from_config(doc["edf"])
-    console.print(f"wrote {path}: {edf!r}, normalise={doc['loss']['normalise']}, val_acc "
+    edf = repr(EDF.from_config(doc["edf"]))
+    if doc.get("schedule"):
+        edf += (f" -> {EDF.from_config(doc['schedule']['edf_end'])!r} "
+                f"({_ramp(doc['schedule'])})")
+    console.print(f"wrote {path}: {edf}, normalise={doc['loss']['normalise']}, val_acc "
                   f"{doc['result']['val_acc']:.4f} (study {study}, trial "
                   f"{doc['provenance']['trial']})")
+    if doc.get("schedule"):
+        console.print("its EDF moves over training: call loss_fn.set_step(step, total_steps) "
+                      "before each step", soft_wrap=True)
     console.print(f"use it with its recipe ({Recipe.from_dict(doc['recipe']).describe()}): "
                   f"from dm_search import load_loss, load_recipe; loss_fn = "
                   f"load_loss({str(path)!r}); recipe = load_recipe({str(path)!r})",

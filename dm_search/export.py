@@ -6,6 +6,10 @@
     loss_fn = load_loss("best_edf.yaml")      # a DMLoss with the searched EDF
     recipe = load_recipe("best_edf.yaml")     # the optimiser and schedule it won with
     loss = loss_fn(model(x), y); loss.backward()
+
+An EDF that moves over training (an emphasis schedule) is exported with its ``schedule:``
+(where it ends and its ramp); ``load_loss`` then returns a loss that follows it once told the
+progress, ``loss_fn.set_step(step, total_steps)`` before each step.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dm_search.edf import EDF
 from dm_search.labels import lr_range
 from dm_search.loss import NORMALISATIONS, DMLoss
 from dm_search.recipe import Recipe
+from dm_search.schedule import EDFSchedule
 
 __all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "ExportError", "export_trial", "load_loss",
            "load_recipe", "read_export", "write_export"]
@@ -31,7 +36,11 @@ __all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "ExportError", "export_trial", "load_
 SCHEMA_KEY = "dm_search_edf"
 # 2: the file carries the training recipe. Version 1 files (no recipe) still load.
 SCHEMA_VERSION = 2
-READS = (1, 2)
+# 3: the EDF moves over training (schedule:). Written only for schedules, so that a fixed
+# EDF's file still loads in a dm-search that predates schedules; one that does not know
+# schedules refuses a version-3 file instead of training with its start EDF alone.
+SCHEDULE_VERSION = 3
+READS = (1, 2, 3)
 
 
 class ExportError(ConfigError):
@@ -92,9 +101,17 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
     data = cfg["data"]
     # The epochs asked for; with an iteration budget, the epochs those came to.
     total = cfg["optim"].get("epochs") or st.trial_epochs(trial)[1] or 1
+    schedule = st.trial_schedule(trial)
+    extra: dict[str, Any] = {}
+    if schedule is not None:
+        end = EDF.from_config(schedule["edf_end"])
+        extra["schedule"] = {"edf_end": end.to_config(), "ramp": schedule["ramp"],
+                             "mode_end": end.mode, "spread_end": end.spread,
+                             "mean_end": round(end.mean, 6), "std_end": round(end.std, 6)}
     return {
-        SCHEMA_KEY: SCHEMA_VERSION,
+        SCHEMA_KEY: SCHEDULE_VERSION if schedule else SCHEMA_VERSION,
         "edf": edf.to_config(),
+        **extra,
         "loss": {"normalise": cfg["loss"]["normalise"], "eps": cfg["loss"]["eps"]},
         # The EDF won with this optimiser and schedule; its lr interacts strongly with the EDF.
         "recipe": Recipe.from_config(cfg["optim"], int(total)).to_dict(),
@@ -195,7 +212,15 @@ def _build_loss(doc: dict[str, Any], **overrides: Any) -> DMLoss:
     kwargs: dict[str, Any] = {"normalise": doc["loss"]["normalise"],
                               "eps": float(doc["loss"].get("eps", 5e-7))}
     kwargs.update(overrides)
-    return DMLoss(EDF.from_config(doc.get("edf")), **kwargs)  # type: ignore[arg-type]
+    edf: EDF | EDFSchedule = EDF.from_config(doc.get("edf"))  # type: ignore[arg-type]
+    schedule = doc.get("schedule")
+    if schedule is not None:
+        if not isinstance(schedule, dict):
+            raise ValueError("schedule must be a mapping with edf_end and ramp")
+        edf = EDFSchedule.from_config({"edf": doc["edf"], "edf_end": schedule.get("edf_end"),
+                                       "ramp": schedule.get("ramp") or {},
+                                       "coords": (schedule.get("ramp") or {}).get("coords")})
+    return DMLoss(edf, **kwargs)
 
 
 def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
@@ -203,6 +228,10 @@ def load_loss(path: str | Path, **overrides: Any) -> DMLoss:
 
     Keyword ``overrides`` (``normalise``, ``eps``, ``ignore_index``) replace the file's;
     ``guard=True`` makes the loss raise TrainingCollapsed when training collapses.
+
+    An export with a ``schedule:`` gives a loss whose EDF moves over training: call
+    ``loss_fn.set_step(step, total_steps)`` (or ``set_progress(fraction)``) before each step;
+    ``loss_fn.edf`` is the EDF in force.
 
     Raises:
         ExportError: the file is missing or is not a valid dm-search EDF export.

@@ -118,7 +118,9 @@ class EDFSchedule:
             raise ValueError(f"schedule coords must be one of {', '.join(COORDS)}; got "
                              f"{coords!r}")
         self.start, self.end, self.coords = start, end, coords
-        self.ramp = ramp if isinstance(ramp, Ramp) else Ramp(**dict(ramp or {}))
+        # A trial config's ramp also says its coordinates: they are this class's own argument.
+        self.ramp = ramp if isinstance(ramp, Ramp) else Ramp(
+            **{k: v for k, v in dict(ramp or {}).items() if k != "coords"})
         if coords == "mode_spread":
             self._from = self._mode_spread(start, end)
             self._to = self._mode_spread(end, start)

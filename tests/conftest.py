@@ -242,7 +242,7 @@ def _make_study(url: str, trials: list | None = None, **spec_fields: Any) -> opt
     study = st.open_study(storage, spec, resume=False).study
     space = make_space(spec)
     for params, curve, kind in STUDY_TRIALS if trials is None else trials:
-        if params["family"] == "cce":
+        if params.get("family") == "cce":
             trial = st.new_reference_trial(study,
                                            trial_config_for(spec, EDF("cce")).to_dict())
         else:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dm_search import EDF, DMLoss, load_loss
+from dm_search.config import TrialConfig
 from dm_search.export import ExportError, export_trial, read_export, write_export
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,7 +57,7 @@ def test_load_loss_checks_the_schema(tmp_path):
     with pytest.raises(ExportError, match="not a dm-search EDF export"):
         load_loss(bad)
     bad.write_text("dm_search_edf: 7\nedf: {family: dm}\nloss: {normalise: batch}\n")
-    with pytest.raises(ExportError, match=r"schema version 7; .* reads versions 1, 2"):
+    with pytest.raises(ExportError, match=r"schema version 7; .* reads versions 1, 2, 3"):
         load_loss(bad)
     bad.write_text("dm_search_edf: 1\nedf: {family: dm, lam: -1}\nloss: {normalise: batch}\n")
     with pytest.raises(ExportError, match="'lam'=-1"):
@@ -147,3 +148,51 @@ def test_an_export_without_a_recipe_still_loads_with_a_warning(study, tmp_path):
     bad = write_export({**doc, "recipe": {**doc["recipe"], "lr": "fast"}}, tmp_path / "b.yaml")
     with pytest.raises(ExportError, match=r"b\.yaml: recipe\.lr"):
         load_recipe(bad)
+
+
+SCHEDULED_SPACE = {"families": {"dm": {"mode": [0.0, 0.75], "spread": [4.0, 24.0],
+                                       "mode_end": [0.0, 0.75], "ramp": ["linear", "cosine"]}}}
+
+
+def test_a_schedule_is_exported_and_loads_as_a_loss_that_follows_it(tmp_path, make_study):
+    study = make_study(
+        f"sqlite:///{tmp_path}/studies.db", space=SCHEDULED_SPACE,
+        trials=[({"dm.mode": 0.2, "dm.spread": 16.0, "dm.mode_end": 0.6, "dm.ramp": "cosine"},
+                 [.5, .6, .7, .8, .8, .8], "full")])
+    doc = export_trial(study)
+    assert doc["dm_search_edf"] == 3  # older readers refuse it rather than drop the schedule
+    assert doc["mode"] == pytest.approx(0.2)
+    sched = doc["schedule"]
+    assert sched["mode_end"] == pytest.approx(0.6) and sched["spread_end"] == 16.0
+    assert sched["ramp"] == {"shape": "cosine", "start": 0.0, "end": 1.0,
+                             "coords": "mode_spread"}
+    path = write_export(doc, tmp_path / "best.yaml")
+    loss_fn = load_loss(path)
+    trained = DMLoss(TrialConfig.from_dict(study.trials[0].user_attrs["config"])
+                     .loss.build_schedule())
+    assert loss_fn.schedule == trained.schedule
+    z, y = torch.randn(32, 10, dtype=torch.float64), torch.randint(0, 10, (32,))
+    with pytest.raises(RuntimeError, match="set_step"):
+        loss_fn(z, y)
+    for step in (0, 37, 100):
+        grads = []
+        for fn in (loss_fn, trained):
+            fn.set_step(step, 100)
+            x = z.clone().requires_grad_()
+            fn(x, y).backward()
+            grads.append(x.grad)
+        assert torch.equal(grads[0], grads[1])
+    assert loss_fn.edf.mode == pytest.approx(0.6)
+
+
+def test_a_fixed_edf_is_still_exported_as_version_2(study):
+    doc = export_trial(study)
+    assert doc["dm_search_edf"] == 2 and "schedule" not in doc
+
+
+def test_a_broken_schedule_in_an_export_is_refused_naming_the_file(tmp_path):
+    path = write_export({"dm_search_edf": 3, "edf": {"family": "dm", "lam": 0.5, "beta": 8.0},
+                         "schedule": {"edf_end": {"family": "gce", "q": 0.5}},
+                         "loss": {"normalise": "batch"}}, tmp_path / "x.yaml")
+    with pytest.raises(ExportError, match=r"x\.yaml: an emphasis schedule moves within one"):
+        load_loss(path)

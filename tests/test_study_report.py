@@ -231,3 +231,57 @@ def test_lr_range_is_the_unbroken_run_of_wins_around_the_main_lr():
     assert lr_range(rows([True, True, True, True, True])) == (0.25, 4.0)
     assert lr_range(rows([True, True, False, True, True])) is None
     assert lr_range({}) is None
+
+
+@pytest.fixture
+def scheduled(tmp_path, make_study):
+    space = {"families": {"dm": {"mode": [0.0, 0.75], "spread": [4.0, 24.0],
+                                 "mode_end": [0.0, 0.75], "ramp": ["linear", "step"]},
+                          "gce": {}}}
+    return make_study(f"sqlite:///{tmp_path}/studies.db", space=space, trials=[
+        ({"family": "cce"}, [.55, .6, .62, .61, .58, .55], "full"),
+        ({"family": "dm", "dm.mode": 0.2, "dm.spread": 16.0, "dm.mode_end": 0.6,
+          "dm.ramp": "linear"}, [.5, .6, .7, .8, .85, .86], "full"),
+        ({"family": "dm", "dm.mode": 0.5, "dm.spread": 8.0, "dm.mode_end": 0.5},
+         [.5, .6, .7, .8, .8, .8], "full"),  # ends where it starts: a fixed EDF
+        ({"family": "gce", "gce.mode": 0.4}, [.5, .6, .7, .74, .76, .77], "full"),
+    ])
+
+
+def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(scheduled):
+    ms = r.mode_spread_info(scheduled)
+    moving, fixed = ms.number.index(1), ms.number.index(2)
+    assert ms.mode[moving] == pytest.approx(0.2)  # the marker is where the schedule starts
+    path = ms.paths[moving]
+    assert len(path) == 11 and path[0] == pytest.approx((0.2, 16.0))
+    assert path[-1] == pytest.approx((0.6, 16.0)) and path[5][0] == pytest.approx(0.4)
+    assert ms.paths[fixed] == []
+    fig = r.plot_mode_spread(ms)
+    lines = [tr for tr in fig.data if tr.mode == "lines+markers"]
+    assert len(lines) == 1 and lines[0].x[-1] == pytest.approx(0.6)
+    moments = r.mode_spread_info(scheduled, "moments")
+    assert len(moments.paths[moments.number.index(1)]) == 11
+
+    curves = r.best_edf_curves_info(scheduled, k=2)
+    assert curves.labels == ["#1 start dm(lam=0.25, beta=16)",
+                             "#1 end dm(lam=1.5, beta=16) (linear 0-1)",
+                             "#2 dm(lam=1, beta=8)", "cce (CE)"]
+    assert curves.dash == ["dot", "solid", "solid", "solid"]
+    drawn = r.plot_edf_curves(curves)
+    colours = [tr.line.color for tr in drawn.data if tr.mode == "lines"]
+    assert colours[0] == colours[1] != colours[2]  # one colour per trial
+
+
+def test_a_scheduled_best_reads_as_a_schedule_in_status_report_and_export(
+        scheduled, tmp_path, cli_runner, plain):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])
+    text = plain(out.output)
+    assert out.exit_code == 0
+    assert ("best trial 1: EDF('dm', lam=0.25, beta=16.0) -> EDF('dm', lam=1.5, beta=16.0) "
+            "(linear ramp 0-1 of the budget)") in text
+    out = cli_runner.invoke(r_app(), ["export", "made", "--storage", url, "-o",
+                                      str(tmp_path / "e.yaml")])
+    assert out.exit_code == 0 and "set_step(step, total_steps)" in plain(out.output)
+    html = write_report(scheduled, tmp_path / "rep.html").read_text()
+    assert "dm(lam=0.25, beta=16) -&gt; dm(lam=1.5, beta=16) (linear 0-1)" in html
