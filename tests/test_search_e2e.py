@@ -212,6 +212,43 @@ def test_moments_spec_budget_and_duplicates_end_to_end(search, tmp_path, data_ro
     assert before < len(study.trials) and st.epochs_trained(study) <= 24
 
 
+def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
+    """A study that searches emphasis schedules: the paper's points run first as fixed EDFs,
+    the searched trials move their EDF epoch by epoch, the best is retrained with its schedule
+    and exported with it."""
+    spec = search.write_spec(
+        tmp_path, data_root, name="sched", n_trials=4, epochs=4,
+        scheduler={"name": "none"}, final={"enabled": True, "seeds": 1},
+        space={"families": {"dm": {"mode": [0.0, 0.75], "spread": [4.0, 24.0],
+                                   "mode_end": [0.0, 0.75], "ramp": ["linear", "cosine"]}}})
+    out = search.run_cli("submit", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert " -> dm(" in out.stdout  # progress lines name the schedule
+    study = search.check_study(f"sqlite:///{tmp_path}/studies.db", "sched", 4, 4)
+    searched = [t for t in study.trials if not st.is_reference(t)]
+    fixed = [t for t in searched if st.trial_schedule(t) is None]
+    moving = [t for t in searched if st.trial_schedule(t) is not None]
+    # warm start: the paper's three dm points, each ending where it starts
+    assert [t.user_attrs[st.TrialKey.EDF]["lam"] for t in fixed] == [0.5, 1.0, 2.0]
+    assert moving and {"mode_end", "spread_end", "ramp"} <= set(moving[0].user_attrs)
+    for t in moving:
+        modes = [h["mode"] for h in st.trial_history(t)]
+        end = t.user_attrs[st.TrialKey.MODE_END]
+        assert modes[-1] == pytest.approx(end) and modes[0] != pytest.approx(end)
+        assert modes == sorted(modes) or modes == sorted(modes, reverse=True)
+    final = study.user_attrs[st.StudyKey.FINAL]
+    best = st.best_trial(study)
+    assert final["best"]["trial"] == best.number
+    assert final["best"].get("edf_end") == (st.trial_schedule(best) or {}).get("edf_end")
+    exported = search.run_cli("export", "sched", "--storage", f"sqlite:///{tmp_path}/studies.db",
+                              "-o", str(tmp_path / "best.yaml"))
+    assert exported.returncode == 0, exported.stderr
+    from dm_search.export import read_export
+
+    doc = read_export(tmp_path / "best.yaml")
+    assert ("schedule" in doc) == (st.trial_schedule(best) is not None)
+
+
 def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
     """A grid point that repeats the gce reference is recorded as its duplicate, untrained."""
     spec = search.write_spec(
