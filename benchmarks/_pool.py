@@ -42,6 +42,8 @@ class Job:
     edf: dict[str, Any]
     seed: int = 0
     val_fraction: float | None = None  # 0: the final retrain on the full training set
+    schedule: tuple[tuple[str, Any], ...] = ()  # loss.edf_end and loss.ramp, as items
+    diagnostics: bool = False  # the per-epoch pass that measures memorisation
 
     def config(self) -> dict[str, Any]:
         from dm_search.config import load_trial_config
@@ -49,7 +51,10 @@ class Job:
 
         cfg = load_trial_config(BASE_CONFIG, base_overrides(self.setting)).to_dict()
         normalise, eps = loss_settings(self.edf["family"], None)
-        cfg["loss"] = {"edf": dict(self.edf), "normalise": normalise, "eps": eps}
+        cfg["loss"] = {"edf": dict(self.edf), **dict(self.schedule), "normalise": normalise,
+                       "eps": eps}
+        if self.diagnostics:
+            cfg["diagnostics"] = True
         cfg["seed"] = self.seed
         cfg["data"] = {**cfg["data"], "seed": self.seed}
         if self.val_fraction is not None:
@@ -74,6 +79,8 @@ def _train(job: Job) -> dict[str, Any]:
         "test_acc": [round(m["test_acc"], 5) for m in r.history],
         "train_loss": [round(m["train_loss"], 5) for m in r.history],
         "wall_s": round(time.perf_counter() - t0, 2),
+        **({"memorised": [round(m["memorised"], 5) for m in r.history],
+            "mode": [round(m["mode"], 5) for m in r.history]} if cfg.diagnostics else {}),
     }
 
 
