@@ -14,13 +14,19 @@ Each study's best full-budget trial is retrained on the full training set (no va
 split) with --retrain-seeds seeds, with the memorisation pass on; so is the schedule study's
 best trial whose EDF actually moves, when its overall best is a fixed EDF. The table prints
 the final test accuracy and the share of corrupted labels memorised at the end (mean ± std
-over search seeds and retrain seeds). With --figure, the retrains' test accuracy and
-memorisation curves are drawn per setting.
+over search seeds and retrain seeds). With --hand, two unsearched rows are added: the schedule
+the learning curves suggest (dm lam 2, fast but memorising, moving linearly to dm lam 1, slow
+but robust; beta 16) and that end point fixed (the paper's grid's best here).
+
+The chosen configs are written to --chosen; --redraw retrains (from the run cache) and prints
+them again without searching. With --figure, the retrains' test accuracy and memorisation
+curves are drawn per setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -31,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _pool import BASE_CONFIG, EPOCHS, Job, base_overrides, run_jobs
+from _pool import BASE_CONFIG, EPOCHS, HERE, Job, base_overrides, run_jobs
 
 from dm_search import storage as st
 from dm_search.config import load_trial_config
@@ -39,6 +45,13 @@ from dm_search.labels import loss_label
 from dm_search.runner import run_study
 from dm_search.spec import DEFAULT_FAMILY_RANGES, StudySpec
 
+HAND: dict[str, dict[str, Any]] = {
+    "hand: lam 2 -> lam 1": {"edf": {"family": "dm", "lam": 2.0, "beta": 16.0},
+                             "edf_end": {"family": "dm", "lam": 1.0, "beta": 16.0},
+                             "ramp": {"shape": "linear", "start": 0.0, "end": 1.0,
+                                      "coords": "mode_spread"}},
+    "hand: lam 1 fixed": {"edf": {"family": "dm", "lam": 1.0, "beta": 16.0}},
+}
 SPACES: dict[str, dict[str, Any]] = {
     "fixed": {"dm": {}},
     "schedule": {"dm": {"mode_end": list(DEFAULT_FAMILY_RANGES["dm"]["mode"]),
@@ -92,6 +105,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--retrain-seeds", type=int, default=3)
     ap.add_argument("--budget", type=int, default=17 * EPOCHS)
+    ap.add_argument("--hand", action="store_true")
+    ap.add_argument("--redraw", action="store_true")
+    ap.add_argument("--chosen", type=Path, default=HERE / "results" / "schedules_chosen.json")
     ap.add_argument("--figure", type=Path, default=None)
     args = ap.parse_args()
     folder = tempfile.mkdtemp(prefix="dm-bench-schedules-")
@@ -103,29 +119,37 @@ def main() -> None:
     print("| setting | method | chosen per search seed | final test % | memorised % | "
           "epochs | moving trials | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    chosen: dict[str, dict[str, list[dict[str, Any]]]] = (
+        json.loads(args.chosen.read_text()) if args.redraw else {})
     curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for setting in args.settings:
-        for method in SPACES:
-            picked: dict[str, list[dict[str, Any]]] = {}
-            epochs, walls, moved = [], [], []
-            for seed in range(args.seeds):
-                losses, ep, wall, n_moving = search(method, setting, seed, folder, args.budget)
-                epochs.append(ep)
-                walls.append(wall)
-                moved.append(n_moving)
-                picked.setdefault(method, []).append(losses[0])
-                if len(losses) > 1:
-                    picked.setdefault(f"{method} (best moving)", []).append(losses[1])
-            for label, chosen in picked.items():
-                runs = [r for loss in chosen for r in retrain(setting, loss, args.retrain_seeds)]
-                curves.setdefault(setting, {})[label] = runs
-                tests = [r["test_acc"][-1] for r in runs]
-                mem = [r["memorised"][-1] for r in runs]
-                names = "; ".join(loss_label(x) for x in chosen)
-                extra = (f"{statistics.mean(epochs):.0f} | {statistics.mean(moved):.1f} | "
-                         f"{statistics.mean(walls):.0f}" if label == method else "- | - | -")
-                print(f"| {setting} | {label} | {names} | {_ms(tests)} | {_ms(mem)} | "
-                      f"{extra} |", flush=True)
+        rows: dict[str, str] = {}
+        if not args.redraw:
+            for method in SPACES:
+                epochs, walls, moved = [], [], []
+                for seed in range(args.seeds):
+                    losses, ep, wall, n = search(method, setting, seed, folder, args.budget)
+                    epochs.append(ep)
+                    walls.append(wall)
+                    moved.append(n)
+                    picked = chosen.setdefault(setting, {})
+                    picked.setdefault(method, []).append(losses[0])
+                    if len(losses) > 1:
+                        picked.setdefault(f"{method} (best moving)", []).append(losses[1])
+                rows[method] = (f"{statistics.mean(epochs):.0f} | {statistics.mean(moved):.1f} "
+                                f"| {statistics.mean(walls):.0f}")
+            args.chosen.write_text(json.dumps(chosen, indent=1))
+        labelled = dict(chosen.get(setting, {}))
+        if args.hand:
+            labelled.update({k: [v] for k, v in HAND.items()})
+        for label, losses in labelled.items():
+            runs = [r for loss in losses for r in retrain(setting, loss, args.retrain_seeds)]
+            curves.setdefault(setting, {})[label] = runs
+            tests = [r["test_acc"][-1] for r in runs]
+            mem = [r["memorised"][-1] for r in runs]
+            names = "; ".join(loss_label(x) for x in losses)
+            print(f"| {setting} | {label} | {names} | {_ms(tests)} | {_ms(mem)} | "
+                  f"{rows.get(label, '- | - | -')} |", flush=True)
     if args.figure:
         _draw(curves, args.figure)
         print(f"# figure: {args.figure}")
@@ -139,15 +163,20 @@ def _draw(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
     fig = make_subplots(rows=2, cols=len(settings), shared_xaxes=True,
                         subplot_titles=[*settings, *[""] * len(settings)],
                         vertical_spacing=0.08)
-    colours = {"fixed": "#0072B2", "schedule": "#D55E00", "schedule (best moving)": "#009E73"}
+    colours = {"fixed": "#0072B2", "schedule": "#D55E00", "schedule (best moving)": "#009E73",
+               "hand: lam 2 -> lam 1": "#CC79A7", "hand: lam 1 fixed": "#999999"}
+    shown: set[str] = set()
     for c, setting in enumerate(settings, 1):
         for label, runs in curves[setting].items():
             for row, key in ((1, "test_acc"), (2, "memorised")):
                 mean = [statistics.mean(r[key][e] for r in runs) for e in range(EPOCHS)]
                 fig.add_trace(go.Scatter(
                     x=list(range(1, EPOCHS + 1)), y=mean, mode="lines", name=label,
-                    legendgroup=label, showlegend=(c == 1 and row == 1),
-                    line={"color": colours.get(label, "#444")}), row=row, col=c)
+                    legendgroup=label, showlegend=label not in shown,
+                    line={"color": colours.get(label, "#444"),
+                          "dash": "dot" if label.startswith("hand") else "solid"}),
+                    row=row, col=c)
+                shown.add(label)
     fig.update_yaxes(title_text="test accuracy", row=1, col=1)
     fig.update_yaxes(title_text="corrupted labels memorised", row=2, col=1)
     fig.update_xaxes(title_text="epoch", row=2)

@@ -21,6 +21,7 @@ from dm_search.figures import (
     plot_families,
     plot_history,
     plot_mode_spread,
+    schedule_of,
 )
 from dm_search.labels import fmt
 
@@ -86,6 +87,7 @@ def trial_note(t: Any) -> str:
              f"- emphasis mode: {'-' if edf.mode is None else f'{edf.mode:.3f}'}, "
              f"spread: {'-' if edf.spread is None else f'{edf.spread:.3g}'}",
              f"- emphasis density: mean {edf.mean:.3f}, std {edf.std:.3f}",
+             *_schedule_lines(t),
              f"- stop reason: **{st.stop_reason(t)}**, epochs "
              f"{fmt(st.trial_epochs(t)[0], 'd')}/{fmt(st.trial_epochs(t)[1], 'd')}"]
     for key, name in (("val_acc", "clean validation accuracy"), ("test_acc", "test accuracy"),
@@ -97,6 +99,17 @@ def trial_note(t: Any) -> str:
     if node:
         lines.append(f"- node: {node.get('ip')} ({str(node.get('id'))[:12]})")
     return "\n".join(lines)
+
+
+def _schedule_lines(t: Any) -> list[str]:
+    sched = schedule_of(t)
+    if sched is None:
+        return []
+    end, r = sched.end, sched.ramp
+    return [f"- emphasis schedule: moves to **{end}** (mode "
+            f"{'-' if end.mode is None else f'{end.mode:.3f}'}, spread "
+            f"{'-' if end.spread is None else f'{end.spread:.3g}'}), {r.shape} from "
+            f"{r.start:.0%} to {r.end:.0%} of the budget, in {sched.coords} coordinates"]
 
 
 def save_trial_note(study: Any, trial: Any) -> None:

@@ -225,13 +225,9 @@ def trial_label(t: Any) -> str:
     return loss_label({"edf": st.trial_edf(t) or {}, **(sched or {})})
 
 
-def _path(sched: EDFSchedule | None, coords: str, points: int = 11
-          ) -> list[tuple[float, float]]:
-    if sched is None:
-        return []
+def _path(sched: EDFSchedule | None, coords: str) -> list[tuple[float, float]]:
     out = []
-    for i in range(points):
-        e = sched.at(i / (points - 1))
+    for e in sched.path() if sched is not None else []:
         x, y = (e.mean, e.std) if coords == "moments" else (e.mode, e.spread)
         if x is not None and y is not None:
             out.append((float(x), float(y)))

@@ -152,9 +152,6 @@ class EDFSchedule:
     def family(self) -> str:
         return self.start.family
 
-    def fraction(self, progress: float) -> float:
-        return self.ramp.fraction(progress)
-
     def at(self, progress: float) -> EDF:
         """The EDF in force at ``progress`` in [0, 1] (the share of the budget done)."""
         f = self.ramp.fraction(progress)
@@ -179,17 +176,9 @@ class EDFSchedule:
             return self.start
         return EDF.from_mode_spread(self.family, mode=a, spread=b)
 
-    def path(self, points: int = 41) -> list[tuple[float, float | None, float | None]]:
-        """(progress, mode, spread) at ``points`` evenly spaced moments of training."""
-        out = []
-        for i in range(points):
-            progress = i / (points - 1)
-            edf = self.at(progress)
-            out.append((progress, edf.mode, edf.spread))
-        return out
-
-    def is_fixed(self) -> bool:
-        return self.start == self.end
+    def path(self, points: int = 11) -> list[EDF]:
+        """The EDFs in force at ``points`` evenly spaced moments of training, start to end."""
+        return [self.at(i / (points - 1)) for i in range(points)]
 
     def to_config(self) -> dict[str, Any]:
         """``{"edf": ..., "edf_end": ..., "ramp": {...}, "coords": ...}``, JSON/YAML-safe."""

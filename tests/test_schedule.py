@@ -36,7 +36,7 @@ def test_schedule_moves_in_mode_and_spread_not_in_raw_parameters():
     assert mid.mode == pytest.approx(0.5) and mid.spread == pytest.approx(12.0)
     # lam itself is not the midpoint of 0.5 and 2: the mode is.
     assert mid.params["lam"] == pytest.approx(1.0)
-    assert [round(m, 6) for _, m, _ in s.path(3)] == [round(1 / 3, 6), 0.5, round(2 / 3, 6)]
+    assert [round(e.mode, 6) for e in s.path(3)] == [round(1 / 3, 6), 0.5, round(2 / 3, 6)]
 
 
 def test_schedule_in_moments_moves_the_mean_and_std():

@@ -285,3 +285,10 @@ def test_a_scheduled_best_reads_as_a_schedule_in_status_report_and_export(
     assert out.exit_code == 0 and "set_step(step, total_steps)" in plain(out.output)
     html = write_report(scheduled, tmp_path / "rep.html").read_text()
     assert "dm(lam=0.25, beta=16) -&gt; dm(lam=1.5, beta=16) (linear 0-1)" in html
+
+
+def test_a_scheduled_trials_note_says_where_its_emphasis_goes(scheduled):
+    note = dash.trial_note(scheduled.trials[1])
+    assert ("- emphasis schedule: moves to **dm(lam=1.5, beta=16)** (mode 0.600, spread 16), "
+            "linear from 0% to 100% of the budget, in mode_spread coordinates") in note
+    assert "emphasis schedule" not in dash.trial_note(scheduled.trials[2])
