@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dm_search._version import __version__
 from dm_search.errors import ConfigError
 from dm_search.paths import creatable
+from dm_search.records import without_unset
 
 if TYPE_CHECKING:
     from dm_search.spec import StudySpec
@@ -383,8 +384,9 @@ def _rounded(v: Any) -> Any:
 
 def _config_key(cfg: dict[str, Any]) -> str:
     """What makes two trial configs train the same thing (not how many threads they use)."""
-    return json.dumps(_rounded({k: v for k, v in cfg.items()
-                                if k not in ("threads", "checkpoint")}), sort_keys=True)
+    return json.dumps(_rounded(without_unset({k: v for k, v in cfg.items()
+                                              if k not in ("threads", "checkpoint")})),
+                      sort_keys=True)
 
 
 def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
@@ -490,8 +492,10 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
         return None
     study = optuna.load_study(study_name=spec.name, storage=storage)
     recorded = study.user_attrs.get(StudyKey.IDENTITY) or {}
-    # Studies recorded before the final stage left the identity still carry it.
-    if {k: v for k, v in recorded.items() if k != "final"} != spec.identity():
+    # Studies recorded before the final stage left the identity still carry it; fields added
+    # since (unset: None) are not differences.
+    if without_unset({k: v for k, v in recorded.items() if k != "final"}) != without_unset(
+            spec.identity()):
         raise StudyClash(
             f"a study named {spec.name!r} already exists with a different spec. Submit under "
             "another name (--name NEW), or resubmit the spec it was created with to resume "

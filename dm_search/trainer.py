@@ -47,6 +47,7 @@ from dm_search.loss import DMLoss, collapse_signs, logit_health
 from dm_search.models import create_model
 from dm_search.paths import file_in_the_way
 from dm_search.recipe import lr_factor, make_optimizer
+from dm_search.records import without_unset
 from dm_search.safe_load import load_plain
 
 __all__ = ["METRICS", "TrialCollapsed", "TrialDiverged", "TrialResult", "run_trial"]
@@ -257,7 +258,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in ("checkpoint", "threads", "eval_batch_size")}
+    return without_unset({k: v for k, v in cfg.items()
+                          if k not in ("checkpoint", "threads", "eval_batch_size")})
 
 
 # ------------------------------------------------------------------ the trial, step by step

@@ -185,3 +185,30 @@ def test_reasons_read_as_words():
     assert st.reasons_in_words({"early-stopped": 12, "finished": 8, "duplicate": 1}) == \
         "8 finished, 12 early-stopped, 1 duplicate"
     assert st.reasons_in_words({}) == "none yet"
+
+
+def _drop(data, keys):
+    if isinstance(data, dict):
+        return {k: _drop(v, keys) for k, v in data.items() if k not in keys}
+    return data
+
+
+NEW_FIELDS = {"edf_end", "ramp", "mode_end", "spread_end", "mean_end", "std_end", "ramp_start",
+              "ramp_end"}
+
+
+def test_a_study_recorded_before_a_field_existed_still_resumes(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    spec = _spec()
+    study = st.open_study(storage, spec, resume=False).study
+    # as a dm-search without emphasis schedules recorded it: none of their (unset) fields
+    old = _drop(spec.identity(), NEW_FIELDS)
+    assert old != spec.identity()
+    study.set_user_attr(st.StudyKey.IDENTITY, old)
+    assert not st.open_study(storage, spec, resume=True).created
+    with pytest.raises(st.StudyClash, match="different spec"):  # a set field still differs
+        st.open_study(storage, _spec(space={"families": {"dm": {"mode_end": 0.5}}}),
+                      resume=True)
+    # and its trials' configs still match the same configuration written today
+    cfg = spec.base_config().to_dict()
+    assert st._config_key(_drop(cfg, NEW_FIELDS)) == st._config_key(cfg)

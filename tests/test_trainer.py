@@ -140,6 +140,21 @@ def test_a_scheduled_trial_reports_its_emphasis_moving_every_epoch(data_root):
     assert step.history[2]["train_loss"] != start.history[2]["train_loss"]
 
 
+def test_a_checkpoint_written_before_a_config_field_existed_still_resumes(data_root, tmp_path):
+    cfg = _cfg(data_root, **{"optim.epochs": 3, "checkpoint": {"dir": str(tmp_path)}})
+    run_trial(_cfg(data_root, **{"optim.epochs": 2, "checkpoint": {"dir": str(tmp_path)}}))
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"] = cfg.to_dict()
+    for key in ("edf_end", "ramp"):  # a config recorded before schedules had no such keys
+        del state["config"]["loss"][key]
+    state["epoch"] = 2
+    torch.save(state, path)
+    epochs = []
+    run_trial(cfg, report=lambda m: epochs.append(m["epoch"]))
+    assert epochs == [3]
+
+
 def test_checkpoint_of_another_config_is_refused(data_root, tmp_path):
     run_trial(_cfg(data_root, **{"optim.epochs": 1, "checkpoint": {"dir": str(tmp_path)}}))
     with pytest.raises(ConfigError, match="different configuration"):
