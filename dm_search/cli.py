@@ -262,7 +262,8 @@ def train(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train one configuration (one EDF) and report clean validation and test accuracy.
+    """Train one configuration (one EDF, or an emphasis schedule) and report clean validation
+    and test accuracy.
 
     Example: dm-search train examples/mnist1d_dm.yaml --set loss.edf.beta=12
     """
@@ -286,9 +287,11 @@ def train(
         raise _fail(_kind_hint(config, "train") or str(err)) from None
     if json_out is not None:
         _writable(json_out, "--json")  # now, not after the training whose result it holds
-    edf = cfg.loss.build_edf()
+    schedule = cfg.loss.build_schedule()
+    edf = repr(cfg.loss.build_edf()) if schedule is None else schedule.label()
     console.print(f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
-                  f"  model={cfg.model.name}  loss={edf!r} normalise={cfg.loss.normalise}")
+                  f"  model={cfg.model.name}  loss={edf} normalise={cfg.loss.normalise}",
+                  soft_wrap=True)
     progress = Progress(
         TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -304,6 +307,8 @@ def train(
         def report(m: dict[str, float]) -> None:
             info = (f"loss {m['train_loss']:.3f}  val {fmt(m['val_acc'])}  "
                     f"test {fmt(m['test_acc'])}  mem {fmt(m['memorised'])}")
+            if schedule is not None:  # where the emphasis has moved to
+                info += f"  mode {fmt(m['mode'], '.3f')}  spread {fmt(m['spread'], '.3g')}"
             progress.update(task, completed=int(m["epoch"]), info=info)
 
         try:

@@ -116,9 +116,13 @@ class RampConfig(FrozenModel):
         return self
 
 
+DEFAULT_EDF = {"family": "dm", "lam": 0.5, "beta": 8.0}
+
+
 class LossConfig(FrozenModel):
-    edf: dict[str, Any] = Field(default_factory=lambda: {"family": "dm", "lam": 0.5, "beta": 8.0})
-    # An emphasis schedule: the EDF moves from edf to edf_end (same family) as ramp says.
+    edf: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EDF))
+    # An emphasis schedule: the EDF moves from edf to edf_end (same family) as ramp says; a
+    # parameter edf_end leaves out is edf's (the spread stays, say, when only lam moves).
     edf_end: dict[str, Any] | None = None
     ramp: RampConfig | None = None  # default with edf_end: linear over the whole budget
     normalise: Literal["batch", "none"] = "batch"
@@ -132,10 +136,15 @@ class LossConfig(FrozenModel):
     @model_validator(mode="before")
     @classmethod
     def _default_ramp(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("edf_end"), dict):
+            return data
+        given = data.get("edf")
+        start: dict[str, Any] = given if isinstance(given, dict) else DEFAULT_EDF
+        end = data["edf_end"]
+        if end.get("family", start.get("family")) == start.get("family"):
+            end = {**start, **end}
         # Recorded whole, so that a trial's config says how its EDF moved.
-        if isinstance(data, dict) and data.get("edf_end") is not None and not data.get("ramp"):
-            return {**data, "ramp": {}}
-        return data
+        return {**data, "edf_end": end, "ramp": data.get("ramp") or {}}
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> LossConfig:

@@ -29,8 +29,9 @@ def loss_label(loss: Mapping[str, Any]) -> str:
     if loss.get("edf_end") is None:
         return start
     ramp = loss.get("ramp") or {}
+    where = ", in mean/std" if ramp.get("coords") == "moments" else ""
     return (f"{start} -> {edf_label(loss['edf_end'])} ({ramp.get('shape', 'linear')} "
-            f"{ramp.get('start', 0.0):g}-{ramp.get('end', 1.0):g})")
+            f"{ramp.get('start', 0.0):.3g}-{ramp.get('end', 1.0):.3g}{where})")
 
 
 def fmt(v: Any, spec: str = ".4f") -> str:

@@ -92,35 +92,34 @@ class EDFSchedule:
     """An EDF that moves from ``start`` to ``end`` (the same family) as training progresses.
 
     Args:
-        start: the EDF at the beginning of training.
+        start: the EDF at the beginning of training (an EDF or its config dict).
         end: the EDF once the ramp has finished; same family as ``start``.
-        ramp: when and how it moves (a :class:`Ramp` or its config dict); default linear over
-            the whole budget.
-        coords: "mode_spread" (interpolate the emphasis mode and spread) or "moments" (the
-            mean and std of the emphasis density).
+        ramp: when and how it moves: a :class:`Ramp`, its config dict (a trial config's, with
+            ``coords``, is taken as it is), or just a shape name; default linear over the
+            whole budget.
+        coords: "mode_spread" (interpolate the emphasis mode and spread; the default) or
+            "moments" (the mean and std of the emphasis density).
 
     Raises:
         ValueError: the two EDFs are of different families, the family has nothing to move,
             or the coordinates do not apply to it; the message says which.
     """
 
-    def __init__(self, start: EDF, end: EDF, ramp: Ramp | Mapping[str, Any] | None = None, *,
-                 coords: str = "mode_spread") -> None:
+    def __init__(self, start: EDF | Mapping[str, Any], end: EDF | Mapping[str, Any],
+                 ramp: Ramp | Mapping[str, Any] | str | None = None, *,
+                 coords: str | None = None) -> None:
+        start = start if isinstance(start, EDF) else EDF.from_config(start)
+        end = end if isinstance(end, EDF) else EDF.from_config(end)
+        ramp, coords = _ramp_and_coords(ramp, coords)
         if start.family != end.family:
             raise ValueError(f"an emphasis schedule moves within one family: its start is "
-                             f"{start.family!r} and its end {end.family!r}; give edf_end of "
-                             f"family {start.family!r}")
+                             f"{start.family!r} and its end {end.family!r}; give it an end "
+                             f"of family {start.family!r}")
         if not schedulable(start.family):
             raise ValueError(f"EDF {start.family!r} has no parameters, so it cannot move: "
                              "schedule a family with a mode or spread (dm, normal, beta, "
                              "exponential, gce)")
-        if coords not in COORDS:
-            raise ValueError(f"schedule coords must be one of {', '.join(COORDS)}; got "
-                             f"{coords!r}")
-        self.start, self.end, self.coords = start, end, coords
-        # A trial config's ramp also says its coordinates: they are this class's own argument.
-        self.ramp = ramp if isinstance(ramp, Ramp) else Ramp(
-            **{k: v for k, v in dict(ramp or {}).items() if k != "coords"})
+        self.start, self.end, self.coords, self.ramp = start, end, coords, ramp
         if coords == "mode_spread":
             self._from = self._mode_spread(start, end)
             self._to = self._mode_spread(end, start)
@@ -128,7 +127,8 @@ class EDFSchedule:
                     start.mode, end.mode):
                 raise ValueError("EDF 'exponential' peaks at p = 0 or p = 1 only: a schedule "
                                  "in (mode, spread) can change its spread, not its mode; give "
-                                 "edf_end the same sign of beta")
+                                 "its end the same mode (the same sign of beta), or move it in "
+                                 "moments coordinates")
         else:
             self._from = (start.mean, None if _one_param(start) else start.std)
             self._to = (end.mean, None if _one_param(end) else end.std)
@@ -193,12 +193,13 @@ class EDFSchedule:
             raise ValueError(f"an emphasis schedule needs {' and '.join(missing)} (EDF "
                              "configs of one family); got keys "
                              f"{', '.join(map(str, config)) or 'none'}")
-        return EDFSchedule(EDF.from_config(config["edf"]), EDF.from_config(config["edf_end"]),
-                           config.get("ramp"), coords=config.get("coords") or "mode_spread")
+        return EDFSchedule(config["edf"], config["edf_end"], config.get("ramp"),
+                           coords=config.get("coords"))
 
     def label(self) -> str:
         r = self.ramp
-        return f"{self.start} -> {self.end} ({r.shape} {r.start:g}-{r.end:g})"
+        where = "" if self.coords == "mode_spread" else ", in mean/std"
+        return f"{self.start} -> {self.end} ({r.shape} {r.start:.3g}-{r.end:.3g}{where})"
 
     def __repr__(self) -> str:
         return (f"EDFSchedule({self.start!r}, {self.end!r}, {self.ramp!r}, "
@@ -211,6 +212,27 @@ class EDFSchedule:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+def _ramp_and_coords(ramp: Ramp | Mapping[str, Any] | str | None, coords: str | None,
+                     ) -> tuple[Ramp, str]:
+    if isinstance(ramp, str):
+        ramp = {"shape": ramp}
+    if ramp is not None and not isinstance(ramp, Ramp | Mapping):
+        raise ValueError(f"ramp is a Ramp, a mapping (shape, start, end) or a shape name; got "
+                         f"{ramp!r}")
+    given = dict(ramp) if isinstance(ramp, Mapping) else {}
+    inner = given.pop("coords", None)
+    if coords is not None and inner is not None and coords != inner:
+        raise ValueError(f"coords given twice, as {coords!r} and in the ramp as {inner!r}")
+    coords = coords or inner or "mode_spread"
+    if coords not in COORDS:
+        raise ValueError(f"schedule coords must be one of {', '.join(COORDS)}; got {coords!r}")
+    unknown = sorted(set(given) - {"shape", "start", "end"})
+    if unknown:
+        raise ValueError(f"ramp takes shape, start and end (and coords); unknown: "
+                         f"{', '.join(unknown)}")
+    return (ramp if isinstance(ramp, Ramp) else Ramp(**given)), coords
 
 
 def _one_param(edf: EDF) -> bool:

@@ -265,6 +265,11 @@ class StudySpec(FrozenModel):
         cfg = TrialConfig.from_dict(v, source="base")
         if cfg.data.val_fraction <= 0:
             raise ValueError("a search needs a clean validation split: base.data.val_fraction > 0")
+        if cfg.loss.edf_end is not None:
+            # Every trial's EDF, schedule included, comes from the space: this would be dropped.
+            raise ValueError("base.loss.edf_end: a study takes each trial's EDF and its schedule "
+                             "from space.families; search a schedule there (e.g. dm: {mode_end: "
+                             "[0.0, 0.75]}) and leave edf_end and ramp out of the base")
         return cfg.to_dict()
 
     @model_validator(mode="after")
@@ -333,6 +338,11 @@ class StudySpec(FrozenModel):
     def stored(self) -> dict[str, Any]:
         """The spec as recorded on the study: no storage URL (it may hold a password)."""
         return self.model_dump(mode="json", exclude={"storage"})
+
+
+def _shown(r: tuple[float, float]) -> str:
+    """A range as the spec wrote it: a number where it is one."""
+    return f"{r[0]:g}" if r[0] == r[1] else f"[{r[0]:g}, {r[1]:g}]"
 
 
 def _range(v: tuple[float, float] | float) -> tuple[float, float]:
@@ -411,7 +421,8 @@ def _check_schedule(family: str, fs: FamilySpace,
         given = [k for k in RAMP_KEYS if getattr(fs, k) is not None]
         if given:
             end = "mean_end" if coords == "moments" else "mode_end"
-            raise ValueError(f"{where}: {', '.join(given)} say(s) how the EDF moves, but no "
+            says = "says" if len(given) == 1 else "say"
+            raise ValueError(f"{where}: {', '.join(given)} {says} how the EDF moves, but no "
                              f"end is given: add {end} (or another *_end range), or remove "
                              f"{', '.join(given)}")
         return
@@ -429,8 +440,9 @@ def _check_schedule(family: str, fs: FamilySpace,
             raise ValueError(f"{where}.{name}: a fraction of the budget, need 0 <= low <= high "
                              f"<= 1; got {list(r)}")
     if r_start[1] > r_end[0]:
-        raise ValueError(f"{where}: ramp_start {list(r_start)} reaches past ramp_end "
-                         f"{list(r_end)}: every ramp must start before it ends")
+        raise ValueError(f"{where}: ramp_start {_shown(r_start)} reaches past ramp_end "
+                         f"{_shown(r_end)}: no ramp may start after it ends, so the highest "
+                         "ramp_start must not exceed the lowest ramp_end")
     ends = end_ranges(family, fs, start)
     names = ("mean_end", "std_end") if coords == "moments" else ("mode_end", "spread_end")
     for name, end_r in zip(names, ends, strict=True):
@@ -492,11 +504,14 @@ def _grid(r: tuple[float, float], n: int = 7) -> list[float]:
 
 
 def family_coords(family: str, fs: FamilySpace) -> Literal["mode_spread", "moments"]:
-    """The coordinates ``family`` is searched in: what the spec gives, else the default."""
-    if any(v is not None for v in (fs.mean, fs.std, fs.mean_end, fs.std_end)):
-        return "moments"
-    if any(v is not None for v in (fs.mode, fs.spread, fs.mode_end, fs.spread_end)):
-        return "mode_spread"
+    """The coordinates ``family`` is searched in: what the spec gives for its start, else for
+    its end, else the default."""
+    for moments, mode_spread in (((fs.mean, fs.std), (fs.mode, fs.spread)),
+                                 ((fs.mean_end, fs.std_end), (fs.mode_end, fs.spread_end))):
+        if any(v is not None for v in moments):
+            return "moments"
+        if any(v is not None for v in mode_spread):
+            return "mode_spread"
     return DEFAULT_COORDS
 
 

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from dm_search import __version__
 from dm_search.cli import app
 
@@ -121,6 +123,27 @@ def test_train_runs_a_config_and_writes_json(tmp_path, data_root, cli_runner, pl
     data = json.loads(out.read_text())
     assert data["config"]["optim"]["lr"] == 0.1
     assert len(data["history"]) == 2 and data["epochs_completed"] == 2
+
+
+def test_train_names_the_schedule_and_shows_where_the_emphasis_is(tmp_path, data_root,
+                                                                    cli_runner, plain):
+    import json
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        "data: {name: mnist1d, num_samples: 500, root: " + str(data_root) + "}\n"
+        "model: {name: mlp, options: {width: 16}}\noptim: {epochs: 2, batch_size: 64}\n"
+        "loss: {edf: {family: dm, lam: 0.5, beta: 16.0}, edf_end: {family: dm, lam: 2.0}, "
+        "ramp: {shape: cosine, start: 0.2, end: 0.8}}\nthreads: 1\n")
+    out = tmp_path / "r.json"
+    result = cli_runner.invoke(app, ["train", str(cfg), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert ("loss=dm(lam=0.5, beta=16) -> dm(lam=2, beta=16) (cosine 0.2-0.8)"
+            in plain(result.output))
+    history = json.loads(out.read_text())["history"]
+    # the end's spread, left out, is the start's; the mode moves
+    assert [h["spread"] for h in history] == [16.0, 16.0]
+    assert history[0]["mode"] == pytest.approx(0.5) and history[1]["mode"] == pytest.approx(2 / 3)
 
 
 def test_train_bad_config_exits_2_naming_the_field(tmp_path, cli_runner, plain):

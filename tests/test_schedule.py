@@ -148,3 +148,31 @@ def test_trial_config_schedule_fields():
     ]:
         with pytest.raises(ConfigError, match=match):
             TrialConfig.from_dict({"loss": loss})
+
+
+def test_coords_may_come_with_the_ramp_as_in_a_trial_config():
+    s = EDFSchedule(START, END, {"shape": "linear", "coords": "moments"})
+    assert s.coords == "moments" and s.at(0.5) == EDFSchedule(START, END, "linear",
+                                                              coords="moments").at(0.5)
+    with pytest.raises(ValueError, match="coords given twice"):
+        EDFSchedule(START, END, {"coords": "moments"}, coords="mode_spread")
+    with pytest.raises(ValueError, match="coords must be one of mode_spread, moments"):
+        EDFSchedule(START, END, {"coords": "bogus"})
+    with pytest.raises(ValueError, match="unknown: strat"):
+        EDFSchedule(START, END, {"strat": 0.2})
+    with pytest.raises(ValueError, match="ramp is a Ramp, a mapping"):
+        EDFSchedule(START, END, 3)
+
+
+def test_edfs_may_be_given_as_configs_and_the_ramp_as_a_shape():
+    s = EDFSchedule(START.to_config(), END.to_config(), "cosine")
+    assert s == EDFSchedule(START, END, Ramp("cosine"))
+
+
+def test_an_end_inherits_the_parameters_it_leaves_out_from_the_start():
+    cfg = TrialConfig.from_dict({"loss": {"edf": {"family": "dm", "lam": 0.5, "beta": 16.0},
+                                          "edf_end": {"family": "dm", "lam": 2.0}}})
+    assert cfg.loss.edf_end == {"family": "dm", "lam": 2.0, "beta": 16.0}
+    # another family takes nothing from the start (and is refused for being another family)
+    with pytest.raises(ConfigError, match="within one family"):
+        TrialConfig.from_dict({"loss": {"edf_end": {"family": "normal"}}})

@@ -173,7 +173,7 @@ def test_lr_factors_are_multiples_other_than_one():
 
 
 @pytest.mark.parametrize(("family", "match"), [
-    ({"dm": {"ramp": ["cosine"]}}, r"dm: ramp say\(s\) how the EDF moves, but no end.*mode_end"),
+    ({"dm": {"ramp": ["cosine"]}}, r"dm: ramp says how the EDF moves, but no end.*mode_end"),
     ({"dm": {"mode_end": [0.2, 1.0]}}, r"dm: the end range reaches an invalid schedule"),
     ({"dm": {"mean": [0.3, 0.5], "std": [0.15, 0.2], "mode_end": [0.2, 0.5]}},
      r"mode/spread or mean/std, not both|mode_end is in the other coordinates"),
@@ -189,3 +189,16 @@ def test_bad_schedule_spaces_are_refused_naming_the_field(family, match):
     with pytest.raises(ValueError, match=match):
         StudySpec.model_validate({"name": "s", "base": {"optim": {"epochs": 10}},
                                   "space": {"families": family}})
+
+
+def test_a_start_in_mode_spread_with_an_end_in_mean_std_names_the_end():
+    with pytest.raises(ValueError, match=r"mean_end is in the other coordinates"):
+        StudySpec.model_validate({"name": "s", "base": {"optim": {"epochs": 10}}, "space": {
+            "families": {"dm": {"mode": [0.1, 0.5], "spread": [4, 24], "mean_end": 0.4}}}})
+
+
+def test_a_schedule_in_the_base_is_refused_rather_than_dropped():
+    base = {"optim": {"epochs": 10},
+            "loss": {"edf": {"family": "dm"}, "edf_end": {"family": "dm", "lam": 2.0}}}
+    with pytest.raises(ValueError, match=r"base\.loss\.edf_end: a study takes each trial's EDF"):
+        StudySpec.model_validate({"name": "s", "base": base})
