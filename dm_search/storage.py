@@ -60,6 +60,8 @@ class TrialKey(StrEnum):
     EDF_END = "edf_end"
     MODE_END = "mode_end"
     SPREAD_END = "spread_end"
+    MEAN_END = "mean_end"
+    STD_END = "std_end"
     RAMP = "ramp"
     REFERENCE = "reference"  # a baseline run once per study at full budget, never searched
     DUPLICATE = "duplicate_of"  # the earlier trial whose configuration this one repeats
@@ -359,6 +361,8 @@ def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
         trial.set_user_attr(TrialKey.EDF_END, end.to_config())
         trial.set_user_attr(TrialKey.MODE_END, end.mode)
         trial.set_user_attr(TrialKey.SPREAD_END, end.spread)
+        trial.set_user_attr(TrialKey.MEAN_END, round(end.mean, 6))
+        trial.set_user_attr(TrialKey.STD_END, round(end.std, 6))
         trial.set_user_attr(TrialKey.RAMP, f"{ramp['shape']} {ramp['start']:g}-{ramp['end']:g}")
 
 

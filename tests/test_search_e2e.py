@@ -230,7 +230,8 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
     moving = [t for t in searched if st.trial_schedule(t) is not None]
     # warm start: the paper's three dm points, each ending where it starts
     assert [t.user_attrs[st.TrialKey.EDF]["lam"] for t in fixed] == [0.5, 1.0, 2.0]
-    assert moving and {"mode_end", "spread_end", "ramp"} <= set(moving[0].user_attrs)
+    assert moving and {"mode_end", "spread_end", "mean_end", "std_end", "ramp"} <= set(
+        moving[0].user_attrs)
     for t in moving:
         modes = [h["mode"] for h in st.trial_history(t)]
         end = t.user_attrs[st.TrialKey.MODE_END]

@@ -6,6 +6,7 @@ import pytest
 
 from dm_search import dashboard as dash
 from dm_search import figures as r
+from dm_search.edf import EDF
 from dm_search.export import read_export
 from dm_search.report import write_report
 
@@ -256,6 +257,12 @@ def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(s
     assert len(path) == 11 and path[0] == pytest.approx((0.2, 16.0))
     assert path[-1] == pytest.approx((0.6, 16.0)) and path[5][0] == pytest.approx(0.4)
     assert ms.paths[fixed] == []
+    t = scheduled.trials[1]
+    assert t.user_attrs["mode_end"] == pytest.approx(0.6) and t.user_attrs["spread_end"] == 16.0
+    end = EDF("dm", lam=1.5, beta=16.0)
+    assert t.user_attrs["mean_end"] == round(end.mean, 6)
+    assert t.user_attrs["std_end"] == round(end.std, 6)
+    assert t.user_attrs["ramp"] == "linear 0-1"
     fig = r.plot_mode_spread(ms)
     lines = [tr for tr in fig.data if tr.mode == "lines+markers"]
     assert len(lines) == 1 and lines[0].x[-1] == pytest.approx(0.6)
