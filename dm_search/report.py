@@ -49,6 +49,11 @@ def write_report(study: Any, path: str | Path) -> Path:
                                      "Memorisation of wrong labels: best trial against CE",
                                      "fraction of corrupted labels fitted")),
     ]
+    if any(st.trial_schedule(t) for t in study.get_trials(deepcopy=False)):
+        figs.insert(3, ("emphasis", plot_curves(
+            curves_info(study, "mode"), "Emphasis mode over epochs: where each schedule had "
+            "moved the emphasis by the end of every epoch (0: hardest examples count most)",
+            "emphasis mode")))
     final = final_info(study)
     best = summary["best"]
     spec = st.study_spec(study)

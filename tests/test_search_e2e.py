@@ -248,6 +248,12 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
 
     doc = read_export(tmp_path / "best.yaml")
     assert ("schedule" in doc) == (st.trial_schedule(best) is not None)
+    from dm_search.figures import curves_info
+
+    emphasis = curves_info(study, "mode", k=len(searched))  # the report's emphasis figure
+    moved = [ys for label, (_, ys) in zip(emphasis.labels, emphasis.series, strict=True)
+             if " -> " in label]
+    assert moved and all(len(set(ys)) > 1 for ys in moved)
 
 
 def test_no_configuration_is_trained_twice(search, tmp_path, data_root):

@@ -105,6 +105,7 @@ def test_report_is_one_self_contained_html(study, tmp_path):
     assert "Reference baselines (run once, full budget)" in html
     assert "<td style='text-align:left'>cce</td><td>0.5500</td>" in html
     assert "Gain over CE: +25.00 points" in html
+    assert "id='emphasis'" not in html  # no trial's EDF moved
     # plotly.js is embedded once, and nothing is fetched from the network
     assert html.count("plotly.js v") >= 1
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)
@@ -292,6 +293,7 @@ def test_a_scheduled_best_reads_as_a_schedule_in_status_report_and_export(
     assert out.exit_code == 0 and "set_step(step, total_steps)" in plain(out.output)
     html = write_report(scheduled, tmp_path / "rep.html").read_text()
     assert "dm(lam=0.25, beta=16) -&gt; dm(lam=1.5, beta=16) (linear 0-1)" in html
+    assert "id='emphasis'" in html and "Emphasis mode over epochs" in html
 
 
 def test_a_scheduled_trials_note_says_where_its_emphasis_goes(scheduled):
