@@ -7,6 +7,9 @@
     completion) minus its training time (the sum of its epoch times): median over trials after
     the first (target <= 1 s).
 (c) Ray start-up: ray.init of a local instance.
+(d) The sampler's time per trial: one call of the define-by-run function the study hands to
+    Ray Tune (suggest, record the trial's config, look for a twin, and whatever else it does
+    before the trial can start), median of 8 calls on a fresh study.
 
     python benchmarks/bench_search.py [--trials 8] [--epochs 8]
 """
@@ -63,13 +66,14 @@ def main() -> None:
         out = run_study(spec, say=lambda _m: None)
         study = optuna.load_study(study_name=spec.name,
                                   storage=st.open_storage(st.resolve_url(None, spec)))
-        train = {t.number: sum(h["epoch_s"] for h in t.user_attrs[st.A_HISTORY])
+        train = {t.number: sum(h["epoch_s"] for h in st.trial_history(t))
                  for t in study.trials}
         first = min(out.trial_wall_s)
         overheads[conc] = [out.trial_wall_s[n] - train[n] for n in sorted(out.trial_wall_s)
                            if n != first]
         rows[conc] = out.search_s
     speedup = rows[1] / rows[2]
+    suggest = _sampler_time(_spec("suggest", folder, args.trials, args.epochs, 1), folder)
     print(f"# {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs; "
           f"{args.trials} trials of {args.epochs} epochs (MNIST-1D, 1-D CNN, 1 CPU each); "
           f"one run")
@@ -83,6 +87,31 @@ def main() -> None:
         print(f"| overhead per trial after the first, concurrency {conc}: median (min-max) "
               f"(target <= 1 s) | {statistics.median(o):.2f} s ({min(o):.2f}-{max(o):.2f}) |")
     print(f"| Ray start-up (local ray.init) | {ray_start:.1f} s |")
+    print(f"| sampler (define-by-run) time per trial, median of {len(suggest)} "
+          f"(min-max) | {statistics.median(suggest):.3f} s "
+          f"({min(suggest):.3f}-{max(suggest):.3f}) |")
+
+
+def _sampler_time(spec: StudySpec, folder: Path, calls: int = 8) -> list[float]:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from dm_search import runner
+    from dm_search.space import make_space
+
+    (folder / "artifacts").mkdir(exist_ok=True)
+    study = optuna.create_study(storage=f"sqlite:///{folder}/suggest.db", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    define = runner._RecordingSpace(make_space(spec),
+                                    FileSystemArtifactStore(str(folder / "artifacts")))
+    times = []
+    for _ in range(calls):
+        trial = study.ask()
+        t0 = time.perf_counter()
+        define(trial)
+        times.append(time.perf_counter() - t0)
+        runner._render_done(trial.number)  # what the study waits for before the trial ends
+        study.tell(trial, 0.5)
+    return times
 
 
 if __name__ == "__main__":

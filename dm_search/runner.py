@@ -24,6 +24,8 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,7 +309,7 @@ class _Recorder(tune.Callback):
         if reason == st.FINISHED or result.get("done"):
             # The trial's last moment as a running trial: artifacts need one.
             label = _edf_label(trial.config["trial_config"])
-            _attach(lambda: dashboard.upload_figure(
+            _render_later(number, lambda: dashboard.upload_figure(
                 optuna.trial.Trial(self.study, tid),
                 figures.plot_trial_curves(hist, f"trial {number}: {label}"),
                 "learning_curves.svg", self.artifacts))
@@ -316,6 +318,7 @@ class _Recorder(tune.Callback):
             # that Optuna, its samplers and the dashboard never take it for a full-budget
             # result. Ray's searcher then finds the trial finished and only logs that.
             self.storage.set_trial_intermediate_value(tid, epoch, float(result[METRIC]))
+            _render_done(number)
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
 
     def _refresh(self, number: int, force: bool = False) -> None:
@@ -384,8 +387,8 @@ def _num(v: Any) -> float:
 
 class _RecordingSpace:
     """Wraps the search space: records each trial's resolved config on the Optuna trial,
-    attaches its EDF curve for the dashboard, and passes the trial number to the Ray trial.
-    A class so that Ray can pickle it."""
+    has its EDF curve drawn for the dashboard (off the sampler's path: see _render_later), and
+    passes the trial number to the Ray trial. A class so that Ray can pickle it."""
 
     def __init__(self, space: Callable[[Any], dict[str, Any]], artifacts: Any) -> None:
         self.space = space
@@ -408,7 +411,7 @@ class _RecordingSpace:
         end = cfg["loss"].get("edf_end")
         edfs = [edf, EDF.from_config(end)] if end else [edf]
         what = "start and end" if end else repr(edf)
-        _attach(lambda: dashboard.upload_figure(
+        _render_later(trial.number, lambda: dashboard.upload_figure(
             raw,
             figures.plot_edf_curves(figures.edf_curves_info([*edfs, EDF("cce")]),
                                    title=f"trial {trial.number}: {what} against CE"),
@@ -422,6 +425,34 @@ def _attach(upload: Callable[[], None]) -> None:
         upload()
     except Exception as err:
         warnings.warn(f"could not attach a figure for the dashboard: {err}", stacklevel=2)
+
+
+# Drawing a trial's figures (plotly, then kaleido's SVG export: 0.1-0.2 s each, over a second
+# for the first one of a process) used to hold up the sampler and the driver's loop, so every
+# trial started that much later. One thread draws them in turn while the trials run; a trial
+# is told to Optuna only once its figures are attached, because Optuna refuses artifacts on
+# finished trials.
+_RENDER_POOL: ThreadPoolExecutor | None = None
+_RENDERS: dict[int, list[Future[None]]] = {}
+RENDER_WAIT_S = 30.0
+
+
+def _render_later(number: int, upload: Callable[[], None]) -> None:
+    global _RENDER_POOL
+    if _RENDER_POOL is None:
+        _RENDER_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-search-figure")
+    _RENDERS.setdefault(number, []).append(_RENDER_POOL.submit(_attach, upload))
+
+
+def _render_done(number: int | None) -> None:
+    """Wait (at most RENDER_WAIT_S each) for trial ``number``'s figures to be attached."""
+    for fut in _RENDERS.pop(number, []) if number is not None else []:
+        try:
+            fut.result(timeout=RENDER_WAIT_S)
+        except FutureTimeout:
+            warnings.warn(f"trial {number}'s figure for the dashboard took over "
+                          f"{RENDER_WAIT_S:g} s to draw; the trial is recorded without it",
+                          stacklevel=2)
 
 
 class _QuietProgress(TrialProgressCallback):
@@ -502,6 +533,7 @@ class _StudySearcher(Searcher):
         self.study = study
         self.pending = st.missing_references(study, spec)
         self.references: dict[str, int] = {}  # Ray trial id -> Optuna trial number
+        self.numbers: dict[str, int | None] = {}  # the same, for searched trials
         self.budget = spec.budget_epochs
         self.used = st.epochs_trained(study)
         self.progress: dict[str, tuple[int, int]] = {}  # running: (epochs done, total)
@@ -534,6 +566,7 @@ class _StudySearcher(Searcher):
         out = self.inner.suggest(trial_id)
         if isinstance(out, dict):
             self.progress[trial_id] = (0, 0)
+            self.numbers[trial_id] = out.get("optuna_trial")
         return out
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -549,6 +582,7 @@ class _StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         done, total = self.progress.pop(trial_id, (0, 0))
+        number = self.numbers.pop(trial_id, None)
         if self.stop.signum is not None and not (total and done >= total):
             # Cut short by Ctrl-C or SIGTERM: its partial value is no result. It stays
             # running in the database until the driver records it as interrupted.
@@ -556,8 +590,10 @@ class _StudySearcher(Searcher):
             return
         if trial_id in self.references:
             value = None if error or not result else result.get(METRIC)
+            _render_done(self.references[trial_id])
             st.finish_reference_trial(self.study, self.references.pop(trial_id), value)
         else:
+            _render_done(number)  # attached while the trial still runs in Optuna's eyes
             self.inner.on_trial_complete(trial_id, result=result, error=error)
 
 

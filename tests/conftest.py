@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from dm_search import storage as st
@@ -192,6 +193,11 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
             assert t.state == TrialState.PRUNED
     for t in trials:  # both coordinate pairs on every trial
         assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
+    for t in trials:  # the dashboard's figures, drawn while the trials ran, all attached
+        if t.user_attrs[st.TrialKey.STOP] in (st.FINISHED, st.EARLY):
+            names = [m.filename for m in get_all_artifact_meta(t, storage=study._storage)]
+            assert "learning_curves.svg" in names, (t.number, names)
+            assert st.is_reference(t) or "edf_curve.svg" in names, (t.number, names)
     if not references:
         return study
     # CE ran once, as the reference, at full budget; then the paper's settings (warm start)

@@ -254,6 +254,13 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
     moved = [ys for label, (_, ys) in zip(emphasis.labels, emphasis.series, strict=True)
              if " -> " in label]
     assert moved and all(len(set(ys)) > 1 for ys in moved)
+    # Every searched trial got its EDF figure for the dashboard, drawn off the sampler's path
+    # but attached before the trial was told to Optuna.
+    from optuna.artifacts import get_all_artifact_meta
+
+    for t in searched:
+        metas = get_all_artifact_meta(t, storage=study._storage)
+        assert "edf_curve.svg" in [m.filename for m in metas], t.number
 
 
 def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
