@@ -218,8 +218,7 @@ def _build_loss(doc: dict[str, Any], **overrides: Any) -> DMLoss:
         if not isinstance(schedule, dict):
             raise ValueError("schedule must be a mapping with edf_end and ramp")
         edf = EDFSchedule.from_config({"edf": doc["edf"], "edf_end": schedule.get("edf_end"),
-                                       "ramp": schedule.get("ramp") or {},
-                                       "coords": (schedule.get("ramp") or {}).get("coords")})
+                                       "ramp": schedule.get("ramp") or {}})
     return DMLoss(edf, **kwargs)
 
 

@@ -215,8 +215,7 @@ def schedule_of(t: Any) -> EDFSchedule | None:
     sched = st.trial_schedule(t)
     if sched is None:
         return None
-    return EDFSchedule.from_config({"edf": st.trial_edf(t), **sched,
-                                    "coords": sched["ramp"].get("coords")})
+    return EDFSchedule.from_config({"edf": st.trial_edf(t), **sched})
 
 
 def trial_label(t: Any) -> str:
@@ -407,10 +406,9 @@ def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
     for i, t in enumerate(top_trials(study, k)):
         sched = schedule_of(t)
         if sched is not None:
-            r = sched.ramp
             edfs += [sched.start, sched.end]
             labels += [f"#{i + 1} start {sched.start}",
-                       f"#{i + 1} end {sched.end} ({r.shape} {r.start:g}-{r.end:g})"]
+                       f"#{i + 1} end {trial_label(t).split(' -> ', 1)[1]}"]
             dash += ["dot", "solid"]
         else:
             edfs.append(edf_of(t))

@@ -1,8 +1,8 @@
 """Emphasis schedules: an EDF that moves from one member of its family to another over training.
 
-A fixed EDF makes one trade-off for the whole run. Low emphasis modes (CE-like, the hardest
-examples count most) learn fast and then memorise wrong labels; high modes resist memorisation
-but start slowly. An :class:`EDFSchedule` lets the emphasis move: it starts at ``start``, ends
+A fixed EDF makes one trade-off for the whole run: some EDFs learn fast and then memorise wrong
+labels, others start slowly and resist memorisation. An :class:`EDFSchedule` lets the emphasis
+move: it starts at ``start``, ends
 at ``end`` (the same family), and a :class:`Ramp` says when and how it moves, as fractions of
 the training budget::
 
