@@ -158,6 +158,14 @@ class EDF:
         """Closed-form argmax of w on [0, 1]; None when w is constant."""
         raise NotImplementedError
 
+    def coefficients(self) -> tuple[float, ...] | None:
+        """The family's log-weight as the eight coefficients (c, a, b, k, m, n, r, s) of
+        ``c + a log p + b log(1-p) + k exp(m log p + n log(1-p)) + r p + s p^2``, or None
+        when it is not of that form. The fused loss (``DMLoss(..., compile=True)``) evaluates
+        this form with the coefficients as data, so that one compiled kernel serves every EDF;
+        a family without it trains on the eager path."""
+        return None
+
     def _spread(self) -> float | None:
         return None
 
@@ -353,6 +361,9 @@ class DMEDF(EDF):
         lam, beta = self._params["lam"], self._params["beta"]
         return torch.add(log_1mp, log_p, alpha=lam).exp_().mul_(beta)
 
+    def coefficients(self) -> tuple[float, ...]:
+        return (0.0, 0.0, 0.0, self._params["beta"], self._params["lam"], 1.0, 0.0, 0.0)
+
     def _mode(self) -> float | None:
         lam = self._params["lam"]
         return None if self._params["beta"] == 0 else lam / (lam + 1.0)
@@ -381,6 +392,10 @@ class NormalEDF(EDF):
         p = torch.exp(log_p)
         return (p - 2.0 * psi).mul_(p).mul_(-beta)
 
+    def coefficients(self) -> tuple[float, ...]:
+        psi, beta = self._params["psi"], self._params["beta"]
+        return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 * beta * psi, -beta)
+
     def _mode(self) -> float | None:
         return None if self._params["beta"] == 0 else self._params["psi"]
 
@@ -399,6 +414,9 @@ class ExponentialEDF(EDF):
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.exp(log_1mp).mul_(self._params["beta"])
+
+    def coefficients(self) -> tuple[float, ...]:
+        return (0.0, 0.0, 0.0, self._params["beta"], 0.0, 1.0, 0.0, 0.0)
 
     def _mode(self) -> float | None:
         beta = self._params["beta"]
@@ -430,6 +448,10 @@ class BetaEDF(EDF):
         a, e = self._params["alpha"] - 1.0, self._params["eta"] - 1.0
         return torch.add(log_p.mul(a), log_1mp, alpha=e)
 
+    def coefficients(self) -> tuple[float, ...]:
+        a, e = self._params["alpha"] - 1.0, self._params["eta"] - 1.0
+        return (0.0, a, e, 0.0, 0.0, 0.0, 0.0, 0.0)
+
     def _mode(self) -> float | None:
         a, e = self._params["alpha"], self._params["eta"]
         if a == 1.0 and e == 1.0:
@@ -457,6 +479,9 @@ class CCEEDF(EDF):
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return log_1mp + _LOG2
 
+    def coefficients(self) -> tuple[float, ...]:
+        return (_LOG2, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
     def _mode(self) -> float | None:
         return 0.0
 
@@ -468,6 +493,9 @@ class MAEEDF(EDF):
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.add(log_p, log_1mp).add_(_LOG2)
 
+    def coefficients(self) -> tuple[float, ...]:
+        return (_LOG2, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
     def _mode(self) -> float | None:
         return 0.5
 
@@ -478,6 +506,9 @@ class MSEEDF(EDF):
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.add(log_p, log_1mp, alpha=2.0).add_(_LOG4)
+
+    def coefficients(self) -> tuple[float, ...]:
+        return (_LOG4, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     def _mode(self) -> float | None:
         return 1.0 / 3.0
@@ -491,6 +522,9 @@ class GCEEDF(EDF):
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.add(log_1mp, log_p, alpha=self._params["q"]).add_(_LOG2)
+
+    def coefficients(self) -> tuple[float, ...]:
+        return (_LOG2, self._params["q"], 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     def _mode(self) -> float | None:
         q = self._params["q"]
@@ -511,6 +545,9 @@ class UniformEDF(EDF):
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.zeros_like(log_p)
+
+    def coefficients(self) -> tuple[float, ...]:
+        return (0.0,) * 8
 
     def _mode(self) -> float | None:
         return None

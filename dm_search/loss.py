@@ -22,6 +22,7 @@ gradients of mean CE (``cce``), MAE (``mae``), MSE (``mse``) and GCE (``gce``).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 Normalise = Literal["batch", "none"]
+_WARNED: dict[str, bool] = {}  # families already warned about having no fused form
 NORMALISATIONS: tuple[str, ...] = ("batch", "none")
 
 
@@ -190,7 +192,7 @@ class _DMFunction(torch.autograd.Function):
         ignore_index: int,
     ) -> tuple[Tensor, Tensor]:
         value, w, grad = _dm_forward(logits, target, edf, normalise, eps, ignore_index)
-        ctx.save_for_backward(grad)
+        _save_grad(ctx, grad)
         ctx.mark_non_differentiable(w)
         ctx.set_materialize_grads(False)  # no zero-filled gradient for the weights output
         return value, w
@@ -199,8 +201,66 @@ class _DMFunction(torch.autograd.Function):
     def backward(
         ctx: Any, grad_value: Tensor, grad_w: Tensor
     ) -> tuple[Tensor | None, ...]:
-        (grad,) = ctx.saved_tensors
-        return grad * grad_value.to(grad.dtype), None, None, None, None, None
+        return _backward_grad(ctx, grad_value), None, None, None, None, None
+
+
+def _save_grad(ctx: Any, grad: Tensor) -> None:
+    # On ctx rather than save_for_backward (allowed for an intermediate), so that backward can
+    # drop the only other reference and autograd adopts the tensor as .grad without a copy.
+    ctx.grad = grad
+
+
+def _backward_grad(ctx: Any, grad_value: Tensor) -> Tensor:
+    """The saved gradient times the incoming one, without a copy of the (N, C) gradient
+    where it can be avoided: one backward (no retain_graph) scales it in place, and a
+    plain ``loss.backward()`` (grad_value exactly 1 on the CPU) returns it as it is."""
+    grad: Tensor | None = ctx.grad
+    if grad is None:
+        raise RuntimeError("DMLoss: backward through this graph a second time needs "
+                           "retain_graph=True on the first backward")
+    if grad_value.dtype != grad.dtype:
+        grad_value = grad_value.to(grad.dtype)
+    if grad_value.requires_grad or torch._C._autograd._get_current_graph_task_keep_graph():
+        return grad * grad_value
+    ctx.grad = None
+    if not grad_value.is_cuda and grad_value.numel() == 1 and float(grad_value) == 1.0:
+        return grad
+    return grad.mul_(grad_value)
+
+
+class _FusedDMFunction(torch.autograd.Function):
+    """The fused path (dm_search.fused): one compiled kernel gives the value, the weights and
+    the gradient; backward only scales the saved gradient, as in _DMFunction."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: Tensor,
+        target: Tensor,
+        coef: Tensor,
+        eps: Tensor,
+        batch_dn: Tensor,
+        ignore_index: int,
+    ) -> tuple[Tensor, Tensor]:
+        from dm_search.fused import fused_forward
+
+        value, w, grad, bad = fused_forward(logits, target, coef, eps, batch_dn,
+                                            ignore_index=ignore_index)
+        if bad.is_cuda:
+            torch._assert_async(~bad, f"DMLoss: a label lies outside [0, {logits.shape[1] - 1}]")
+        elif bool(bad):  # the eager check names the label
+            _check_labels(target.masked_fill(target == ignore_index, 0).long().unsqueeze(1),
+                          logits.shape[1], ignore_index)
+        _save_grad(ctx, grad)
+        ctx.mark_non_differentiable(w)
+        ctx.set_materialize_grads(False)
+        return value, w
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_value: Tensor, grad_w: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        return _backward_grad(ctx, grad_value), None, None, None, None, None
 
 
 def dm_loss(
@@ -273,6 +333,13 @@ class DMLoss(nn.Module):
     vary across the batch or that explode, three looks in a row, raise
     :class:`TrainingCollapsed` with what was seen and what to change.
 
+    With ``compile=True`` the forward runs as one compiled kernel (:mod:`dm_search.fused`:
+    TorchInductor, C++ on the CPU, Triton on a GPU) with the same gradient. The first call
+    for a batch shape compiles it (seconds); after that every EDF, schedule step and trial in
+    the process reuses it. A family without the fused form
+    (:meth:`~dm_search.edf.EDF.coefficients`) stays on the eager path, and so does a call
+    inside an outer ``torch.compile``, which traces the eager path itself.
+
     Args:
         edf: an :class:`~dm_search.edf.EDF` or its config dict, or an
             :class:`~dm_search.schedule.EDFSchedule` (or its config: ``edf``, ``edf_end``,
@@ -282,6 +349,7 @@ class DMLoss(nn.Module):
         ignore_index: target value whose examples are ignored (zero weight, zero gradient).
         guard: raise TrainingCollapsed when training has collapsed (see above).
         guard_every: calls between two looks of the guard.
+        compile: use the fused, compiled forward (see above).
 
     Example:
         >>> import torch
@@ -306,6 +374,7 @@ class DMLoss(nn.Module):
         ignore_index: int = -100,
         guard: bool = False,
         guard_every: int = 50,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         schedule = None
@@ -334,6 +403,11 @@ class DMLoss(nn.Module):
         self.guard_every = max(int(guard_every), 1)
         self._calls = 0
         self._strikes = 0
+        # Not self.compile: nn.Module.compile is a method.
+        self.fused = bool(compile)
+        # (edf, device, coefficients, eps) of the last fused call, as tensors: rebuilding them
+        # every step would cost a third of the kernel at small batches.
+        self._fused_args: tuple[Any, ...] | None = None
 
     # The guard waits this many calls before its first look (a zero-initialised last layer
     # starts with constant outputs) and needs this many bad looks in a row.
@@ -390,14 +464,24 @@ class DMLoss(nn.Module):
                 f"this DMLoss follows an emphasis schedule ({self.schedule.label()}): tell it "
                 "how far training is before each step with loss_fn.set_step(step, "
                 "total_steps) or loss_fn.set_progress(fraction)")
-        value, w = dm_loss(
-            logits,
-            target,
-            self.edf,
-            normalise=self.normalise,
-            eps=self.eps,
-            ignore_index=self.ignore_index,
-        )
+        args = self._fused_args
+        if self.fused and (args is None or args[0] is not self.edf
+                           or args[1] != logits.device or args[5] != self._settings()):
+            args = self._fused(logits.device)
+        if args is not None and self.fused and args[2] is not None \
+                and not torch.compiler.is_compiling():
+            _check_inputs(logits, target)
+            value, w = _FusedDMFunction.apply(logits, target, args[2], args[3], args[4],
+                                              self.ignore_index)
+        else:
+            value, w = dm_loss(
+                logits,
+                target,
+                self.edf,
+                normalise=self.normalise,
+                eps=self.eps,
+                ignore_index=self.ignore_index,
+            )
         # Plain attribute write: nn.Module.__setattr__ costs more than the rest of a small step.
         self.__dict__["last_weights"] = w
         if self.guard:  # after dm_loss, which has checked the inputs
@@ -406,11 +490,29 @@ class DMLoss(nn.Module):
                 self._check_collapse(logits, target)
         return value
 
+    def _settings(self) -> tuple[float, str]:
+        return self.eps, self.normalise
+
+    def _fused(self, device: torch.device) -> tuple[Any, ...]:
+        edf = self.edf
+        c = edf.coefficients()
+        if c is None and not _WARNED.get(edf.family):
+            _WARNED[edf.family] = True
+            warnings.warn(f"EDF family {edf.family!r} has no fused form (EDF.coefficients); "
+                          "DMLoss(compile=True) trains it on the eager path", stacklevel=3)
+        coef = None if c is None else torch.tensor(c, dtype=torch.float64, device=device)
+        eps = torch.tensor(self.eps, dtype=torch.float64, device=device)
+        batch_dn = torch.tensor(self.normalise == "batch", device=device)
+        args = (edf, device, coef, eps, batch_dn, self._settings())
+        self.__dict__["_fused_args"] = args
+        return args
+
     def extra_repr(self) -> str:
+        fused = ", compile=True" if self.fused else ""
         if self.schedule is not None:
             return (f"schedule={self.schedule!r}, progress={self.progress}, "
-                    f"normalise={self.normalise!r}, eps={self.eps:g}")
-        return f"edf={self.edf!r}, normalise={self.normalise!r}, eps={self.eps:g}"
+                    f"normalise={self.normalise!r}, eps={self.eps:g}{fused}")
+        return f"edf={self.edf!r}, normalise={self.normalise!r}, eps={self.eps:g}{fused}"
 
 
 # ----------------------------------------------------------------------- baselines

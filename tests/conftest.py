@@ -288,3 +288,22 @@ def make_study():
     straight into a database, as the search records it, so that report, export and dashboard
     tests need no Ray run."""
     return _make_study
+
+
+# On the fused path (DMLoss(compile=True)) every new shape and dtype compiles a kernel, seconds
+# each on a cold cache: the fast set runs these loss tests on it, the full suite all of them.
+FUSED_FAST = {
+    "test_gradient_is_the_dm_gradient",
+    "test_an_example_without_a_p_gets_no_weight_and_poisons_only_its_row",
+    "test_trains_a_model_under_torch_compile",
+    "test_backward_twice_needs_retain_graph",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if (spec is not None and spec.params.get("path") == "fused"
+                and getattr(item, "originalname", "") not in FUSED_FAST):
+            item.add_marker(pytest.mark.slow)
