@@ -233,6 +233,9 @@ class TrialConfig(FrozenModel):
     seed: int = 0  # model initialisation, shuffling and augmentation
     eval_batch_size: int = Field(1024, ge=1)
     diagnostics: bool = True  # per-epoch pass over the training set (memorisation etc.)
+    # torch.compile the model and fuse the loss (DMLoss(compile=True)). None is off; it says
+    # how a trial runs, not what it trains, so comparisons of configs leave it out.
+    compile: bool | None = None
 
     @field_validator("device")
     @classmethod

@@ -389,7 +389,8 @@ def _rounded(v: Any) -> Any:
 def _config_key(cfg: dict[str, Any]) -> str:
     """What makes two trial configs train the same thing (not how many threads they use)."""
     return json.dumps(_rounded(without_unset({k: v for k, v in cfg.items()
-                                              if k not in ("threads", "checkpoint")})),
+                                              if k not in ("threads", "checkpoint",
+                                                           "compile")})),
                       sort_keys=True)
 
 

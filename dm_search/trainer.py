@@ -34,7 +34,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -259,7 +259,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return without_unset({k: v for k, v in cfg.items()
-                          if k not in ("checkpoint", "threads", "eval_batch_size")})
+                          if k not in ("checkpoint", "threads", "eval_batch_size", "compile")})
 
 
 # ------------------------------------------------------------------ the trial, step by step
@@ -276,6 +276,7 @@ class _Run:
     crop_pad: int
     flip: bool
     model: nn.Module
+    net: nn.Module  # the model's forward: torch.compile'd with cfg.compile
     opt: torch.optim.Optimizer
     loss_fn: DMLoss
     g_shuffle: torch.Generator
@@ -326,9 +327,12 @@ def _set_up(cfg: TrialConfig, data: PreparedData | None) -> _Run:
         tensors=tensors,
         crop_pad=data.crop_pad if cfg.augment.crop_pad is None else cfg.augment.crop_pad,
         flip=data.flip if cfg.augment.flip is None else cfg.augment.flip,
-        model=model, opt=_optimizer(cfg, model),
+        # The compiled forward shares the model's parameters; checkpoints save the model itself.
+        model=model, net=cast(nn.Module, torch.compile(model)) if cfg.compile else model,
+        opt=_optimizer(cfg, model),
         loss_fn=DMLoss(cfg.loss.build_schedule() or cfg.loss.build_edf(),
-                       normalise=cfg.loss.normalise, eps=cfg.loss.eps),
+                       normalise=cfg.loss.normalise, eps=cfg.loss.eps,
+                       compile=bool(cfg.compile)),
         g_shuffle=torch.Generator().manual_seed(cfg.seed + 1),
         g_aug=torch.Generator().manual_seed(cfg.seed + 2),
         batch_size=bs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
@@ -390,7 +394,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, float]:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yb = t["y_train"][idx]
         with run.amp:
-            logits = run.model(xb)
+            logits = run.net(xb)
         logits = logits.float()
         loss = run.loss_fn(logits, yb)
         run.opt.zero_grad(set_to_none=True)
@@ -435,7 +439,7 @@ def _evaluate(run: _Run) -> dict[str, float]:
     t, ebs = run.tensors, run.cfg.eval_batch_size
 
     def predict(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return _predict(run.model, x, y, ebs, run.amp, run.channels_last)
+        return _predict(run.net, x, y, ebs, run.amp, run.channels_last)
 
     val_correct, _ = predict(t["x_val"], t["y_val"])
     test_correct, _ = predict(t["x_test"], t["y_test"])
