@@ -6,6 +6,10 @@ accuracy after every epoch. run_trial is timed without (like for like) and with 
 training-set diagnostics pass. Runs alternate so that machine load hits all alike.
 Target: run_trial (no diagnostics) / hand loop <= 1.10.
 
+``compile: true`` (torch.compile'd model, fused DMLoss) is timed too, diagnostics off, against
+the same eager run: its steady epoch time (epochs after the first two, which compile) and what
+the compiling epochs cost on top.
+
     python benchmarks/bench_trainer.py [--epochs 10] [--repeats 3]
 """
 
@@ -70,13 +74,23 @@ def main() -> None:
     base = load_trial_config(args.config, [f"optim.epochs={args.epochs}", f"threads={threads}"])
     no_diag = load_trial_config(args.config, [f"optim.epochs={args.epochs}",
                                               f"threads={threads}", "diagnostics=false"])
+    compiled = load_trial_config(args.config, [f"optim.epochs={args.epochs}",
+                                               f"threads={threads}", "diagnostics=false",
+                                               "compile=true"])
     data = prepare_data(base.data)
-    hand, lean, full = [], [], []
+    hand, lean, full, comp, comp_extra = [], [], [], [], []
     for _ in range(args.repeats):
         hand.append(hand_loop(base, data, args.epochs))
-        lean.append(statistics.mean(m["epoch_s"] for m in run_trial(no_diag, data=data).history))
+        lean_h = run_trial(no_diag, data=data).history
+        lean.append(statistics.mean(m["epoch_s"] for m in lean_h))
         full.append(statistics.mean(m["epoch_s"] for m in run_trial(base, data=data).history))
-    h, le, f = (statistics.median(v) for v in (hand, lean, full))
+        # The first epoch compiles the training shapes, the second the evaluation ones (the
+        # model in eval mode) and the last short batch; later epochs reuse them all.
+        comp_h = [m["epoch_s"] for m in run_trial(compiled, data=data).history]
+        steady = statistics.mean(comp_h[2:])
+        comp.append(steady)
+        comp_extra.append(sum(comp_h[:2]) - 2 * steady)
+    h, le, f, c = (statistics.median(v) for v in (hand, lean, full, comp))
     print(f"# {platform.machine()}, {threads} threads, torch {torch.__version__}; {args.config}, "
           f"{len(data.y_train)} training examples, batch {base.optim.batch_size}, "
           f"{args.epochs} epochs, median of {args.repeats} runs")
@@ -85,7 +99,10 @@ def main() -> None:
     print(f"| hand-written loop | {h:.4f} | 1.00 |")
     print(f"| run_trial, diagnostics off | {le:.4f} | {le / h:.2f} |")
     print(f"| run_trial, diagnostics on | {f:.4f} | {f / h:.2f} |")
+    print(f"| run_trial, diagnostics off, compile: true (epochs 3+) | {c:.4f} | {c / h:.2f} |")
     print(f"ratio (diagnostics off): {le / h:.2f} (target <= 1.10)")
+    print(f"compiled / eager epoch time: {c / le:.2f}; compiling cost "
+          f"{statistics.median(comp_extra):.1f} s once per trial (median)")
 
 
 if __name__ == "__main__":
