@@ -321,12 +321,13 @@ def record_epoch(storage: optuna.storages.BaseStorage, trial_id: int, *, epoch: 
     every epoch: if the scheduler stops the trial here, this is the last moment the trial can
     still be updated (Optuna refuses updates to finished trials)."""
     put = storage.set_trial_user_attr
-    if node is not None:
+    reason = FINISHED if epoch >= total else EARLY
+    if node is not None:  # the trial's first report (of this attempt)
         put(trial_id, TrialKey.NODE, node)
         put(trial_id, TrialKey.TOTAL, total)
-    reason = FINISHED if epoch >= total else EARLY
+    if node is not None or reason == FINISHED:  # each write is a commit: only when it changes
+        put(trial_id, TrialKey.STOP, reason)
     put(trial_id, TrialKey.EPOCHS, epoch)
-    put(trial_id, TrialKey.STOP, reason)
     put(trial_id, TrialKey.FINAL, history[-1])
     put(trial_id, TrialKey.HISTORY, history)
     return reason
