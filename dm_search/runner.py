@@ -1,4 +1,4 @@
-"""Run a study on Ray Tune: the only module that imports ray.
+"""Run a study on Ray Tune: the driver (its trials run in ``worker``).
 
 ``run_study(spec)`` connects to Ray (locally or at an address), opens the study database, and
 runs the remaining trials with ``OptunaSearch`` (storage = the study's RDBStorage, explicit
@@ -12,7 +12,6 @@ training set over several seeds.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -41,10 +40,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from dm_search import dashboard, figures
+from dm_search import dashboard, figures, worker
 from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
-from dm_search.data import PreparedData, prepare_data
 from dm_search.edf import EDF
 from dm_search.labels import final_stage_line, loss_label, lr_range_line
 from dm_search.paths import folder_problem
@@ -57,12 +55,12 @@ from dm_search.space import (
 )
 from dm_search.spec import StudySpec
 from dm_search.stopping import MedianRule, NoStopping, RungRule, StoppingRule
-from dm_search.trainer import METRICS, check_config, run_trial, total_epochs
+from dm_search.trainer import METRICS, check_config
 
 __all__ = ["ClusterUnavailable", "StudyInterrupted", "StudyOutcome", "run_study",
            "submit_detached"]
 
-METRIC = "val_acc"
+METRIC = worker.METRIC
 ENV_SPEC = "DM_SEARCH_SPEC_YAML"
 
 
@@ -144,57 +142,6 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=5)
         with suppress(Exception):
             st.record_driver(self.study, state, self.command)
-
-
-# ------------------------------------------------------------------ inside each Ray trial
-_DATA_CACHE: dict[str, PreparedData] = {}
-
-
-def _prepared(cfg: TrialConfig) -> PreparedData:
-    # Reused actors keep their data: a study's trials usually share one dataset and split.
-    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = prepare_data(cfg.data)
-    return _DATA_CACHE[key]
-
-
-def _trainable(config: dict[str, Any]) -> None:
-    if config.get("duplicate_of") is not None:
-        return  # the same configuration was trained already: its result is on record
-    cfg = TrialConfig.from_dict(config["trial_config"])
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    if cfg.threads is None:
-        cfg = cfg.model_copy(update={"threads": max(1, int(cpus))})
-    data = _prepared(cfg)
-    extra = {
-        "total_epochs": total_epochs(cfg, len(data.y_train)),
-        "node_ip": ray.util.get_node_ip_address(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "fingerprint": data.fingerprint,
-        "noise_rate": data.noise_rate,
-    }
-    last: dict[str, float] = {}
-
-    def report(metrics: dict[str, float]) -> None:
-        last.update(metrics)
-        tune.report({**metrics, **extra})
-
-    try:
-        run_trial(cfg, report=report, data=data)
-    except Exception as err:
-        # The driver can only write a trial's attributes while it is still running, so the
-        # reason travels in one last report before the error marks the trial failed.
-        tune.report({**{k: last.get(k, math.nan) for k in ("epoch", METRIC)}, **extra,
-                     "error": f"{type(err).__name__}: {err}"[:500]})
-        raise
-
-
-def _final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    cfg = TrialConfig.from_dict(cfg_dict)
-    r = run_trial(cfg)
-    return {"seed": cfg.seed, "test_acc": r.final["test_acc"], "memorised": r.final["memorised"],
-            "best_test_acc": max(m["test_acc"] for m in r.history), "epochs": r.epochs_completed}
 
 
 # ------------------------------------------------------------------ the driver
@@ -329,10 +276,10 @@ class _Recorder(tune.Callback):
                 dashboard.update_dashboard(self.study, notes=False)
                 self.last_refresh = time.monotonic()
 
-        _attach(work)
+        _refresh_later(work)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        _attach(lambda: dashboard.update_dashboard(self.study, notes=False))
+        _refresh_later(lambda: dashboard.update_dashboard(self.study, notes=False))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
@@ -442,6 +389,27 @@ def _render_later(number: int, upload: Callable[[], None]) -> None:
     if _RENDER_POOL is None:
         _RENDER_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-search-figure")
     _RENDERS.setdefault(number, []).append(_RENDER_POOL.submit(_attach, upload))
+
+
+# The trial notes and the study's figures (0.5 s for a study figure refresh) are drawn by a
+# thread of their own, so that neither the next trial's start nor a trial's figures wait for
+# them; the study waits for them before it returns (_refreshes_done).
+_REFRESH_POOL: ThreadPoolExecutor | None = None
+_REFRESHES: list[Future[None]] = []
+
+
+def _refresh_later(work: Callable[[], None]) -> None:
+    global _REFRESH_POOL
+    if _REFRESH_POOL is None:
+        _REFRESH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-search-note")
+    _REFRESHES[:] = [f for f in _REFRESHES if not f.done()]
+    _REFRESHES.append(_REFRESH_POOL.submit(_attach, work))
+
+
+def _refreshes_done() -> None:
+    while _REFRESHES:
+        with suppress(FutureTimeout):
+            _REFRESHES.pop(0).result(timeout=RENDER_WAIT_S)
 
 
 def _render_done(number: int | None) -> None:
@@ -807,6 +775,7 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
     search_s = time.monotonic() - t0
     if spec.final.enabled:
         _final_stage(spec, study, say)
+    _refreshes_done()
     _attach(lambda: dashboard.update_dashboard(study))
     return StudyOutcome(spec.name, opened.created, opened.repaired, max(remaining, 0),
                         st.study_summary(study), progress.wall_s, search_s)
@@ -857,7 +826,7 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
-        tune.with_resources(_trainable, resources),
+        tune.with_resources(worker.trainable, resources),
         tune_config=tune.TuneConfig(search_alg=search_alg,
                                     scheduler=_RuleScheduler(spec, st.past_curves(study)),
                                     num_samples=remaining + len(study_searcher.pending),
@@ -914,7 +883,7 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
         f"plain CE on the full training set, {f.seeds} seed(s) each"
         + (f"; then at lr x {', '.join(f'{x:g}' for x in f.lr_factors)} "
            f"({f.lr_seeds} seed(s) each)" if f.lr_factors else ""))
-    task = ray.remote(_final_run).options(num_cpus=spec.resources.cpu,
+    task = ray.remote(worker.final_run).options(num_cpus=spec.resources.cpu,
                                           num_gpus=spec.resources.gpu)
     # Everything is submitted at once, so that the runs share the cluster's slots.
     refs_best = [task.remote(full(best_cfg, s)) for s in range(f.seeds)]
