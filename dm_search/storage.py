@@ -48,10 +48,13 @@ __all__ = [
 ENV_STORAGE = "DM_SEARCH_STORAGE"
 
 class TrialKey(StrEnum):
-    """The trial user attributes dm-search writes: the study schema, trial side."""
+    """The trial attributes dm-search writes: the study schema, trial side. Short scalars are
+    user attributes, which optuna-dashboard lists on every trial row; the keys in BLOBS
+    (configs, the per-epoch history) are system attributes (see _blob)."""
 
     CONFIG = "config"  # the resolved trial config
     EDF = "edf"  # its EDF config
+    FAMILY = "family"
     MODE = "mode"
     SPREAD = "spread"
     MEAN = "mean"
@@ -68,13 +71,17 @@ class TrialKey(StrEnum):
     TOTAL = "total_epochs"
     EPOCHS = "epochs_completed"
     STOP = "stop_reason"
-    FINAL = "final_metrics"  # the last epoch's metrics
+    FINAL = "final_metrics"  # older studies only: now the history's last epoch
     HISTORY = "history"  # every epoch's metrics
-    NODE = "node"  # the Ray node the trial ran on
+    NODE = "node"  # the Ray node the trial ran on: its address (a dict with its id: a blob)
+    VAL_ACC = "val_acc"  # the last epoch's, like the three below
+    TEST_ACC = "test_acc"
+    MEMORISED = "memorised"
 
 
 class StudyKey(StrEnum):
-    """The study user attributes dm-search writes: the study schema, study side."""
+    """The study attributes dm-search writes: the study schema, study side (SPEC, IDENTITY
+    and FINAL are system attributes, the rest user attributes)."""
 
     SPEC = "spec"
     IDENTITY = "spec_identity"
@@ -83,6 +90,41 @@ class StudyKey(StrEnum):
     FINGERPRINT = "dataset_fingerprint"
     NOISE_RATE = "noise_rate"  # measured on the training split
     FINAL = "final_stage"
+
+
+# Kept out of the user attributes, which the dashboard shows in full on each trial row (a
+# config and a 60-epoch history made rows 600 px tall) and cuts at 1024 characters. A study
+# written before they moved has them as user attributes, where the readers still look.
+BLOBS = frozenset({TrialKey.CONFIG, TrialKey.EDF, TrialKey.EDF_END, TrialKey.HISTORY,
+                   TrialKey.FINAL, TrialKey.NODE, StudyKey.SPEC, StudyKey.IDENTITY,
+                   StudyKey.FINAL})
+_BLOB = "dm_search:"
+
+
+def _blob(system: dict[str, Any], user: dict[str, Any], key: str) -> Any:
+    value = system.get(_BLOB + key)
+    if value is None:
+        value = user.get(key)
+        if key == TrialKey.NODE and not isinstance(value, dict):
+            return None  # the user attribute is the address now; the dict is the blob
+    return value
+
+
+def _trial_blob(t: FrozenTrial, key: str) -> Any:
+    return _blob(t.system_attrs, t.user_attrs, key)
+
+
+def _study_blob(study: optuna.Study, key: str) -> Any:
+    return _blob(study._storage.get_study_system_attrs(study._study_id), study.user_attrs, key)
+
+
+def _put_trial_blob(storage: optuna.storages.BaseStorage, trial_id: int, key: str,
+                    value: Any) -> None:
+    storage.set_trial_system_attr(trial_id, _BLOB + key, value)
+
+
+def _put_study_blob(study: optuna.Study, key: str, value: Any) -> None:
+    study._storage.set_study_system_attr(study._study_id, _BLOB + key, value)
 
 
 FINISHED = "finished"
@@ -255,7 +297,7 @@ def past_curves(study: optuna.Study) -> list[list[float]]:
     """Validation accuracy per epoch of the searched trials already in the study, in order."""
     out = []
     for t in study.get_trials(deepcopy=False):
-        hist = t.user_attrs.get(TrialKey.HISTORY) or []
+        hist = trial_history(t)
         curve = [float(h["val_acc"]) for h in hist if h.get("val_acc") is not None]
         if curve and not is_reference(t):
             out.append(curve)
@@ -265,21 +307,30 @@ def past_curves(study: optuna.Study) -> list[list[float]]:
 # ------------------------------------------------------------------ reading the schema
 def trial_edf(t: FrozenTrial) -> dict[str, Any] | None:
     """The trial's EDF config; None for a trial that never got one."""
-    return t.user_attrs.get(TrialKey.EDF)
+    return _trial_blob(t, TrialKey.EDF)
 
 
 def trial_config(t: FrozenTrial) -> dict[str, Any]:
-    return dict(t.user_attrs[TrialKey.CONFIG])
+    """The resolved trial config (KeyError for a trial that never got one)."""
+    cfg = _trial_blob(t, TrialKey.CONFIG)
+    if cfg is None:
+        raise KeyError(f"trial {t.number} has no config")
+    return dict(cfg)
+
+
+def has_config(t: FrozenTrial) -> bool:
+    return _trial_blob(t, TrialKey.CONFIG) is not None
 
 
 def trial_history(t: FrozenTrial) -> list[dict[str, float]]:
     """Every epoch's metrics, oldest first (empty before the first epoch)."""
-    return list(t.user_attrs.get(TrialKey.HISTORY) or [])
+    return list(_trial_blob(t, TrialKey.HISTORY) or [])
 
 
 def trial_final(t: FrozenTrial) -> dict[str, float]:
     """The last epoch's metrics (empty before the first epoch)."""
-    return dict(t.user_attrs.get(TrialKey.FINAL) or {})
+    hist = trial_history(t)
+    return dict(hist[-1] if hist else _trial_blob(t, TrialKey.FINAL) or {})
 
 
 def trial_epochs(t: FrozenTrial) -> tuple[int | None, int | None]:
@@ -293,16 +344,21 @@ def duplicate_of(t: FrozenTrial) -> int | None:
 
 
 def trial_node(t: FrozenTrial) -> dict[str, Any]:
-    return dict(t.user_attrs.get(TrialKey.NODE) or {})
+    """``{"ip", "id"}`` of the Ray node the trial ran on (empty before its first epoch)."""
+    return dict(_trial_blob(t, TrialKey.NODE) or {})
 
 
 def study_spec(study: optuna.Study) -> dict[str, Any]:
     """The spec the study was created with (no storage URL)."""
-    return dict(study.user_attrs.get(StudyKey.SPEC) or {})
+    return dict(_study_blob(study, StudyKey.SPEC) or {})
+
+
+def study_identity(study: optuna.Study) -> dict[str, Any]:
+    return dict(_study_blob(study, StudyKey.IDENTITY) or {})
 
 
 def final_stage(study: optuna.Study) -> dict[str, Any] | None:
-    return study.user_attrs.get(StudyKey.FINAL)
+    return _study_blob(study, StudyKey.FINAL)
 
 
 def study_provenance(study: optuna.Study) -> dict[str, Any]:
@@ -323,18 +379,39 @@ def record_epoch(storage: optuna.storages.BaseStorage, trial_id: int, *, epoch: 
     put = storage.set_trial_user_attr
     reason = FINISHED if epoch >= total else EARLY
     if node is not None:  # the trial's first report (of this attempt)
-        put(trial_id, TrialKey.NODE, node)
+        _put_trial_blob(storage, trial_id, TrialKey.NODE, node)
+        put(trial_id, TrialKey.NODE, node.get("ip"))
         put(trial_id, TrialKey.TOTAL, total)
     if node is not None or reason == FINISHED:  # each write is a commit: only when it changes
         put(trial_id, TrialKey.STOP, reason)
     put(trial_id, TrialKey.EPOCHS, epoch)
-    put(trial_id, TrialKey.FINAL, history[-1])
-    put(trial_id, TrialKey.HISTORY, history)
+    last = history[-1]
+    for key in (TrialKey.VAL_ACC, TrialKey.TEST_ACC, TrialKey.MEMORISED):
+        if key in last:
+            put(trial_id, key, _short(last[key]))
+    _put_trial_blob(storage, trial_id, TrialKey.HISTORY, history)
     return reason
 
 
+def _r6(v: Any) -> Any:
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def _short(v: Any) -> Any:
+    # A row of the dashboard shows it: 0.8250 rather than 0.824999988079071.
+    return round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
+
+
 def record_failure(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
-    storage.set_trial_user_attr(trial_id, TrialKey.STOP, f"failed: {reason}")
+    """The reason in full as a blob; the row's stop reason cut to SHORT_REASON characters."""
+    text = f"failed: {reason}"
+    if len(text) > SHORT_REASON:
+        _put_trial_blob(storage, trial_id, TrialKey.STOP, text)
+        text = text[:SHORT_REASON - 1] + "\u2026"
+    storage.set_trial_user_attr(trial_id, TrialKey.STOP, text)
+
+
+SHORT_REASON = 40
 
 
 def record_dataset(study: optuna.Study, fingerprint: str | None, noise_rate: float | None,
@@ -344,24 +421,27 @@ def record_dataset(study: optuna.Study, fingerprint: str | None, noise_rate: flo
 
 
 def record_final_stage(study: optuna.Study, result: dict[str, Any]) -> None:
-    study.set_user_attr(StudyKey.FINAL, result)
+    _put_study_blob(study, StudyKey.FINAL, result)
+
 def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
     """The resolved trial config and its EDF in both coordinate pairs, on a running trial."""
     from dm_search.edf import EDF
 
     edf = EDF.from_config(cfg["loss"]["edf"])
-    trial.set_user_attr(TrialKey.CONFIG, cfg)
-    trial.set_user_attr(TrialKey.EDF, edf.to_config())
-    trial.set_user_attr(TrialKey.MODE, edf.mode)
-    trial.set_user_attr(TrialKey.SPREAD, edf.spread)
+    trial = getattr(trial, "ot_trial", trial)  # Ray's wrapper around an Optuna trial
+    _put_trial_blob(trial.storage, trial._trial_id, TrialKey.CONFIG, cfg)
+    _put_trial_blob(trial.storage, trial._trial_id, TrialKey.EDF, edf.to_config())
+    trial.set_user_attr(TrialKey.FAMILY, edf.family)
+    trial.set_user_attr(TrialKey.MODE, _r6(edf.mode))
+    trial.set_user_attr(TrialKey.SPREAD, _r6(edf.spread))
     trial.set_user_attr(TrialKey.MEAN, round(edf.mean, 6))
     trial.set_user_attr(TrialKey.STD, round(edf.std, 6))
     if cfg["loss"].get("edf_end") is not None:
         end = EDF.from_config(cfg["loss"]["edf_end"])
         ramp = cfg["loss"]["ramp"]
-        trial.set_user_attr(TrialKey.EDF_END, end.to_config())
-        trial.set_user_attr(TrialKey.MODE_END, end.mode)
-        trial.set_user_attr(TrialKey.SPREAD_END, end.spread)
+        _put_trial_blob(trial.storage, trial._trial_id, TrialKey.EDF_END, end.to_config())
+        trial.set_user_attr(TrialKey.MODE_END, _r6(end.mode))
+        trial.set_user_attr(TrialKey.SPREAD_END, _r6(end.spread))
         trial.set_user_attr(TrialKey.MEAN_END, round(end.mean, 6))
         trial.set_user_attr(TrialKey.STD_END, round(end.std, 6))
         trial.set_user_attr(TrialKey.RAMP, f"{ramp['shape']} {ramp['start']:g}-{ramp['end']:g}")
@@ -369,7 +449,7 @@ def record_trial_config(trial: Any, cfg: dict[str, Any]) -> None:
 
 def trial_schedule(t: FrozenTrial) -> dict[str, Any] | None:
     """``{"edf_end", "ramp"}`` of a trial whose EDF moves over training; None for a fixed EDF."""
-    loss = (t.user_attrs.get(TrialKey.CONFIG) or {}).get("loss") or {}
+    loss = (_trial_blob(t, TrialKey.CONFIG) or {}).get("loss") or {}
     if loss.get("edf_end") is None:
         return None
     return {"edf_end": loss["edf_end"], "ramp": loss["ramp"]}
@@ -405,9 +485,9 @@ def find_twin(study: optuna.Study | None, cfg: dict[str, Any], number: int
     for t in study.get_trials(deepcopy=False):
         if t.number == number or duplicate_of(t) is not None:
             continue
-        if t.state == TrialState.FAIL or TrialKey.CONFIG not in t.user_attrs:
+        if t.state == TrialState.FAIL or not has_config(t):
             continue
-        if _config_key(t.user_attrs[TrialKey.CONFIG]) == key:
+        if _config_key(trial_config(t)) == key:
             return t
     return None
 
@@ -437,7 +517,7 @@ def missing_references(study: optuna.Study, spec: StudySpec) -> list[Any]:
     """The spec's baselines (as EDFs) that have no finished reference trial yet."""
     from dm_search.edf import EDF
 
-    done = {EDF.from_config(t.user_attrs[TrialKey.EDF]) for t in reference_trials(study)
+    done = {EDF.from_config(trial_edf(t) or {}) for t in reference_trials(study)
             if t.user_attrs.get(TrialKey.STOP) == FINISHED and t.state == TrialState.COMPLETE}
     return [e for e in spec.baseline_edfs() if e not in done]
 
@@ -497,7 +577,7 @@ def check_submission(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
             )
         return None
     study = optuna.load_study(study_name=spec.name, storage=storage)
-    recorded = study.user_attrs.get(StudyKey.IDENTITY) or {}
+    recorded = study_identity(study)
     # Studies recorded before the final stage left the identity still carry it; fields added
     # since (unset: None) are not differences.
     if without_unset({k: v for k, v in recorded.items() if k != "final"}) != without_unset(
@@ -555,14 +635,14 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     study = check_submission(storage, spec, resume=resume)
     if study is not None:
         # The budget may have changed (n_trials, budget_epochs): the record follows the spec.
-        study.set_user_attr(StudyKey.SPEC, spec.stored())
+        _put_study_blob(study, StudyKey.SPEC, spec.stored())
         _name_the_metric(study)  # studies made before it was named
         repaired = repair_interrupted(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
     _name_the_metric(study)
-    study.set_user_attr(StudyKey.SPEC, spec.stored())
-    study.set_user_attr(StudyKey.IDENTITY, spec.identity())
+    _put_study_blob(study, StudyKey.SPEC, spec.stored())
+    _put_study_blob(study, StudyKey.IDENTITY, spec.identity())
     study.set_user_attr(StudyKey.VERSION, __version__)
     study.set_user_attr(StudyKey.CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     return Opened(study, True, 0, 0)
@@ -622,6 +702,9 @@ def stop_reason(t: FrozenTrial) -> str:
     if t.state == TrialState.WAITING:
         return "waiting"
     reason = t.user_attrs.get(TrialKey.STOP)
+    full = t.system_attrs.get(_BLOB + TrialKey.STOP)
+    if reason and full and str(reason).endswith("\u2026") and full.startswith(reason[:-1]):
+        return str(full)  # the row shows it cut short (record_failure)
     if reason:
         return str(reason)
     return "failed" if t.state == TrialState.FAIL else t.state.name.lower()
@@ -646,8 +729,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:
-    edf = t.user_attrs.get(TrialKey.EDF) or {}
-    final = t.user_attrs.get(TrialKey.FINAL) or {}
+    edf = trial_edf(t) or {}
+    final = trial_final(t)
     return {
         "number": t.number,
         "state": t.state.name,
@@ -662,7 +745,7 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
         "reference": is_reference(t),
         "epochs": t.user_attrs.get(TrialKey.EPOCHS),
         "total_epochs": t.user_attrs.get(TrialKey.TOTAL),
-        "node": t.user_attrs.get(TrialKey.NODE),
+        "node": trial_node(t) or None,
         "test_acc": final.get("test_acc"),
         "memorised": final.get("memorised"),
     }
@@ -689,7 +772,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
                 "duplicate" if r.startswith("duplicate") else r] += 1
     families: dict[str, dict[str, Any]] = {}
     for t in trials:
-        fam = (t.user_attrs.get(TrialKey.EDF) or {}).get("family")
+        fam = (trial_edf(t) or {}).get("family")
         if fam is None or is_reference(t):
             continue
         f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
@@ -699,7 +782,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
             if f["best_val_acc"] is None or t.value > f["best_val_acc"]:
                 f["best_val_acc"] = t.value
     best = best_trial(study)
-    spec = study.user_attrs.get(StudyKey.SPEC) or {}
+    spec = study_spec(study)
     return {
         "name": study.study_name,
         "n_trials": spec.get("n_trials"),

@@ -173,16 +173,16 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
     study = optuna.load_study(study_name=name, storage=st.open_storage(url))
     trials = study.trials
     assert len(trials) == n_trials + references
-    assert study.user_attrs[st.StudyKey.SPEC]["name"] == name
+    assert st.study_spec(study)["name"] == name
     assert study.user_attrs[st.StudyKey.VERSION]
     assert len(study.user_attrs[st.StudyKey.FINGERPRINT]) == 16
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
         reason = t.user_attrs[st.TrialKey.STOP]
         assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
-        assert t.user_attrs[st.TrialKey.CONFIG]["loss"]["edf"] == t.user_attrs[st.TrialKey.EDF]
-        assert t.user_attrs[st.TrialKey.NODE]["id"]
-        history = t.user_attrs[st.TrialKey.HISTORY]
+        assert st.trial_config(t)["loss"]["edf"] == st.trial_edf(t)
+        assert st.trial_node(t)["id"]
+        history = st.trial_history(t)
         done, _ = st.trial_epochs(t)
         assert [h["epoch"] for h in history] == list(range(1, (done or 0) + 1))
         if reason == st.FINISHED:
@@ -193,6 +193,17 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
             assert t.state == TrialState.PRUNED
     for t in trials:  # both coordinate pairs on every trial
         assert {"mode", "spread", "mean", "std"} <= set(t.user_attrs)
+    for t in trials:  # a dashboard row of short scalars: configs and histories live elsewhere
+        long = {k: v for k, v in t.user_attrs.items()
+                if isinstance(v, dict | list) or len(str(v)) > 40}
+        assert not long, (t.number, long)
+        assert t.user_attrs[st.TrialKey.FAMILY] == st.trial_edf(t)["family"]
+        if st.trial_history(t):
+            last = st.trial_history(t)[-1]
+            assert t.user_attrs[st.TrialKey.VAL_ACC] == round(last["val_acc"], 4)
+            assert t.user_attrs[st.TrialKey.TEST_ACC] == round(last["test_acc"], 4)
+            assert t.user_attrs[st.TrialKey.NODE] == st.trial_node(t)["ip"]
+    assert all(len(str(v)) <= 200 for v in study.user_attrs.values()), study.user_attrs
     for t in trials:  # the dashboard's figures, drawn while the trials ran, all attached
         if t.user_attrs[st.TrialKey.STOP] in (st.FINISHED, st.EARLY):
             names = [m.filename for m in get_all_artifact_meta(t, storage=study._storage)]
@@ -202,11 +213,11 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
         return study
     # CE ran once, as the reference, at full budget; then the paper's settings (warm start)
     refs = st.reference_trials(study)
-    assert [t.user_attrs[st.TrialKey.EDF] for t in refs] == [{"family": "cce"}]
+    assert [st.trial_edf(t) for t in refs] == [{"family": "cce"}]
     assert refs[0].user_attrs[st.TrialKey.STOP] == st.FINISHED and refs[0].params == {}
     searched = [t for t in trials if not st.is_reference(t)]
-    assert searched[0].user_attrs[st.TrialKey.EDF] == {"family": "dm", "lam": 0.5, "beta": 8.0}
-    assert all(t.user_attrs[st.TrialKey.EDF]["family"] != "cce" for t in searched)
+    assert st.trial_edf(searched[0]) == {"family": "dm", "lam": 0.5, "beta": 8.0}
+    assert all(st.trial_edf(t)["family"] != "cce" for t in searched)
     return study
 
 

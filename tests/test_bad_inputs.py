@@ -167,7 +167,8 @@ def _db_state(path: Path) -> Any:
             rows = con.execute(
                 "SELECT s.study_name, (SELECT count(*) FROM trials t WHERE t.study_id = "
                 "s.study_id), (SELECT count(*) FROM study_user_attributes a WHERE a.study_id "
-                "= s.study_id) FROM studies s ORDER BY s.study_name").fetchall()
+                "= s.study_id), (SELECT count(*) FROM study_system_attributes a WHERE "
+                "a.study_id = s.study_id) FROM studies s ORDER BY s.study_name").fetchall()
         return ("studies", rows)
     except sqlite3.DatabaseError:
         return None

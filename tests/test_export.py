@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dm_search import EDF, DMLoss, load_loss
+from dm_search import storage as st
 from dm_search.config import TrialConfig
 from dm_search.export import ExportError, export_trial, read_export, write_export
 
@@ -28,7 +29,7 @@ def test_export_best_and_round_trip_gives_the_trials_gradient(study, tmp_path):
         path = write_export(doc, tmp_path / f"best.{suffix}")
         assert read_export(path) == doc
         loaded = load_loss(path)
-        cfg = study.trials[1].user_attrs["config"]["loss"]
+        cfg = st.trial_config(study.trials[1])["loss"]
         direct = DMLoss(EDF.from_config(cfg["edf"]), normalise=cfg["normalise"], eps=cfg["eps"])
         z = torch.randn(32, 10, dtype=torch.float64)
         y = torch.randint(0, 10, (32,))
@@ -168,7 +169,7 @@ def test_a_schedule_is_exported_and_loads_as_a_loss_that_follows_it(tmp_path, ma
                              "coords": "mode_spread"}
     path = write_export(doc, tmp_path / "best.yaml")
     loss_fn = load_loss(path)
-    trained = DMLoss(TrialConfig.from_dict(study.trials[0].user_attrs["config"])
+    trained = DMLoss(TrialConfig.from_dict(st.trial_config(study.trials[0]))
                      .loss.build_schedule())
     assert loss_fn.schedule == trained.schedule
     z, y = torch.randn(32, 10, dtype=torch.float64), torch.randint(0, 10, (32,))

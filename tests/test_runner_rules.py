@@ -65,7 +65,7 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     searcher = _StudySearcher(inner, spec, study)  # type: ignore[arg-type]
     a, b = searcher.suggest("a"), searcher.suggest("b")
     assert a["reference"] and b["reference"]
-    assert [t.user_attrs[st.TrialKey.EDF]["family"] for t in st.reference_trials(study)] == ["cce",
+    assert [st.trial_edf(t)["family"] for t in st.reference_trials(study)] == ["cce",
                                                                                       "gce"]
     # 12 epochs committed to the two references, 6 more fit, a fourth trial would not
     c = searcher.suggest("c")

@@ -44,6 +44,7 @@ def test_study_end_to_end_with_postgresql(search, tmp_path, data_root, postgres_
     assert "dm:***@127.0.0.1" in out.stdout
     study = search.check_study(postgres_url, "pg", 4, 3)
     assert "pg-secret-pw" not in str(study.user_attrs)
+    assert "pg-secret-pw" not in str(study._storage.get_study_system_attrs(study._study_id))
     # From the environment too, so the URL need not be on the command line.
     summary = search.run_cli("status", "pg", "--json", env={st.ENV_STORAGE: postgres_url})
     assert summary.returncode == 0 and '"name": "pg"' in summary.stdout
@@ -87,7 +88,7 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(search, tmp_path, dat
     assert out.returncode == 0, out.stdout + out.stderr
     url = f"sqlite:///{tmp_path}/studies.db"
     study = search.check_study(url, "cluster", 6, 4)
-    nodes = {t.user_attrs[st.TrialKey.NODE]["id"] for t in study.trials}
+    nodes = {st.trial_node(t)["id"] for t in study.trials}
     assert len(nodes) == 2, nodes
 
     # --detach: the study runs as a Ray Job on the cluster; the storage URL travels in its env.

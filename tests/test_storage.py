@@ -79,7 +79,7 @@ def test_create_clash_and_resume(tmp_path):
     opened = st.open_study(storage, _spec(), resume=False)
     assert opened.created
     assert opened.study.metric_names == ["val_acc"]  # the dashboard's name for the value
-    assert opened.study.user_attrs[st.StudyKey.SPEC]["name"] == "s"
+    assert st.study_spec(opened.study)["name"] == "s"
     with pytest.raises(st.StudyClash, match=r"already exists\. Add --resume"):
         st.open_study(storage, _spec(), resume=False)
     with pytest.raises(st.StudyClash, match="different spec"):
@@ -204,7 +204,7 @@ def test_a_study_recorded_before_a_field_existed_still_resumes(tmp_path):
     # as a dm-search without emphasis schedules recorded it: none of their (unset) fields
     old = _drop(spec.identity(), NEW_FIELDS)
     assert old != spec.identity()
-    study.set_user_attr(st.StudyKey.IDENTITY, old)
+    st._put_study_blob(study, st.StudyKey.IDENTITY, old)
     assert not st.open_study(storage, spec, resume=True).created
     with pytest.raises(st.StudyClash, match="different spec"):  # a set field still differs
         st.open_study(storage, _spec(space={"families": {"dm": {"mode_end": 0.5}}}),
@@ -212,3 +212,80 @@ def test_a_study_recorded_before_a_field_existed_still_resumes(tmp_path):
     # and its trials' configs still match the same configuration written today
     cfg = spec.base_config().to_dict()
     assert st._config_key(_drop(cfg, NEW_FIELDS)) == st._config_key(cfg)
+
+
+def test_a_study_that_kept_its_configs_in_user_attributes_still_reads_and_resumes(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    spec = _spec()
+    # as dm-search wrote a study before configs and histories moved to system attributes
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.set_user_attr(st.StudyKey.SPEC, spec.stored())
+    study.set_user_attr(st.StudyKey.IDENTITY, spec.identity())
+    study.set_user_attr(st.StudyKey.FINAL, {"seeds": [0]})
+    trial = study.ask()
+    cfg = spec.base_config().to_dict()
+    hist = [{"epoch": e, "val_acc": 0.5 + e / 100, "test_acc": 0.5, "memorised": 0.1}
+            for e in (1, 2)]
+    for key, value in {st.TrialKey.CONFIG: cfg, st.TrialKey.EDF: cfg["loss"]["edf"],
+                       st.TrialKey.HISTORY: hist, st.TrialKey.FINAL: hist[-1],
+                       st.TrialKey.NODE: {"ip": "10.0.0.2", "id": "n1"},
+                       st.TrialKey.STOP: st.EARLY, st.TrialKey.EPOCHS: 2,
+                       st.TrialKey.TOTAL: 6}.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.PRUNED)
+    (t,) = study.trials
+    assert st.trial_config(t) == cfg and st.trial_edf(t) == cfg["loss"]["edf"]
+    assert st.trial_history(t) == hist and st.trial_final(t) == hist[-1]
+    assert st.trial_node(t) == {"ip": "10.0.0.2", "id": "n1"}
+    assert st.study_spec(study)["name"] == "s" and st.final_stage(study) == {"seeds": [0]}
+    assert st.find_twin(study, cfg, number=5).number == 0
+    assert st.study_summary(study)["families"]["dm"]["trials"] == 1
+    opened = st.open_study(storage, spec, resume=True)  # the old identity is still compared
+    assert not opened.created
+    with pytest.raises(st.StudyClash, match="different spec"):
+        st.open_study(storage, _spec(space={"families": {"dm": {}, "gce": {}}}), resume=True)
+
+
+def test_configs_and_histories_are_kept_out_of_the_user_attributes(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    spec = _spec()
+    study = st.open_study(storage, spec, resume=False).study
+    trial = study.ask()
+    cfg = spec.base_config().to_dict()
+    st.record_trial_config(trial, cfg)
+    hist = []
+    for e in range(1, 61):
+        hist.append({"epoch": e, "val_acc": 0.3 + e / 1000 + 1e-9, "test_acc": 0.2,
+                     "memorised": 0.1})
+        st.record_epoch(storage, trial._trial_id, epoch=e, total=60, history=hist,
+                        node={"ip": "10.0.0.2", "id": "n1"} if e == 1 else None)
+    study.tell(trial, hist[-1]["val_acc"])
+    (t,) = study.trials
+    assert all(not isinstance(v, dict | list) and len(str(v)) <= 40
+               for v in t.user_attrs.values()), t.user_attrs
+    assert t.user_attrs[st.TrialKey.VAL_ACC] == 0.36 and t.user_attrs["family"] == "dm"
+    assert t.user_attrs[st.TrialKey.NODE] == "10.0.0.2"
+    assert t.user_attrs[st.TrialKey.STOP] == st.FINISHED
+    assert st.trial_history(t) == hist and st.trial_final(t) == hist[-1]
+    assert st.trial_config(t) == cfg and st.trial_node(t)["id"] == "n1"
+    assert all(len(str(v)) <= 200 for v in study.user_attrs.values())
+    assert st.study_spec(study)["name"] == "s"
+
+
+def test_a_long_failure_is_cut_in_the_row_and_whole_in_the_reason(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    trial = study.ask()
+    why = "TrialCollapsed: the network is dead after epoch 7: " + "x" * 300
+    st.record_failure(storage, trial._trial_id, why)
+    study.tell(trial, state=TrialState.FAIL)
+    row = study.trials[0].user_attrs[st.TrialKey.STOP]
+    assert len(row) == st.SHORT_REASON and row.startswith("failed: TrialCollapsed")
+    assert st.stop_reason(study.trials[0]) == f"failed: {why}"
+    # retried after a lost node, it finishes: the old failure is no longer its reason
+    retried = study.ask()
+    st.record_failure(storage, retried._trial_id, why)
+    st.record_epoch(storage, retried._trial_id, epoch=1, total=1,
+                    history=[{"epoch": 1, "val_acc": 0.5}], node={"ip": "a", "id": "b"})
+    study.tell(retried, 0.5)
+    assert st.stop_reason(study.trials[1]) == st.FINISHED
