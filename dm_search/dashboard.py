@@ -9,6 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dm_search import storage as st
+from dm_search.edf import EDF
 from dm_search.figures import (
     best_edf_curves_info,
     edf_of,
@@ -25,7 +26,7 @@ from dm_search.figures import (
 )
 from dm_search.labels import fmt
 
-__all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "trial_note",
+__all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "study_note", "trial_note",
            "update_dashboard", "upload_figure"]
 
 
@@ -112,6 +113,88 @@ def _schedule_lines(t: Any) -> list[str]:
             f"{r.start:.0%} to {r.end:.0%} of the budget, in {sched.coords} coordinates"]
 
 
+_READING = (
+    ("EDFs of the best trials against CE", "the weight each EDF gives an example as a function "
+     "of p, the probability the model gives its label; CE pushes hardest on low-p examples, "
+     "which under label noise are mostly the mislabelled ones."),
+    ("Validation accuracy by EDF family", "one point per trial; an x is a trial the scheduler "
+     "stopped early, so its accuracy is an early epoch's, not comparable with full runs."),
+    ("Accuracy over the (emphasis mode, spread) plane", "where a family puts its emphasis "
+     "(0: the hardest examples, 1: the easiest) and how sharply; the families that have both."),
+    ("Accuracy over the (mean, std) plane of the emphasis density", "the same trials in the "
+     "mean and std of the emphasis density, which every family has, so all families share "
+     "the axes."),
+    ("Optimisation history", "validation accuracy trial by trial, with the best so far."),
+    ("Hyperparameter Importance (Optuna's own panel)", "computed over the whole conditional "
+     "space: a family's parameters exist only in its own trials, so a high importance for, "
+     "say, gce.mode mostly says that the family matters. `dm-search report` shows the "
+     "importance within each family."),
+)
+
+
+def study_note(study: Any) -> str:
+    """The study's Markdown note for the dashboard: what was searched, the best EDF and how to
+    use it, the final stage, how to read the figures, and the spec."""
+    from dm_search.config import dump_yaml
+
+    summary = st.study_summary(study)
+    spec = st.study_spec(study)
+    base = spec.get("base") or {}
+    data, optim = base.get("data") or {}, base.get("optim") or {}
+    noise = data.get("noise") or {}
+    measured = study.user_attrs.get(st.StudyKey.NOISE_RATE)
+    noise_text = (f"{noise.get('kind', 'no')} noise at {100 * float(noise['rate']):.0f}%"
+                  if noise.get("rate") is not None else f"{noise.get('kind', 'no')} noise")
+    if is_finite(measured):
+        noise_text += f" ({100 * measured:.1f}% measured on the training split)"
+    lines = [f"# {study.study_name}", "",
+             f"Trials: {st.reasons_in_words(summary['by_reason'])} "
+             f"({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched).", "",
+             "## Set-up",
+             f"- data: {data.get('name', '?')}, {noise_text}; model: "
+             f"{(base.get('model') or {}).get('name', '?')}",
+             f"- budget: {fmt(optim.get('epochs'), 'd')} epochs per trial, scheduler "
+             f"{(spec.get('scheduler') or {}).get('name', '?')}, sampler "
+             f"{(spec.get('sampler') or {}).get('name', '?')}"]
+    best = summary.get("best")
+    if best:
+        edf = EDF.from_config(best["edf"])
+        lines += ["", "## Best EDF",
+                  f"**{edf}** (trial {best['number']}): clean validation accuracy "
+                  f"{100 * best['value']:.2f}%"
+                  + (f", test accuracy {100 * best['test_acc']:.2f}%"
+                     if is_finite(best.get("test_acc")) else "")
+                  + (f", memorised {100 * best['memorised']:.1f}% of the noisy labels"
+                     if is_finite(best.get("memorised")) else "") + ".",
+                  "", "Export it with its training recipe, then use it as a loss:", "",
+                  "```bash", f"dm-search export {study.study_name} -o best_edf.yaml", "```",
+                  "```python", "from dm_search import load_loss, load_recipe",
+                  'loss_fn, recipe = load_loss("best_edf.yaml"), load_recipe("best_edf.yaml")',
+                  "```"]
+    final = summary.get("final_stage")
+    if final:
+        lines += ["", "## Final stage: retrained on the full training set", "",
+                  "| EDF | test accuracy | memorised | seeds |", "| --- | --- | --- | --- |"]
+        for key, label in (("best", f"best: {EDF.from_config(final['best']['edf'])}"),
+                           ("ce", "cross-entropy")):
+            r = final[key]
+            mem = [x["memorised"] for x in r["runs"] if is_finite(x.get("memorised"))]
+            mem_text = f"{100 * sum(mem) / len(mem):.1f}%" if mem else "-"
+            lines.append(f"| {label} | {100 * r['test_acc_mean']:.2f} ± "
+                         f"{100 * r['test_acc_std']:.2f}% | {mem_text} | {len(r['runs'])} |")
+        lines += ["", f"Gain over CE: {100 * final['gain']:+.2f} points of test accuracy."]
+    lines += ["", "## Reading the figures",
+              *[f"- **{name}**: {text}" for name, text in _READING],
+              "", "## Spec", "", "```yaml", dump_yaml(spec).rstrip(), "```"]
+    return "\n".join(lines)
+
+
+def save_study_note(study: Any) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(study, study_note(study))
+
+
 def save_trial_note(study: Any, trial: Any) -> None:
     import optuna
     from optuna_dashboard import save_note
@@ -125,6 +208,7 @@ def update_dashboard(study: Any, *, notes: bool = True) -> None:
 
     for gid, fig in study_figures(study).items():
         save_plotly_graph_object(study, fig, graph_object_id=gid)
+    save_study_note(study)
     if notes:
         for t in finished_trials(study):
             save_trial_note(study, t)

@@ -68,7 +68,17 @@ def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
     # the value is named, not "Objective 0"
     with urllib.request.urlopen(f"{base}/api/studies/{studies[0]['study_id']}?after=0",
                                 timeout=10) as resp:
-        assert json.load(resp)["objective_names"] == ["val_acc"]
+        detail = json.load(resp)
+    assert detail["objective_names"] == ["val_acc"]
+    note = detail["note"]["body"]
+    assert note.startswith("# made\n") and "## Best EDF" in note
+    # each trial row lists its user attributes in full: short scalars only (a config and a
+    # per-epoch history there made a row about 600 px tall)
+    rows = [(t["number"], a["key"], a["value"]) for t in detail["trials"]
+            for a in t["user_attrs"]]
+    assert rows and max(len(str(v)) for *_, v in rows) <= 40, max(rows, key=lambda r: len(r[2]))
+    assert {"family", "val_acc", "test_acc", "memorised", "epochs_completed",
+            "stop_reason"} <= {k for _, k, _ in rows}
     for gid in dash.DASHBOARD_FIGURES:
         assert f"user-defined-plot:{gid}" in html
     # plotly drew the figure (its title is SVG text on the page), not just an empty box

@@ -119,6 +119,30 @@ def test_dashboard_figures_and_notes_are_saved(study):
     for gid in dash.DASHBOARD_FIGURES:
         assert any(gid in key for key in attrs), gid
     assert "stop reason" in get_note(optuna.trial.Trial(study, study.trials[0]._trial_id))
+    assert get_note(study) == dash.study_note(study)
+
+
+def test_the_study_note_says_what_was_searched_what_won_and_how_to_read_it(study):
+    import yaml
+
+    from dm_search import storage as st
+
+    note = dash.study_note(study)
+    assert note.startswith("# made\n")
+    summary = st.study_summary(study)
+    assert f"Trials: {st.reasons_in_words(summary['by_reason'])}" in note
+    assert "{" not in note.split("## Spec")[0]  # counts as words, never a Python dict
+    assert "mnist1d, symmetric noise at 40%" in note
+    best = summary["best"]
+    assert f"(trial {best['number']}): clean validation accuracy {100 * best['value']:.2f}%" \
+        in note
+    assert "dm-search export made -o best_edf.yaml" in note
+    assert "| EDF | test accuracy | memorised | seeds |" in note
+    assert "| cross-entropy | 61.00 ± " in note and "Gain over CE: +25.00 points" in note
+    for name in ("EDFs of the best trials against CE", "Hyperparameter Importance"):
+        assert f"**{name}" in note
+    spec = yaml.safe_load(note.split("```yaml\n")[1].split("```")[0])
+    assert spec == st.study_spec(study)
 
 
 def test_cli_report_and_export(study, tmp_path, cli_runner, plain):
