@@ -180,7 +180,23 @@ def _dm_forward(
     return value, w, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
 
 
-class _DMFunction(torch.autograd.Function):
+class _SavedGradFunction(torch.autograd.Function):
+    """Both paths: forward computes the gradient with the value; backward only scales it."""
+
+    @staticmethod
+    def keep(ctx: Any, grad: Tensor, w: Tensor) -> None:
+        _save_grad(ctx, grad)
+        ctx.mark_non_differentiable(w)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the weights output
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_value: Tensor, grad_w: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        return _backward_grad(ctx, grad_value), None, None, None, None, None
+
+
+class _DMFunction(_SavedGradFunction):
     @staticmethod
     def forward(
         ctx: Any,
@@ -192,16 +208,8 @@ class _DMFunction(torch.autograd.Function):
         ignore_index: int,
     ) -> tuple[Tensor, Tensor]:
         value, w, grad = _dm_forward(logits, target, edf, normalise, eps, ignore_index)
-        _save_grad(ctx, grad)
-        ctx.mark_non_differentiable(w)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for the weights output
+        _SavedGradFunction.keep(ctx, grad, w)
         return value, w
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad_value: Tensor, grad_w: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        return _backward_grad(ctx, grad_value), None, None, None, None, None
 
 
 def _save_grad(ctx: Any, grad: Tensor) -> None:
@@ -228,7 +236,7 @@ def _backward_grad(ctx: Any, grad_value: Tensor) -> Tensor:
     return grad.mul_(grad_value)
 
 
-class _FusedDMFunction(torch.autograd.Function):
+class _FusedDMFunction(_SavedGradFunction):
     """The fused path (dm_search.fused): one compiled kernel gives the value, the weights and
     the gradient; backward only scales the saved gradient, as in _DMFunction."""
 
@@ -251,16 +259,8 @@ class _FusedDMFunction(torch.autograd.Function):
         elif bool(bad):  # the eager check names the label
             _check_labels(target.masked_fill(target == ignore_index, 0).long().unsqueeze(1),
                           logits.shape[1], ignore_index)
-        _save_grad(ctx, grad)
-        ctx.mark_non_differentiable(w)
-        ctx.set_materialize_grads(False)
+        _SavedGradFunction.keep(ctx, grad, w)
         return value, w
-
-    @staticmethod
-    def backward(
-        ctx: Any, grad_value: Tensor, grad_w: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        return _backward_grad(ctx, grad_value), None, None, None, None, None
 
 
 def dm_loss(
