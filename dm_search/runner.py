@@ -12,6 +12,7 @@ training set over several seeds.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -247,7 +248,8 @@ class _Recorder(tune.Callback):
         hist.append({k: _num(result.get(k)) for k in METRICS})
         node = None
         if len(hist) == 1:
-            node = {"ip": result.get("node_ip"), "id": result.get("node_id")}
+            node = {"ip": result.get("node_ip"), "id": result.get("node_id"),
+                    **_hardware(result.get("node_hardware"))}
             if not self.fingerprint_saved:
                 st.record_dataset(self.study, result.get("fingerprint"), result.get("noise_rate"))
                 self.fingerprint_saved = True
@@ -323,6 +325,16 @@ class _Recorder(tune.Callback):
         error = (trial.last_result or {}).get("error", "see the Ray logs")
         self.say(f"trial {number} failed: {error} | {self._line()}")
         self._refresh(number)
+
+
+def _hardware(text: Any) -> dict[str, Any]:
+    """A trial's machine, as its worker reported it (a JSON string; nothing from an old
+    worker)."""
+    try:
+        got = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 def _num(v: Any) -> float:

@@ -90,6 +90,7 @@ class StudyKey(StrEnum):
     FINGERPRINT = "dataset_fingerprint"
     NOISE_RATE = "noise_rate"  # measured on the training split
     FINAL = "final_stage"
+    RUNS = "runs"  # each submission's versions, git commit and driver machine (provenance)
 
 
 # Kept out of the user attributes, which the dashboard shows in full on each trial row (a
@@ -97,7 +98,7 @@ class StudyKey(StrEnum):
 # written before they moved has them as user attributes, where the readers still look.
 BLOBS = frozenset({TrialKey.CONFIG, TrialKey.EDF, TrialKey.EDF_END, TrialKey.HISTORY,
                    TrialKey.FINAL, TrialKey.NODE, StudyKey.SPEC, StudyKey.IDENTITY,
-                   StudyKey.FINAL})
+                   StudyKey.FINAL, StudyKey.RUNS})
 _BLOB = "dm_search:"
 
 
@@ -359,6 +360,28 @@ def study_identity(study: optuna.Study) -> dict[str, Any]:
 
 def final_stage(study: optuna.Study) -> dict[str, Any] | None:
     return _study_blob(study, StudyKey.FINAL)
+
+
+def study_runs(study: optuna.Study) -> list[dict[str, Any]]:
+    """Each submission of the study, oldest first: when, dm-search's and the libraries'
+    versions, the git commit, and the driver's machine (empty for an older study)."""
+    return list(_study_blob(study, StudyKey.RUNS) or [])
+
+
+# A study resumed every few minutes keeps its first runs and the latest ones.
+MAX_RUNS = 20
+
+
+def record_run(study: optuna.Study) -> None:
+    from dm_search import provenance
+
+    runs = study_runs(study)
+    runs.append({"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                 "versions": provenance.versions(), "commit": provenance.git_commit(),
+                 "driver": provenance.hardware()})
+    if len(runs) > MAX_RUNS:
+        runs = runs[:1] + runs[-(MAX_RUNS - 1):]
+    _put_study_blob(study, StudyKey.RUNS, runs)
 
 
 def study_provenance(study: optuna.Study) -> dict[str, Any]:
@@ -638,6 +661,7 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
         _put_study_blob(study, StudyKey.SPEC, spec.stored())
         _name_the_metric(study)  # studies made before it was named
         repaired = repair_interrupted(study)
+        record_run(study)
         return Opened(study, False, repaired, counted_trials(study))
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize")
     _name_the_metric(study)
@@ -645,6 +669,7 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     _put_study_blob(study, StudyKey.IDENTITY, spec.identity())
     study.set_user_attr(StudyKey.VERSION, __version__)
     study.set_user_attr(StudyKey.CREATED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    record_run(study)
     return Opened(study, True, 0, 0)
 
 

@@ -16,6 +16,7 @@ from ray import tune
 
 from dm_search.config import TrialConfig
 from dm_search.data import PreparedData, prepare_data
+from dm_search.provenance import hardware
 from dm_search.trainer import run_trial, total_epochs
 
 METRIC = "val_acc"
@@ -56,6 +57,8 @@ def trainable(config: dict[str, Any]) -> None:
         "total_epochs": total_epochs(cfg, len(data.y_train)),
         "node_ip": ray.util.get_node_ip_address(),
         "node_id": ray.get_runtime_context().get_node_id(),
+        # A JSON string: Tune would flatten a dict into one metric per key.
+        "node_hardware": json.dumps(hardware(gpu=cfg.device != "cpu")),
         "fingerprint": data.fingerprint,
         "noise_rate": data.noise_rate,
     }
@@ -143,4 +146,11 @@ def final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     cfg = TrialConfig.from_dict(cfg_dict)
     r = run_trial(cfg)
     return {"seed": cfg.seed, "test_acc": r.final["test_acc"], "memorised": r.final["memorised"],
-            "best_test_acc": max(m["test_acc"] for m in r.history), "epochs": r.epochs_completed}
+            "best_test_acc": max(m["test_acc"] for m in r.history), "epochs": r.epochs_completed,
+            "wall_s": round(r.wall_s, 2), "node": hardware(gpu=cfg.device != "cpu"),
+            # The report's learning curves of the best EDF against CE over the whole budget.
+            "history": [{k: round(float(m[k]), 4) for k in FINAL_CURVES if k in m}
+                        for m in r.history]}
+
+
+FINAL_CURVES = ("epoch", "test_acc", "memorised", "intact_acc", "train_loss")
