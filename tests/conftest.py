@@ -181,7 +181,7 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
         reason = t.user_attrs[st.TrialKey.STOP]
         assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
         assert st.trial_config(t)["loss"]["edf"] == st.trial_edf(t)
-        assert st.trial_node(t)["id"]
+        assert st.trial_node(t)["id"] and st.trial_node(t)["cores"]  # and the machine's CPU
         history = st.trial_history(t)
         done, _ = st.trial_epochs(t)
         assert [h["epoch"] for h in history] == list(range(1, (done or 0) + 1))
@@ -281,12 +281,20 @@ def _make_study(url: str, trials: list | None = None, **spec_fields: Any) -> opt
         else:
             study.tell(trial, curve[-1])
     st.record_dataset(study, "0123456789abcdef", 0.4)
+    def final_run(seed: int, test: list[float], mem: list[float]) -> dict[str, Any]:
+        return {"seed": seed, "test_acc": test[-1], "memorised": mem[-1], "epochs": len(test),
+                "history": [{"epoch": e + 1, "test_acc": a, "memorised": m}
+                            for e, (a, m) in enumerate(zip(test, mem, strict=True))]}
+
     st.record_final_stage(study, {
         "seeds": 2,
         "best": {"trial": 1, "edf": {"family": "dm", "lam": 1.0, "beta": 16.0},
-                 "runs": [{"test_acc": 0.85}, {"test_acc": 0.87}], "test_acc_mean": 0.86,
-                 "test_acc_std": 0.0141},
-        "ce": {"edf": {"family": "cce"}, "runs": [{"test_acc": 0.60}, {"test_acc": 0.62}],
+                 "runs": [final_run(0, [.6, .8, .85], [.0, .04, .05]),
+                          final_run(1, [.6, .82, .87], [.0, .05, .07])],
+                 "test_acc_mean": 0.86, "test_acc_std": 0.0141},
+        "ce": {"edf": {"family": "cce"},
+               "runs": [final_run(0, [.6, .7, .60], [.1, .3, .5]),
+                        final_run(1, [.6, .72, .62], [.1, .4, .6])],
                "test_acc_mean": 0.61, "test_acc_std": 0.0141},
         "gain": 0.25,
     })

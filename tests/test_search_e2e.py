@@ -37,6 +37,13 @@ def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
     assert best is not None and final["best"]["trial"] == best.number
     assert final["gain"] == pytest.approx(final["best"]["test_acc_mean"]
                                           - final["ce"]["test_acc_mean"])
+    for run in final["best"]["runs"] + final["ce"]["runs"]:  # the report's full curves
+        assert [h["epoch"] for h in run["history"]] == [1, 2, 3]
+        assert run["history"][-1]["test_acc"] == pytest.approx(run["test_acc"], abs=1e-4)
+        assert run["node"]["cores"] and run["wall_s"] > 0
+    # provenance: the submission's versions and machine, each trial's node's hardware
+    runs = st.study_runs(study)
+    assert len(runs) == 1 and runs[0]["versions"]["torch"] and runs[0]["driver"]["cpu"]
 
     summary = search.status_json(url, "tiny")
     assert summary["trials"] == 5 and summary["best"]["number"] == best.number

@@ -1,3 +1,5 @@
+import re
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -87,6 +89,38 @@ def test_create_clash_and_resume(tmp_path):
     # a bigger budget is the same study
     again = st.open_study(storage, _spec(n_trials=50), resume=True)
     assert not again.created and again.done == 0
+    # each submission is on record with what it ran with
+    runs = st.study_runs(again.study)
+    assert len(runs) == 2 and runs[0]["started"] <= runs[1]["started"]
+    assert runs[1]["versions"]["optuna"] == optuna.__version__
+    assert runs[1]["driver"]["cores"] and "commit" in runs[1]
+
+
+def test_a_study_resumed_again_and_again_keeps_its_first_and_latest_runs(tmp_path):
+    storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = st.open_study(storage, _spec(), resume=False).study
+    first = st.study_runs(study)[0]
+    for _ in range(st.MAX_RUNS + 5):
+        st.record_run(study)
+    runs = st.study_runs(study)
+    assert len(runs) == st.MAX_RUNS and runs[0] == first
+
+
+def test_provenance_names_the_commit_only_of_a_checkout_of_dm_search(monkeypatch):
+    from dm_search import provenance
+
+    provenance.git_commit.cache_clear()
+    try:
+        commit = provenance.git_commit()
+        # a clone of the repository, or an installed copy that is not one
+        assert commit is None or re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit), commit
+        monkeypatch.setenv(provenance.ENV_COMMIT, "abc123 (image)")
+        provenance.git_commit.cache_clear()
+        assert provenance.git_commit() == "abc123 (image)"
+    finally:
+        provenance.git_commit.cache_clear()
+    hw = provenance.hardware()
+    assert hw["cores"] >= 1 and hw["cpu"] and "gpu" not in hw
 
 
 def test_resume_of_a_missing_study_lists_the_studies(tmp_path):
