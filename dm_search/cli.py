@@ -664,13 +664,19 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path(
         "report.html"),
     storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    static: Annotated[Path | None, typer.Option(
+        "--static", help="Also write every figure into this folder as SVG and PNG "
+        "(for a paper).")] = None,
 ) -> None:
     """Write one self-contained HTML report of a study (works offline).
 
-    History, family comparison, the best EDFs against CE, the (mode, spread) map, parameter
-    importances, learning curves, memorisation of the best trial against CE, and the final
-    retrain table.
+    Set-up and provenance (data, nominal and measured noise, budget, wall time, hardware,
+    versions, git commit); the result: the best EDF, the final stage with memorisation, and
+    learning curves of the best EDF against CE over the whole budget; the search: history,
+    families, the best EDF of each family against CE, the accuracy planes, importances and
+    parallel coordinates per family; and tables of every family and every trial.
     """
+    from dm_search.paths import folder_problem
     from dm_search.report import write_report
 
     if output.suffix.lower() not in (".html", ".htm"):
@@ -678,12 +684,16 @@ def report(
         raise _fail(f"--output {output}: the report is one HTML file; give a .html name "
                     f"(e.g. {output.with_suffix('.html')})")
     _writable(output, "--output")
+    if static is not None and (problem := folder_problem(static)) is not None:
+        raise _fail(f"--static {static}: {problem}; give a folder this user can write")
     loaded = _load_study(study, storage)
     try:
-        path = write_report(loaded, output)
+        path = write_report(loaded, output, static=static)
     except OSError as err:
-        raise _fail(f"cannot write --output {output}: {err}") from None
+        raise _fail(f"cannot write the report: {err}") from None
     console.print(f"wrote {path} (open it in any browser; it needs no network)")
+    if static is not None:
+        console.print(f"wrote every figure to {static}/ as <name>.svg and <name>.png")
 
 
 @app.command()

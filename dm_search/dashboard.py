@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from dm_search import storage as st
 from dm_search.edf import EDF
 from dm_search.figures import (
+    READING,
     best_edf_curves_info,
     edf_of,
     family_info,
@@ -25,6 +26,7 @@ from dm_search.figures import (
     schedule_of,
 )
 from dm_search.labels import fmt
+from dm_search.tables import final_rows, pct, setup
 
 __all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "study_note", "trial_note",
            "update_dashboard", "upload_figure"]
@@ -71,7 +73,7 @@ def study_figures(study: Any) -> dict[str, go.Figure]:
     """The figures kept up to date in the dashboard, by graph-object id."""
     return {
         "dm-edf-curves": plot_edf_curves(best_edf_curves_info(study),
-                                         title="EDFs of the best trials against CE"),
+                                         title=READING["edf"][0]),
         "dm-families": plot_families(family_info(study)),
         "dm-mode-spread": plot_mode_spread(mode_spread_info(study)),
         "dm-mean-std": plot_mode_spread(mode_spread_info(study, "moments")),
@@ -113,23 +115,13 @@ def _schedule_lines(t: Any) -> list[str]:
             f"{r.start:.0%} to {r.end:.0%} of the budget, in {sched.coords} coordinates"]
 
 
-_READING = (
-    ("EDFs of the best trials against CE", "the weight each EDF gives an example as a function "
-     "of p, the probability the model gives its label; CE pushes hardest on low-p examples, "
-     "which under label noise are mostly the mislabelled ones."),
-    ("Validation accuracy by EDF family", "one point per trial; an x is a trial the scheduler "
-     "stopped early, so its accuracy is an early epoch's, not comparable with full runs."),
-    ("Accuracy over the (emphasis mode, spread) plane", "where a family puts its emphasis "
-     "(0: the hardest examples, 1: the easiest) and how sharply; the families that have both."),
-    ("Accuracy over the (mean, std) plane of the emphasis density", "the same trials in the "
-     "mean and std of the emphasis density, which every family has, so all families share "
-     "the axes."),
-    ("Optimisation history", "validation accuracy trial by trial, with the best so far."),
-    ("Hyperparameter Importance (Optuna's own panel)", "computed over the whole conditional "
-     "space: a family's parameters exist only in its own trials, so a high importance for, "
-     "say, gce.mode mostly says that the family matters. `dm-search report` shows the "
-     "importance within each family."),
-)
+# The dashboard's figures in the note's "Reading the figures", and Optuna's own panel.
+_NOTE_FIGURES = ("edf", "families", "mode-spread", "mean-std", "history")
+_OPTUNA_IMPORTANCE = (
+    "Hyperparameter Importance (Optuna's own panel)", "computed over the whole conditional "
+    "space: a family's parameters exist only in its own trials, so a high importance for, "
+    "say, gce.mode mostly says that the family matters. `dm-search report` shows the "
+    "importance within each family, with the number of trials it rests on.")
 
 
 def study_note(study: Any) -> str:
@@ -139,23 +131,10 @@ def study_note(study: Any) -> str:
 
     summary = st.study_summary(study)
     spec = st.study_spec(study)
-    base = spec.get("base") or {}
-    data, optim = base.get("data") or {}, base.get("optim") or {}
-    noise = data.get("noise") or {}
-    measured = study.user_attrs.get(st.StudyKey.NOISE_RATE)
-    noise_text = (f"{noise.get('kind', 'no')} noise at {100 * float(noise['rate']):.0f}%"
-                  if noise.get("rate") is not None else f"{noise.get('kind', 'no')} noise")
-    if is_finite(measured):
-        noise_text += f" ({100 * measured:.1f}% measured on the training split)"
     lines = [f"# {study.study_name}", "",
              f"Trials: {st.reasons_in_words(summary['by_reason'])} "
              f"({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched).", "",
-             "## Set-up",
-             f"- data: {data.get('name', '?')}, {noise_text}; model: "
-             f"{(base.get('model') or {}).get('name', '?')}",
-             f"- budget: {fmt(optim.get('epochs'), 'd')} epochs per trial, scheduler "
-             f"{(spec.get('scheduler') or {}).get('name', '?')}, sampler "
-             f"{(spec.get('sampler') or {}).get('name', '?')}"]
+             "## Set-up", *[f"- {name}: {text}" for name, text in setup(study)]]
     best = summary.get("best")
     if best:
         edf = EDF.from_config(best["edf"])
@@ -175,16 +154,13 @@ def study_note(study: Any) -> str:
     if final:
         lines += ["", "## Final stage: retrained on the full training set", "",
                   "| EDF | test accuracy | memorised | seeds |", "| --- | --- | --- | --- |"]
-        for key, label in (("best", f"best: {EDF.from_config(final['best']['edf'])}"),
-                           ("ce", "cross-entropy")):
-            r = final[key]
-            mem = [x["memorised"] for x in r["runs"] if is_finite(x.get("memorised"))]
-            mem_text = f"{100 * sum(mem) / len(mem):.1f}%" if mem else "-"
-            lines.append(f"| {label} | {100 * r['test_acc_mean']:.2f} ± "
-                         f"{100 * r['test_acc_std']:.2f}% | {mem_text} | {len(r['runs'])} |")
+        for r in final_rows(study):
+            lines.append(f"| {r.label} | {100 * r.test_mean:.2f} ± {100 * r.test_std:.2f}% | "
+                         f"{pct(r.memorised, 1)} | {r.seeds} |")
         lines += ["", f"Gain over CE: {100 * final['gain']:+.2f} points of test accuracy."]
     lines += ["", "## Reading the figures",
-              *[f"- **{name}**: {text}" for name, text in _READING],
+              *[f"- **{READING[fid][0]}**: {READING[fid][1]}" for fid in _NOTE_FIGURES],
+              f"- **{_OPTUNA_IMPORTANCE[0]}**: {_OPTUNA_IMPORTANCE[1]}",
               "", "## Spec", "", "```yaml", dump_yaml(spec).rstrip(), "```"]
     return "\n".join(lines)
 

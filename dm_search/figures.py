@@ -17,26 +17,33 @@ from dm_search.labels import loss_label
 from dm_search.schedule import EDFSchedule
 
 __all__ = [
+    "READING",
+    "BandInfo",
     "CurvesInfo",
     "EDFCurvesInfo",
     "FamilyInfo",
-    "FinalInfo",
     "HistoryInfo",
     "ModeSpreadInfo",
+    "ParallelInfo",
     "best_edf_curves_info",
+    "best_per_family",
+    "coordinates",
     "curves_info",
     "edf_curves_info",
     "family_info",
-    "final_info",
+    "final_curves_info",
     "history_info",
     "importance_info",
     "mode_spread_info",
+    "parallel_info",
+    "plot_bands",
     "plot_curves",
     "plot_edf_curves",
     "plot_families",
     "plot_history",
     "plot_importances",
     "plot_mode_spread",
+    "plot_parallel",
     "plot_trial_curves",
     "top_trials",
     "write_figure",
@@ -123,9 +130,10 @@ def plot_edf_curves(
         xaxis_title="p (probability of the labelled class)",
         yaxis_title="weight (unit area)" if info.normalised else "weight w(p)",
         template="plotly_white",
-        legend={"orientation": "h", "y": -0.2},
-        width=820,
-        height=480,
+        # No fixed width: the figure fills its card (a fixed 820 px cut the dashboard's card
+        # off at p = 0.85). Static exports give their own size.
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18},
+        margin={"l": 60, "r": 20, "t": 60, "b": 40},
     )
     return fig
 
@@ -142,16 +150,62 @@ def check_figure_path(path: str | Path) -> None:
         )
 
 
-def write_figure(fig: go.Figure, path: str | Path) -> Path:
-    """Write ``fig`` as self-contained HTML (``.html``) or an image (``.png``, ``.svg``)."""
+def write_figure(fig: go.Figure, path: str | Path, *,
+                 size: tuple[int, int] | None = None) -> Path:
+    """Write ``fig`` as self-contained HTML (``.html``) or an image (``.png``, ``.svg``);
+    ``size`` is an image's (width, height) in px where the figure has none of its own."""
     path = Path(path)
     check_figure_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".html", ".htm"):
         fig.write_html(path, include_plotlyjs=True)
     else:
-        fig.write_image(path, scale=2 if path.suffix.lower() == ".png" else 1)
+        width, height = size or (None, None)
+        fig.write_image(path, scale=2 if path.suffix.lower() == ".png" else 1,
+                        width=fig.layout.width or width, height=fig.layout.height or height)
     return path
+
+
+# What to read from each figure, by the id the report and the dashboard give it: the report's
+# caption under the figure and the dashboard note's "Reading the figures".
+READING: dict[str, tuple[str, str]] = {
+    "edf": ("EDFs, the best of each family against CE", "the weight each family's best EDF "
+            "gives an example as a function of p, the probability the model gives its label. "
+            "CE pushes hardest on low-p examples, which under label noise are mostly the "
+            "mislabelled ones; a robust EDF moves its weight to higher p."),
+    "history": ("Optimisation history", "validation accuracy trial by trial: filled circles "
+                "ran the whole budget, open ones were stopped early (an earlier epoch's "
+                "accuracy); the line is the best full-budget trial so far, dashed lines the "
+                "reference baselines."),
+    "families": ("Validation accuracy by EDF family", "one point per full-budget trial, a grey "
+                 "x per early-stopped one; a family whose box sits above the dashed CE line "
+                 "beats CE on clean validation data."),
+    "mode-spread": ("Accuracy over the (emphasis mode, spread) plane", "where a family puts "
+                    "its emphasis (0: the hardest examples, 1: the easiest) and how sharply, "
+                    "for the families that have both; colour is the validation accuracy of "
+                    "full-budget trials, grey trials were stopped early, squares are the "
+                    "references and the star is the study's best trial where its family has "
+                    "these coordinates."),
+    "mean-std": ("Accuracy over the (mean, std) plane of the emphasis density", "the same "
+                 "trials in the mean and std of the emphasis density, which every family has, "
+                 "so all families, the references (squares) and the best trial (the star) "
+                 "share one pair of axes."),
+    "emphasis": ("Emphasis mode over epochs", "where each emphasis schedule had moved the "
+                 "emphasis mode by the end of every epoch."),
+    "importances": ("Parameter importance within each family", "the share of a family's "
+                    "validation-accuracy variance each of its parameters explains (fANOVA); n "
+                    "is the family's full-budget trials, and with few of them it is rough."),
+    "parallel": ("Parameters against validation accuracy, per family", "one line per "
+                 "full-budget trial, coloured by validation accuracy: follow the bright lines "
+                 "to the parameter values that won, and see how much each trial memorised."),
+    "learning": ("Test accuracy over epochs, best EDF against CE", "the final stage's runs on "
+                 "the full training set over the whole budget, the mean over seeds with the "
+                 "seeds' range shaded: CE peaks early, then loses accuracy as it memorises "
+                 "wrong labels."),
+    "memorisation": ("Memorisation of wrong labels, best EDF against CE", "the share of the "
+                     "corrupted training labels the model predicts as given, over the whole "
+                     "budget: CE climbs towards fitting them all, a robust EDF stays low."),
+}
 
 
 # ====================================================================== study figures
@@ -167,9 +221,10 @@ class HistoryInfo(NamedTuple):
 
 
 class FamilyInfo(NamedTuple):
-    family: list[str]  # sorted by best validation accuracy, best first
+    family: list[str]  # searched families, by best validation accuracy, best first
     values: list[list[float]]  # val_acc of the family's full-budget trials
     early: list[list[float]]  # val_acc of its early-stopped trials (at the epoch they stopped)
+    references: list[tuple[str, float]]  # (label, val_acc) of the baselines: drawn as lines
 
 
 class ModeSpreadInfo(NamedTuple):
@@ -186,6 +241,7 @@ class ModeSpreadInfo(NamedTuple):
     reference: list[bool] | None = None
     # An emphasis schedule's path across the plane, start to end (empty for a fixed EDF).
     paths: list[list[tuple[float, float]]] | None = None
+    best: int | None = None  # the number of the study's best trial (starred)
 
 
 class CurvesInfo(NamedTuple):
@@ -194,11 +250,6 @@ class CurvesInfo(NamedTuple):
     metric: str
     labels: list[str]
     series: list[tuple[list[int], list[float]]]
-
-
-class FinalInfo(NamedTuple):
-    rows: list[tuple[str, float, float, int]]  # (label, mean test acc, std, seeds)
-    gain: float | None
 
 
 def finished_trials(study: Any) -> list[Any]:
@@ -256,8 +307,7 @@ def _family_label(t: Any) -> str:
 
 def history_info(study: Any) -> HistoryInfo:
     trials = [t for t in finished_trials(study) if _value(t) is not None]
-    refs = [(f"{edf_of(t)} (reference)", float(t.value)) for t in trials
-            if st.is_reference(t) and st.ran_full_budget(t)]
+    refs = _references(study)
     rows = sorted((t for t in trials if not st.is_reference(t)), key=lambda t: t.number)
     best: float | None = None
     best_so_far: list[float | None] = []
@@ -291,11 +341,16 @@ def plot_history(info: HistoryInfo) -> go.Figure:
     fig.add_trace(go.Scatter(x=info.number, y=info.best_so_far, mode="lines",
                              name="best (full budget)", line={"color": "#444", "shape": "hv"}))
     _reference_lines(fig, info.references)
-    fig.update_layout(title="Optimisation history (open circles: early-stopped; dashed: "
-                      "reference baselines)",
+    # Short titles: a dashboard card is about 600 px wide; the captions explain the marks.
+    fig.update_layout(title="Optimisation history",
                       xaxis_title="trial", yaxis_title="clean validation accuracy",
                       template="plotly_white")
     return fig
+
+
+def _references(study: Any) -> list[tuple[str, float]]:
+    return [(f"{edf_of(t)} (reference)", float(t.value)) for t in finished_trials(study)
+            if st.is_reference(t) and st.ran_full_budget(t)]
 
 
 def family_info(study: Any) -> FamilyInfo:
@@ -303,27 +358,30 @@ def family_info(study: Any) -> FamilyInfo:
     early: dict[str, list[float]] = {}
     for t in finished_trials(study):
         value = _value(t)
-        if value is None:
+        if value is None or st.is_reference(t):
             continue
-        fam = _family_label(t)
+        fam = edf_of(t).family
         (full if st.ran_full_budget(t) else early).setdefault(fam, []).append(value)
         full.setdefault(fam, [])
     order = sorted(full, key=lambda f: -max(full[f], default=-1.0))
-    return FamilyInfo(order, [full[f] for f in order], [early.get(f, []) for f in order])
+    return FamilyInfo(order, [full[f] for f in order], [early.get(f, []) for f in order],
+                      _references(study))
 
 
 def plot_families(info: FamilyInfo) -> go.Figure:
     fig = go.Figure()
     for k, fam in enumerate(info.family):
         color = _PALETTE[k % len(_PALETTE)]
-        fig.add_trace(go.Box(y=info.values[k], name=fam, boxpoints="all", jitter=0.3,
-                             marker={"color": color}, showlegend=False))
+        fig.add_trace(go.Box(y=info.values[k], x=[fam] * len(info.values[k]), name=fam,
+                             boxpoints="all", jitter=0.3, marker={"color": color},
+                             showlegend=False))
         if info.early[k]:
             fig.add_trace(go.Scatter(x=[fam] * len(info.early[k]), y=info.early[k],
                                      mode="markers", showlegend=False,
-                                     marker={"color": color, "symbol": "x", "opacity": 0.5},
+                                     marker={"color": "#aaa", "symbol": "x"},
                                      hovertext="early-stopped"))
-    fig.update_layout(title="Validation accuracy by EDF family (x: early-stopped)",
+    _reference_lines(fig, info.references)
+    fig.update_layout(title="Validation accuracy by EDF family",
                       yaxis_title="clean validation accuracy", template="plotly_white")
     return fig
 
@@ -346,11 +404,13 @@ def mode_spread_info(study: Any, coords: str = "mode_spread") -> ModeSpreadInfo:
                           [pts[i][0].number for i in keep],
                           [st.ran_full_budget(pts[i][0]) for i in keep], coords,
                           [st.is_reference(pts[i][0]) for i in keep],
-                          [_path(schedule_of(pts[i][0]), coords) for i in keep])
+                          [_path(schedule_of(pts[i][0]), coords) for i in keep],
+                          getattr(st.best_trial(study), "number", None))
 
 
 def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
-    symbols = ["circle", "square", "diamond", "triangle-up", "cross"]
+    # Squares are the references' alone.
+    symbols = ["circle", "diamond", "triangle-up", "triangle-down", "pentagon", "hexagon"]
     refs = info.reference or [False] * len(info.family)
     fig = go.Figure()
     for i, path in enumerate(info.paths or []):
@@ -364,20 +424,38 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
                     "angleref": "previous", "color": "#666"},
             hoverinfo="text", showlegend=False,
             text=[f"trial {info.number[i]}: schedule path"] * len(path)))
+    grey = "#c8c8c8"
     for k, fam in enumerate(sorted(set(info.family))):
-        for ref in (False, True):
-            idx = [i for i, f in enumerate(info.family) if f == fam and refs[i] == ref]
+        # Early-stopped trials are grey: an accuracy after 10 epochs on the colour scale of
+        # 30-epoch ones would read as a bad EDF when it is only a short run.
+        for kind in ("full", "early", "reference"):
+            idx = [i for i, f in enumerate(info.family) if f == fam and kind == (
+                "reference" if refs[i] else "full" if info.finished[i] else "early")]
             if not idx:
                 continue
+            what = "stopped early, at" if kind == "early" else "full budget,"
             fig.add_trace(go.Scatter(
                 x=[info.mode[i] for i in idx], y=[info.spread[i] for i in idx],
-                mode="markers", name=f"{fam} (reference)" if ref else fam,
-                text=[f"trial {info.number[i]}: val {info.value[i]:.4f}" for i in idx],
-                marker={"symbol": "star" if ref else symbols[k % len(symbols)],
-                        "size": 16 if ref else 12,
-                        "color": [info.value[i] for i in idx], "coloraxis": "coloraxis",
-                        "line": {"width": [0 if info.finished[i] else 2 for i in idx],
-                                 "color": "#999"}}))
+                mode="markers", name=f"{fam} (reference)" if kind == "reference" else fam,
+                legendgroup=fam, showlegend=kind != "early",
+                text=[f"trial {info.number[i]} ({what} val {100 * info.value[i]:.1f}%)"
+                      for i in idx], hoverinfo="text",
+                marker={"symbol": "square" if kind == "reference" else symbols[k % len(symbols)],
+                        "size": 14 if kind == "reference" else 11,
+                        "color": grey if kind == "early" else [info.value[i] for i in idx],
+                        "coloraxis": None if kind == "early" else "coloraxis",
+                        "line": {"width": 2 if kind == "reference" else 0, "color": "#222"}}))
+    if any(not f for f in info.finished):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="early-stopped",
+                                 marker={"color": grey, "size": 11}))
+    if info.best is not None and info.best in info.number:
+        i = info.number.index(info.best)
+        fig.add_trace(go.Scatter(
+            x=[info.mode[i]], y=[info.spread[i]], mode="markers",
+            name=f"best: trial {info.best}", hoverinfo="text",
+            text=[f"best: trial {info.best}, val {100 * info.value[i]:.1f}%"],
+            marker={"symbol": "star", "size": 22, "color": "#FFD700",
+                    "line": {"width": 1.5, "color": "#222"}}))
     if info.coords == "moments":
         title = "Accuracy over the (mean, std) plane of the emphasis density"
         x_title = "mean of the emphasis density (where the emphasis sits on average)"
@@ -387,8 +465,10 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
         x_title = "emphasis mode (0: hardest examples count most, 1: easiest)"
         y_title = "spread"
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title,
-                      coloraxis={"colorbar": {"title": "val acc"}, "colorscale": "Viridis"},
-                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+                      coloraxis={"colorbar": {"title": "val acc<br>(full budget)"},
+                                 "colorscale": "Viridis"},
+                      template="plotly_white",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.15})
     return fig
 
 
@@ -397,25 +477,56 @@ def top_trials(study: Any, k: int = 3) -> list[Any]:
     return sorted(eligible, key=lambda t: (-t.value, t.number))[:k]
 
 
-def best_edf_curves_info(study: Any, k: int = 3) -> EDFCurvesInfo:
-    """The top-k full-budget trials' EDFs against cross-entropy's, unit area; an emphasis
-    schedule shows its curve at the start (dotted) and at the end."""
+def coordinates(edf: EDF) -> str:
+    """Where an EDF puts its emphasis, in words: its mode and spread, or the mean and std of
+    its emphasis density for the families without a mode."""
+    if edf.mode is not None and edf.spread is not None:
+        return f"mode {edf.mode:.2f}, spread {edf.spread:.3g}"
+    moments = f"mean {edf.mean:.2f}, std {edf.std:.2f}"
+    return f"mode {edf.mode:.2f}; {moments}" if edf.mode is not None else moments
+
+
+def best_per_family(study: Any) -> list[Any]:
+    """Each searched family's best full-budget trial, best first: one curve per family, never
+    two near-duplicates of one (GCE with q 0.70 and 0.71)."""
+    best: dict[str, Any] = {}
+    for t in finished_trials(study):
+        if st.is_eligible(t):
+            fam = edf_of(t).family
+            if fam not in best or (t.value, -t.number) > (best[fam].value, -best[fam].number):
+                best[fam] = t
+    return sorted(best.values(), key=lambda t: (-t.value, t.number))
+
+
+def best_edf_curves_info(study: Any) -> EDFCurvesInfo:
+    """Each family's best full-budget trial's EDF against cross-entropy's, unit area, labelled
+    with its coordinates and validation accuracy; an emphasis schedule shows its curve at the
+    start (dotted) and at the end."""
     edfs: list[EDF] = []
     labels: list[str] = []
     dash: list[str] = []
-    for i, t in enumerate(top_trials(study, k)):
-        sched = schedule_of(t)
+    chosen = best_per_family(study)
+    for t in chosen:
+        sched, val = schedule_of(t), f"val {100 * t.value:.1f}%"
+        fam = edf_of(t).family
         if sched is not None:
             edfs += [sched.start, sched.end]
-            labels += [f"#{i + 1} start {sched.start}",
-                       f"#{i + 1} end {trial_label(t).split(' -> ', 1)[1]}"]
+            labels += [f"{fam} #{t.number} start: {coordinates(sched.start)}",
+                       f"{fam} #{t.number} end: {coordinates(sched.end)}, {val}"]
             dash += ["dot", "solid"]
         else:
             edfs.append(edf_of(t))
-            labels.append(f"#{i + 1} {edf_of(t)}")
+            labels.append(f"{fam} #{t.number}: {coordinates(edf_of(t))}, {val}")
             dash.append("solid")
-    info = edf_curves_info([*edfs, EDF("cce")])
-    return info._replace(labels=[*labels, "cce (CE)"], dash=[*dash, "solid"])
+    if not any(edf_of(t).family == "cce" for t in chosen):
+        ce = [t for t in finished_trials(study)
+              if edf_of(t).family == "cce" and st.ran_full_budget(t)]
+        edfs.append(EDF("cce"))
+        labels.append("CE" + (f" (reference): val {100 * max(t.value for t in ce):.1f}%"
+                              if ce else ""))
+        dash.append("solid")
+    info = edf_curves_info(edfs)
+    return info._replace(labels=labels, dash=dash)
 
 
 def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
@@ -452,19 +563,29 @@ def plot_curves(info: CurvesInfo, title: str, yaxis: str) -> go.Figure:
     return fig
 
 
-def importance_info(study: Any) -> dict[str, dict[str, float]]:
-    """Parameter importances (fANOVA) within each family that has enough full-budget trials:
-    the space is conditional, so importances across families are not defined."""
+# fANOVA on fewer trials than this, or on one parameter, says nothing worth a bar.
+MIN_IMPORTANCE_TRIALS = 4
+
+
+def _searched_by_family(study: Any) -> dict[str, list[Any]]:
+    """Each family's searched full-budget trials with sampled parameters."""
+    out: dict[str, list[Any]] = {}
+    for t in finished_trials(study):
+        if st.is_eligible(t) and t.params:
+            out.setdefault(edf_of(t).family, []).append(t)
+    return out
+
+
+def importance_info(study: Any) -> dict[str, tuple[int, dict[str, float]]]:
+    """``{family: (n trials, {parameter: importance})}`` (fANOVA) within each family that has
+    at least two sampled parameters and MIN_IMPORTANCE_TRIALS full-budget trials: the space
+    is conditional, so importances across families are not defined."""
     import optuna
 
-    by_family: dict[str, list[Any]] = {}
-    for t in finished_trials(study):
-        if t.state.name == "COMPLETE" and is_finite(t.value) and t.params:
-            by_family.setdefault(edf_of(t).family, []).append(t)
-    out: dict[str, dict[str, float]] = {}
-    for fam, trials in by_family.items():
+    out: dict[str, tuple[int, dict[str, float]]] = {}
+    for fam, trials in _searched_by_family(study).items():
         names = set.intersection(*(set(t.params) for t in trials)) - {"family"}
-        if len(trials) < 4 or not names:
+        if len(trials) < MIN_IMPORTANCE_TRIALS or len(names) < 2:
             continue
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study" line per family
         sub = optuna.create_study(direction="maximize")
@@ -473,36 +594,131 @@ def importance_info(study: Any) -> dict[str, dict[str, float]]:
                 params={n: t.params[n] for n in names},
                 distributions={n: t.distributions[n] for n in names}, value=t.value))
         try:
-            out[fam] = optuna.importance.get_param_importances(sub)
+            out[fam] = (len(trials), optuna.importance.get_param_importances(sub))
         except (RuntimeError, ValueError):  # too few distinct values to split on
             continue
     return out
 
 
-def plot_importances(info: dict[str, dict[str, float]]) -> go.Figure:
+def plot_importances(info: dict[str, tuple[int, dict[str, float]]]) -> go.Figure:
     fig = go.Figure()
-    for k, (fam, imp) in enumerate(sorted(info.items())):
-        fig.add_trace(go.Bar(x=list(imp.values()), y=list(imp), orientation="h", name=fam,
-                             marker={"color": _PALETTE[k % len(_PALETTE)]}))
+    for k, (fam, (n, imp)) in enumerate(sorted(info.items())):
+        fig.add_trace(go.Bar(x=list(imp.values()), y=list(imp), orientation="h",
+                             name=f"{fam} (n={n})", marker={"color": _PALETTE[k % len(_PALETTE)]}))
     if not info:
-        fig.add_annotation(text="not enough trials per family for importances",
+        fig.add_annotation(text=f"no family has two sampled parameters and "
+                           f"{MIN_IMPORTANCE_TRIALS} full-budget trials",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title="Parameter importance within each family (fANOVA)",
-                      xaxis_title="importance", template="plotly_white")
+    fig.update_layout(title="Parameter importance within each family (fANOVA, n: full-budget "
+                      "trials)", xaxis_title="importance (share of the variance explained)",
+                      template="plotly_white")
     return fig
 
 
-def final_info(study: Any) -> FinalInfo:
+class ParallelInfo(NamedTuple):
+    """One family's full-budget trials: ``columns[name]`` per trial, val acc last."""
+
+    family: str
+    numbers: list[int]
+    columns: dict[str, list[float]]
+
+
+def parallel_info(study: Any) -> list[ParallelInfo]:
+    """Per family with at least two full-budget trials: its sampled parameters, its
+    emphasis coordinates, memorisation and validation accuracy, one row per trial."""
+    out = []
+    for fam, trials in sorted(_searched_by_family(study).items()):
+        names = sorted(set.intersection(*(set(t.params) for t in trials)) - {"family"})
+        if len(trials) < 2 or not names:
+            continue
+        trials = sorted(trials, key=lambda t: t.number)
+        cols: dict[str, list[float]] = {
+            n.split(".", 1)[-1]: [float(t.params[n]) for t in trials] for n in names}
+        mem = [st.trial_final(t).get("memorised") for t in trials]
+        if all(is_finite(m) for m in mem):
+            cols["memorised"] = [float(m) for m in mem]  # type: ignore[arg-type]
+        cols["val_acc"] = [float(t.value) for t in trials]
+        out.append(ParallelInfo(fam, [t.number for t in trials], cols))
+    return out
+
+
+def plot_parallel(info: ParallelInfo) -> go.Figure:
+    dims = [{"label": name, "values": vals} for name, vals in info.columns.items()]
+    fig = go.Figure(go.Parcoords(
+        line={"color": info.columns["val_acc"], "colorscale": "Viridis", "showscale": True,
+              "colorbar": {"title": "val acc"}},
+        dimensions=dims))
+    fig.update_layout(title=f"{info.family}: parameters against validation accuracy "
+                      f"({len(info.numbers)} full-budget trials)", template="plotly_white",
+                      margin={"l": 60, "r": 40, "t": 90, "b": 40})
+    return fig
+
+
+class BandInfo(NamedTuple):
+    """A metric per epoch over several seeds: ``mean[k]``, ``low[k]`` and ``high[k]`` (min and
+    max over the seeds) at ``epochs[k]`` for ``labels[k]``, run ``seeds[k]`` times."""
+
+    metric: str
+    labels: list[str]
+    epochs: list[list[int]]
+    mean: list[list[float]]
+    low: list[list[float]]
+    high: list[list[float]]
+    seeds: list[int]
+
+
+def final_curves_info(study: Any, metric: str) -> BandInfo | None:
+    """``metric`` per epoch of the final stage's runs (the best EDF and CE, retrained on the
+    full training set for the whole budget); None without a final stage, or one recorded
+    before its runs kept their curves."""
     final = st.final_stage(study)
     if not final:
-        return FinalInfo([], None)
-    rows = []
-    for key, label in (("best", f"best: {loss_label(final['best'])} "
-                                f"(trial {final['best']['trial']})"),
-                       ("ce", "cross-entropy")):
-        r = final[key]
-        rows.append((label, r["test_acc_mean"], r["test_acc_std"], len(r["runs"])))
-    return FinalInfo(rows, final.get("gain"))
+        return None
+    info = BandInfo(metric, [], [], [], [], [], [])
+    for key, label in (("best", f"best: {loss_label(final['best'])}"), ("ce", "cross-entropy")):
+        runs = [r.get("history") or [] for r in final[key]["runs"]]
+        if not runs or not all(runs):
+            return None
+        by_epoch: dict[int, list[float]] = {}
+        for hist in runs:
+            for h in hist:
+                if is_finite(h.get(metric)):
+                    by_epoch.setdefault(int(h["epoch"]), []).append(float(h[metric]))
+        epochs = sorted(by_epoch)
+        info.labels.append(label)
+        info.epochs.append(epochs)
+        info.mean.append([sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs])
+        info.low.append([min(by_epoch[e]) for e in epochs])
+        info.high.append([max(by_epoch[e]) for e in epochs])
+        info.seeds.append(len(runs))
+    return info
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def plot_bands(info: BandInfo, title: str, yaxis: str) -> go.Figure:
+    """Mean over the seeds as a line, the range between the lowest and highest seed shaded."""
+    fig = go.Figure()
+    for k, label in enumerate(info.labels):
+        colour = _PALETTE[k % len(_PALETTE)]
+        x = info.epochs[k]
+        if info.seeds[k] > 1:
+            fig.add_trace(go.Scatter(x=x, y=info.high[k], mode="lines", line={"width": 0},
+                                     hoverinfo="skip", showlegend=False, legendgroup=label))
+            fig.add_trace(go.Scatter(x=x, y=info.low[k], mode="lines", line={"width": 0},
+                                     fill="tonexty", fillcolor=_rgba(colour, 0.2),
+                                     hoverinfo="skip", showlegend=False, legendgroup=label))
+        fig.add_trace(go.Scatter(x=x, y=info.mean[k], mode="lines", legendgroup=label,
+                                 name=f"{label} (mean of {info.seeds[k]} seed"
+                                      f"{'s' if info.seeds[k] > 1 else ''})",
+                                 line={"color": colour, "width": 3}))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis,
+                      template="plotly_white",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.18})
+    return fig
 
 
 def plot_trial_curves(history: list[dict[str, float]], title: str) -> go.Figure:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from dm_search import dashboard as dash
+
+from . import browser
 
 pytestmark = pytest.mark.slow
 
@@ -47,28 +51,33 @@ def dashboard(tmp_path, free_port, make_study, search):
 
 
 def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        raise RuntimeError("Debian's chromium is needed for the dashboard test: run `make "
-                           "browser` (apt-get install chromium chromium-driver)")
-    return path
+    return browser.chromium()
+
+
+def _study(base: str) -> tuple[int, dict]:
+    with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as resp:
+        studies = json.load(resp)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["made"]
+    sid = studies[0]["study_id"]
+    with urllib.request.urlopen(f"{base}/api/studies/{sid}?after=0", timeout=10) as resp:
+        return sid, json.load(resp)
+
+
+def _figures_ready(ids) -> str:
+    return " && ".join(f"document.getElementById('user-defined-plot:{gid}')"
+                       f"?.querySelector('svg.main-svg')" for gid in ids)
 
 
 def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
     base, _ = dashboard
-    with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as resp:
-        studies = json.load(resp)["study_summaries"]
-    assert [s["study_name"] for s in studies] == ["made"]
-    page = f"{base}/dashboard/studies/{studies[0]['study_id']}"
+    sid, detail = _study(base)
+    page = f"{base}/dashboard/studies/{sid}"
     chromium = _chromium()
     dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}/a",
                           "--dump-dom", page], capture_output=True, text=True, timeout=120)
     html = dom.stdout
     assert "made" in html
     # the value is named, not "Objective 0"
-    with urllib.request.urlopen(f"{base}/api/studies/{studies[0]['study_id']}?after=0",
-                                timeout=10) as resp:
-        detail = json.load(resp)
     assert detail["objective_names"] == ["val_acc"]
     note = detail["note"]["body"]
     assert note.startswith("# made\n") and "## Best EDF" in note
@@ -82,13 +91,86 @@ def test_dashboard_shows_the_study_and_its_edf_figure(dashboard, tmp_path):
     for gid in dash.DASHBOARD_FIGURES:
         assert f"user-defined-plot:{gid}" in html
     # plotly drew the figure (its title is SVG text on the page), not just an empty box
-    assert "EDFs of the best trials against CE" in html
+    assert "EDFs, the best of each family against CE" in html
     assert "Accuracy over the (emphasis mode, spread) plane" in html
-    shot = tmp_path / "dashboard.png"
-    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}/b",
-                    "--window-size=1400,2200", f"--screenshot={shot}", page],
-                   capture_output=True, timeout=120)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_dashboard_is_legible_figures_fit_the_metric_is_named_rows_are_short(dashboard,
+                                                                             tmp_path):
+    """What a reader sees, measured in the browser: every figure within its card, the metric
+    named, the note written, trial rows of a normal height."""
+    base, _ = dashboard
+    sid, _ = _study(base)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with browser.Browser(tmp_path / "profile", width=1400, height=2400) as b:
+        b.open(f"{base}/dashboard/studies/{sid}", _figures_ready(dash.DASHBOARD_FIGURES))
+        b.screenshot(shots / "study.png")
+        figures = b.evaluate(browser.FIGURE_FIT)
+        ours = [f for f in figures if f["title"]]
+        assert len(ours) >= len(dash.DASHBOARD_FIGURES), figures
+        wide = [f for f in figures if f["over"] > 1]
+        assert not wide, f"figures, titles or legends cut off by their card: {wide}"
+        text = b.evaluate("document.body.innerText")
+        assert "val_acc" in text and "Objective 0" not in text
+        # the study's note, rendered on its page
+        b.open(f"{base}/dashboard/studies/{sid}/note",
+               "document.body.innerText.includes('Reading the figures')")
+        b.screenshot(shots / "note.png")
+        text = b.evaluate("document.body.innerText")
+        assert "Best EDF" in text and "dm-search export made -o best_edf.yaml" in text
+        # a trial's page: its user attributes one line each (a config and a 60-epoch history
+        # there once made the block about 600 px tall); trial 6 failed, with a long reason
+        b.open(f"{base}/dashboard/studies/{sid}/trials",
+               "document.body.innerText.includes('User Attributes')")
+        for number in (0, 6):
+            b.evaluate(f"Array.from(document.querySelectorAll('*')).find(e => "
+                       f"e.childElementCount === 0 && e.textContent.trim() === "
+                       f"'Trial {number}').click()")
+            b.open_wait(f"document.body.innerText.includes('Trial {number} (trial_id=')")
+            b.screenshot(shots / f"trial_{number}.png")
+            attrs = b.evaluate(USER_ATTRIBUTES)
+            assert len(attrs["lines"]) >= 10, attrs
+            assert max(attrs["lines"]) <= 1.5 * min(attrs["lines"]), attrs  # one line each
+            assert attrs["block"] <= 40 * len(attrs["lines"]), attrs
+    for shot in shots.iterdir():
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        if os.environ.get(SHOTS):  # to look at them
+            shutil.copy(shot, Path(os.environ[SHOTS]) / f"dashboard_{shot.name}")
+
+
+# The height of the User Attributes block on a trial's page, and of each of its lines.
+USER_ATTRIBUTES = """
+(() => { const label = Array.from(document.querySelectorAll('p'))
+           .find(e => e.textContent.trim() === 'User Attributes');
+         const block = label.parentElement;
+         return {block: block.getBoundingClientRect().height,
+                 lines: Array.from(block.querySelectorAll('p')).slice(1)
+                   .map(p => p.getBoundingClientRect().height)}; })()
+"""
+
+# A folder to keep the browser tests' screenshots in, to look at them.
+SHOTS = "DM_SEARCH_TEST_SHOTS"
+
+
+def test_the_report_fits_a_laptop_screen(make_study, tmp_path):
+    """The report in the browser: no figure wider than the page's column, at a laptop's
+    width and at a narrow window's."""
+    from dm_search.report import write_report
+
+    study = make_study(f"sqlite:///{tmp_path}/r.db")
+    path = write_report(study, tmp_path / "report.html")
+    for width in (1280, 700):
+        with browser.Browser(tmp_path / f"profile{width}", width=width, height=1600) as b:
+            b.open(path.as_uri(), "document.querySelectorAll('.js-plotly-plot svg.main-svg')"
+                   ".length >= 9")
+            shot = b.screenshot(tmp_path / f"report{width}.png")
+            if os.environ.get(SHOTS):
+                shutil.copy(shot, Path(os.environ[SHOTS]) / shot.name)
+            figures = b.evaluate(browser.FIGURE_FIT)
+            assert len(figures) >= 9
+            wide = [f for f in figures if f["over"] > 1]
+            assert not wide, f"at {width} px, figures wider than the page: {wide}"
 
 
 def test_dashboard_binds_loopback_only(dashboard):

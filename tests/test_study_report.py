@@ -1,11 +1,13 @@
 import re
 import shutil
+from html.parser import HTMLParser
 
 import optuna
 import pytest
 
 from dm_search import dashboard as dash
 from dm_search import figures as r
+from dm_search import tables
 from dm_search.edf import EDF
 from dm_search.export import read_export
 from dm_search.report import write_report
@@ -30,8 +32,13 @@ def test_history_counts_only_full_budget_trials_as_best(study):
 
 def test_family_info_orders_by_best_and_separates_early_stops(study):
     info = r.family_info(study)
-    assert info.family == ["dm", "gce", "cce (reference)"]
+    assert info.family == ["dm", "gce"]  # the CE reference is a line, not a family
     assert sorted(info.values[0]) == [0.74, 0.79, 0.80, 0.84] and info.early[0] == [0.9]
+    assert info.references == [("cce (reference)", 0.55)]
+    fig = r.plot_families(info)
+    assert [s.y0 for s in fig.layout.shapes] == [0.55]
+    early = [tr for tr in fig.data if tr.type == "scatter"]
+    assert len(early) == 1 and early[0].marker.color == "#aaa"
 
 
 def test_mode_spread_and_edf_curves(study):
@@ -40,8 +47,12 @@ def test_mode_spread_and_edf_curves(study):
     assert ms.mode[ms.number.index(1)] == pytest.approx(0.5)
     assert ms.spread[ms.number.index(1)] == 16.0
     assert ms.finished[ms.number.index(4)] is False
-    curves = r.best_edf_curves_info(study, k=2)
-    assert curves.labels == ["#1 dm(lam=1, beta=16)", "#2 dm(lam=0.5, beta=8)", "cce (CE)"]
+    # the best of each family, labelled with where it puts its emphasis and how it did: the
+    # second-best dm trial (a near-duplicate of the best) is not drawn
+    curves = r.best_edf_curves_info(study)
+    assert curves.labels == ["dm #1: mode 0.50, spread 16, val 84.0%",
+                             "gce #3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
+                             "CE (reference): val 55.0%"]
 
 
 def test_mean_std_plane_puts_every_family_and_the_reference_on_one_pair_of_axes(study):
@@ -83,10 +94,14 @@ def test_memorisation_compares_with_the_longest_ce_trial_when_ce_was_stopped_ear
 
 def test_importances_and_final_table(study):
     imp = r.importance_info(study)
-    assert set(imp) == {"dm"} and set(imp["dm"]) == {"dm.mode", "dm.spread"}
-    assert sum(imp["dm"].values()) == pytest.approx(1.0)
-    final = r.final_info(study)
-    assert final.rows[0][1:] == (0.86, 0.0141, 2) and final.gain == 0.25
+    # gce has one parameter: no importance to rank
+    assert set(imp) == {"dm"} and imp["dm"][0] == 4
+    assert set(imp["dm"][1]) == {"dm.mode", "dm.spread"}
+    assert sum(imp["dm"][1].values()) == pytest.approx(1.0)
+    assert [tr.name for tr in r.plot_importances(imp).data] == ["dm (n=4)"]
+    final = tables.final_rows(study)
+    assert final[0][1:] == (0.86, 0.0141, pytest.approx(0.06), 2, "3")
+    assert final[1].label == "cross-entropy"
 
 
 def test_trial_note_is_readable(study):
@@ -95,20 +110,147 @@ def test_trial_note_is_readable(study):
     assert "emphasis mode: 0.700" in note
 
 
-def test_report_is_one_self_contained_html(study, tmp_path):
-    path = write_report(study, tmp_path / "rep.html")
-    html = path.read_text()
-    for fid in ("history", "families", "edf", "mode-spread", "mean-std", "importances",
-                "learning", "memorisation"):
-        assert f"id='{fid}'" in html
-    assert "EDFs of the best trials against CE" in html
-    assert "Reference baselines (run once, full budget)" in html
-    assert "<td style='text-align:left'>cce</td><td>0.5500</td>" in html
-    assert "Gain over CE: +25.00 points" in html
-    assert "id='emphasis'" not in html  # no trial's EDF moved
+class _Page(HTMLParser):
+    """The parts of a report a reader relies on: headings, tables with their captions and
+    cells, and each figure's caption."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[str] = []
+        self.tables: dict[str, dict] = {}
+        self.figures: dict[str, str] = {}
+        self.setup: dict[str, str] = {}
+        self._stack: list[tuple[str, dict]] = []
+        self._text: list[str] = []
+        self._table: dict | None = None
+        self._figure: str | None = None
+        self._dt = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self._stack.append((tag, a))
+        if tag in ("h1", "h2", "h3", "caption", "th", "td", "p", "dt", "dd"):
+            self._text = []
+        if tag == "table":
+            self._table = self.tables.setdefault(a.get("id", f"t{len(self.tables)}"),
+                                                 {"caption": "", "headers": [], "rows": []})
+        if tag == "tr" and self._table is not None:
+            self._table["rows"].append([])
+        if tag == "div" and a.get("class") == "fig":
+            self._figure = a["id"]
+            self.figures[self._figure] = ""
+
+    def handle_data(self, data):
+        self._text.append(data)
+
+    def handle_endtag(self, tag):
+        _, attrs = self._stack.pop() if self._stack else (tag, {})
+        text = "".join(self._text).strip()
+        if tag in ("h1", "h2", "h3"):
+            self.headings.append(text)
+        elif tag == "caption" and self._table is not None:
+            self._table["caption"] = text
+        elif tag == "th" and self._table is not None:
+            self._table["headers"].append(text)
+        elif tag == "td" and self._table is not None:
+            self._table["rows"][-1].append(text)
+        elif tag == "table":
+            if self._table is not None:
+                self._table["rows"] = [r for r in self._table["rows"] if r]
+            self._table = None
+        elif tag == "p" and attrs.get("class") == "caption" and self._figure:
+            self.figures[self._figure] = text
+        elif tag == "dt":
+            self._dt = text
+        elif tag == "dd":
+            self.setup[self._dt] = text
+
+
+def _parse(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    return page
+
+
+def test_report_reads_as_sections_of_captioned_tables_and_figures(study, tmp_path):
+    from importlib.metadata import version
+
+    html = write_report(study, tmp_path / "rep.html").read_text()
+    page = _parse(html)
+    assert page.headings[:3] == ["Study made", "Set-up", "Result"]
+    assert {"Search", "Every trial", "Spec"} <= set(page.headings)
+    # every figure has its one-line caption saying what to read from it
+    assert {"history", "families", "edf", "mode-spread", "mean-std", "importances",
+            "learning", "memorisation", "parallel-dm"} <= set(page.figures)
+    assert "emphasis" not in page.figures  # no trial's EDF moved
+    assert all(len(c) > 40 for c in page.figures.values()), page.figures
+    # learning curves and memorisation come from the final stage's full runs
+    assert page.figures["learning"].startswith("Test accuracy over epochs, best EDF against CE")
+    assert "final stage" in page.figures["learning"]
+    # the header: counts in words, units, nominal and measured noise, provenance
+    assert "{" not in html.split("<h2 id='spec'>")[0].split("<body>")[1].split("<script")[0]
+    assert page.setup["data"].startswith("mnist1d, symmetric noise at 40% (nominal), 40.0% "
+                                         "measured on the training split")
+    assert page.setup["budget"] == "6 epochs per trial, 20 searched trials, 2 at a time"
+    assert f"torch {version('torch')}" in page.setup["software"]
+    assert f"optuna {version('optuna')}" in page.setup["software"]
+    assert "git commit" in page.setup and page.setup["trials ran on"].startswith("127.0.0.1")
+    assert re.match(r"[\d.]+ (s|min|h) for the study; trials [\d.]+ s each",
+                    page.setup["wall time"])
+    # the tables, captioned, with their units
+    final = page.tables["final"]
+    assert final["caption"] and "memorised" in final["headers"][2]
+    assert final["rows"][0][:3] == ["best: dm(lam=1, beta=16) (trial 1)", "86.00 ± 1.41", "6.0%"]
+    assert final["rows"][1][:3] == ["cross-entropy", "61.00 ± 1.41", "55.0%"]
+    fams = page.tables["families-table"]
+    assert [r[0] for r in fams["rows"]] == ["dm", "gce"]
+    assert fams["rows"][0][1:6] == ["6", "4", "1", "1", "84.00%"]
+    trials = page.tables["trials-table"]
+    assert {"memorised", "epochs", "stop reason", "wall time"} <= set(trials["headers"])
+    assert [r[0] for r in trials["rows"]] == ["1", "0", "7", "3", "5", "2 (ref)", "4", "6"]
+    assert trials["rows"][0][2:8] == ["dm(lam=1, beta=16)", "mode 0.50, spread 16", "84.00%",
+                                      "83.00%", "50.0%", "6/6"]
+    assert trials["rows"][-2][8] == "early-stopped" and trials["rows"][-2][7] == "1/6"
+    refs = page.tables["references"]
+    assert refs["rows"] == [["cce", "55.00%", "54.00%", "50.0%"]]
+    assert "Gain over CE: <b>+25.00 points</b>" in html
     # plotly.js is embedded once, and nothing is fetched from the network
     assert html.count("plotly.js v") >= 1
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)
+
+
+def test_without_final_curves_the_report_says_its_curves_are_the_searchs(study, tmp_path):
+    from dm_search import storage as st
+
+    final = st.final_stage(study)
+    for key in ("best", "ce"):
+        for run in final[key]["runs"]:
+            del run["history"]  # as a final stage recorded before the runs kept their curves
+    st.record_final_stage(study, final)
+    page = _parse(write_report(study, tmp_path / "rep.html").read_text())
+    assert "the search's own runs" in page.figures["learning"]
+    assert "the search's own runs" in page.figures["memorisation"]
+
+
+def test_static_export_writes_every_figure_as_svg_and_png(study, tmp_path, cli_runner, plain):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    out = cli_runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
+                                      str(tmp_path / "x.html"), "--static",
+                                      str(tmp_path / "figs")])
+    assert out.exit_code == 0, out.output
+    page = _parse((tmp_path / "x.html").read_text())
+    for fid in page.figures:
+        svg = (tmp_path / "figs" / f"{fid}.svg").read_text()
+        assert svg.startswith("<svg") and 'width="900"' in svg, fid
+        png = (tmp_path / "figs" / f"{fid}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(png[16:20], "big") == 1800  # 900 px at twice the resolution
+    (tmp_path / "afile").write_text("")
+    out = cli_runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
+                                      str(tmp_path / "y.html"), "--static",
+                                      str(tmp_path / "afile")])
+    assert out.exit_code == 2 and "--static" in plain(out.output)
+    assert "is a file" in plain(out.output) and not (tmp_path / "y.html").exists()
 
 
 def test_dashboard_figures_and_notes_are_saved(study):
@@ -139,7 +281,7 @@ def test_the_study_note_says_what_was_searched_what_won_and_how_to_read_it(study
     assert "dm-search export made -o best_edf.yaml" in note
     assert "| EDF | test accuracy | memorised | seeds |" in note
     assert "| cross-entropy | 61.00 ± " in note and "Gain over CE: +25.00 points" in note
-    for name in ("EDFs of the best trials against CE", "Hyperparameter Importance"):
+    for name in ("EDFs, the best of each family against CE", "Hyperparameter Importance"):
         assert f"**{name}" in note
     spec = yaml.safe_load(note.split("```yaml\n")[1].split("```")[0])
     assert spec == st.study_spec(study)
@@ -294,10 +436,11 @@ def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(s
     moments = r.mode_spread_info(scheduled, "moments")
     assert len(moments.paths[moments.number.index(1)]) == 11
 
-    curves = r.best_edf_curves_info(scheduled, k=2)
-    assert curves.labels == ["#1 start dm(lam=0.25, beta=16)",
-                             "#1 end dm(lam=1.5, beta=16) (linear 0-1)",
-                             "#2 dm(lam=1, beta=8)", "cce (CE)"]
+    curves = r.best_edf_curves_info(scheduled)
+    assert curves.labels == ["dm #1 start: mode 0.20, spread 16",
+                             "dm #1 end: mode 0.60, spread 16, val 86.0%",
+                             "gce #3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
+                             "CE (reference): val 55.0%"]
     assert curves.dash == ["dot", "solid", "solid", "solid"]
     drawn = r.plot_edf_curves(curves)
     colours = [tr.line.color for tr in drawn.data if tr.mode == "lines"]
