@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dm_search._version import __version__
-from dm_search.labels import edf_repr, final_stage_line, fmt, lr_range_line
+from dm_search.labels import duration, edf_repr, final_stage_line, fmt, lr_range_line
 
 if TYPE_CHECKING:
     from dm_search.edf import EDF
@@ -384,7 +384,7 @@ def _driver_line(driver: dict | None) -> str | None:
     if not driver:
         return None
     where = f"pid {driver['pid']} on {driver['host']}"
-    ago = f"{_hms_words(driver['age_s'])} ago"
+    ago = f"{duration(driver['age_s'], 0)} ago"
     again = f" Resume it with: {driver['resume']}" if driver.get("resume") else ""
     return {
         "running": f"running: driver {where}, last heartbeat {ago}",
@@ -392,15 +392,6 @@ def _driver_line(driver: dict | None) -> str | None:
         "interrupted": f"stopped by a signal {ago}.{again}",
         "failed": f"the driver stopped with an error {ago}.{again}",
     }.get(driver["state"])
-
-
-def _hms_words(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    return f"{s // 3600} h"
 
 
 def _ramp(schedule: dict) -> str:

@@ -41,6 +41,16 @@ def fmt(v: Any, spec: str = ".4f") -> str:
     return format(v, spec)
 
 
+def duration(seconds: Any, digits: int = 1) -> str:
+    """A duration in the unit it reads best in: "42.0 s", "5.5 min", "2.0 h"; "-" for none."""
+    if not isinstance(seconds, int | float) or seconds != seconds:
+        return "-"
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (float("inf"), "h", 3600)):
+        if seconds < limit:
+            return f"{seconds / size:.{digits}f} {unit}"
+    return "-"  # infinite
+
+
 def final_stage_line(final: Mapping[str, Any]) -> str:
     """The final stage's result in one line, as the study prints it and status repeats it."""
     b, c = final["best"], final["ce"]

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from dm_search import storage as st
 from dm_search.figures import coordinates, edf_of, finished_trials, is_finite, trial_label
-from dm_search.labels import fmt, loss_label
+from dm_search.labels import duration, fmt, loss_label
 
 __all__ = ["FamilyRow", "FinalRow", "TrialRow", "family_rows", "final_rows", "generated",
            "noise_text", "pct", "seconds", "setup", "trial_rows", "wall_times"]
@@ -23,13 +23,7 @@ def pct(v: Any, digits: int = 2) -> str:
 
 def seconds(v: Any) -> str:
     """A duration in the unit it reads best in."""
-    if not is_finite(v):
-        return "-"
-    if v < 120:
-        return f"{v:.1f} s"
-    if v < 7200:
-        return f"{v / 60:.1f} min"
-    return f"{v / 3600:.1f} h"
+    return duration(v) if is_finite(v) else "-"
 
 
 def noise_text(study: Any) -> str:
