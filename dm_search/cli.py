@@ -675,8 +675,18 @@ def report(
         raise _fail(f"--output {output}: the report is one HTML file; give a .html name "
                     f"(e.g. {output.with_suffix('.html')})")
     _writable(output, "--output")
-    if static is not None and (problem := folder_problem(static)) is not None:
-        raise _fail(f"--static {static}: {problem}; give a folder this user can write")
+    if static is not None:
+        # Made now, not after the report: a folder that cannot be made is the mistake to name.
+        problem = folder_problem(static)
+        if problem is None:
+            try:
+                static.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                problem = err
+        if problem is not None:
+            why = getattr(problem, "strerror", None) or str(problem)
+            raise _fail(f"--static {static}: cannot make this folder ({why}); give a folder "
+                        "this user can write")
     loaded = _load_study(study, storage)
     try:
         path = write_report(loaded, output, static=static)

@@ -59,11 +59,23 @@ class EDFCurvesInfo(NamedTuple):
     modes: list[float | None]
     normalised: bool
     dash: list[str] | None = None  # plotly line dash per curve ("solid", "dot"); None: solid
+    colours: list[str] | None = None  # per curve; None: the palette in turn
 
 
 # Colour-blind-safe (Okabe-Ito), so that a mode marker always matches its curve.
 _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000",
             "#F0E442")
+
+
+# One colour per family in every figure of a study: dm is always blue, CE always green.
+_FAMILY_ORDER = ("dm", "gce", "cce", "mae", "mse", "beta", "normal", "exponential", "uniform")
+
+
+def family_colour(family: str) -> str:
+    base = family.removesuffix(" (reference)")
+    k = (_FAMILY_ORDER.index(base) if base in _FAMILY_ORDER
+         else sum(map(ord, base)))  # a user's own family: stable across runs
+    return _PALETTE[k % len(_PALETTE)]
 
 
 def edf_curves_info(
@@ -110,7 +122,7 @@ def plot_edf_curves(
     ):
         # A schedule's start (dotted) shares its end's colour: one colour per trial.
         colour += k > 0 and dashes[k - 1] != "dot"
-        color = palette[colour % len(palette)]
+        color = info.colours[k] if info.colours else palette[colour % len(palette)]
         fig.add_trace(
             go.Scatter(x=info.p, y=w, mode="lines", name=label,
                        line={"color": color, "width": 3, "dash": dashes[k]})
@@ -323,18 +335,17 @@ def history_info(study: Any) -> HistoryInfo:
 def _reference_lines(fig: go.Figure, refs: Sequence[tuple[str, float]]) -> None:
     for label, value in refs:
         fig.add_hline(y=value, line={"dash": "dash", "color": "#888"},
-                      annotation_text=f"{label}: {value:.4f}",
+                      annotation_text=f"{label}: {100 * value:.1f}%",
                       annotation_position="bottom right")
 
 
 def plot_history(info: HistoryInfo) -> go.Figure:
     fig = go.Figure()
-    families = sorted(set(info.family))
-    for k, fam in enumerate(families):
+    for fam in sorted(set(info.family)):
         idx = [i for i, f in enumerate(info.family) if f == fam]
         fig.add_trace(go.Scatter(
             x=[info.number[i] for i in idx], y=[info.value[i] for i in idx], mode="markers",
-            name=fam, marker={"color": _PALETTE[k % len(_PALETTE)], "size": 9,
+            name=fam, marker={"color": family_colour(fam), "size": 9,
                               "symbol": ["circle" if info.reason[i] == "finished"
                                          else "circle-open" for i in idx]},
             text=[info.reason[i] for i in idx]))
@@ -344,6 +355,7 @@ def plot_history(info: HistoryInfo) -> go.Figure:
     # Short titles: a dashboard card is about 600 px wide; the captions explain the marks.
     fig.update_layout(title="Optimisation history",
                       xaxis_title="trial", yaxis_title="clean validation accuracy",
+                      yaxis_tickformat=".0%",
                       template="plotly_white")
     return fig
 
@@ -371,7 +383,7 @@ def family_info(study: Any) -> FamilyInfo:
 def plot_families(info: FamilyInfo) -> go.Figure:
     fig = go.Figure()
     for k, fam in enumerate(info.family):
-        color = _PALETTE[k % len(_PALETTE)]
+        color = family_colour(fam)
         fig.add_trace(go.Box(y=info.values[k], x=[fam] * len(info.values[k]), name=fam,
                              boxpoints="all", jitter=0.3, marker={"color": color},
                              showlegend=False))
@@ -382,7 +394,8 @@ def plot_families(info: FamilyInfo) -> go.Figure:
                                      hovertext="early-stopped"))
     _reference_lines(fig, info.references)
     fig.update_layout(title="Validation accuracy by EDF family",
-                      yaxis_title="clean validation accuracy", template="plotly_white")
+                      yaxis_title="clean validation accuracy", yaxis_tickformat=".0%",
+                      template="plotly_white")
     return fig
 
 
@@ -465,11 +478,23 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
         x_title = "emphasis mode (0: hardest examples count most, 1: easiest)"
         y_title = "spread"
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title,
-                      coloraxis={"colorbar": {"title": "val acc<br>(full budget)"},
-                                 "colorscale": "Viridis"},
+                      coloraxis={"colorbar": {"title": "val acc<br>(full budget)",
+                                              "tickformat": ".1%"},
+                                 "colorscale": "Viridis", **_colour_range(info)},
                       template="plotly_white",
                       legend={"orientation": "h", "yanchor": "top", "y": -0.15})
     return fig
+
+
+def _colour_range(info: ModeSpreadInfo) -> dict[str, float]:
+    """The colour scale spans the coloured (full-budget) trials' accuracies: left to plotly,
+    a lone reference's value was padded to +-0.5, past 100%."""
+    values = [v for v, full in zip(info.value, info.finished, strict=True) if full]
+    if not values:
+        return {}
+    low, high = min(values), max(values)
+    pad = 0.005 if high - low < 0.01 else 0.0
+    return {"cmin": low - pad, "cmax": high + pad}
 
 
 def top_trials(study: Any, k: int = 3) -> list[Any]:
@@ -480,9 +505,9 @@ def top_trials(study: Any, k: int = 3) -> list[Any]:
 def coordinates(edf: EDF) -> str:
     """Where an EDF puts its emphasis, in words: its mode and spread, or the mean and std of
     its emphasis density for the families without a mode."""
-    if edf.mode is not None and edf.spread is not None:
-        return f"mode {edf.mode:.2f}, spread {edf.spread:.3g}"
     moments = f"mean {edf.mean:.2f}, std {edf.std:.2f}"
+    if edf.mode is not None and edf.spread is not None:
+        return f"mode {edf.mode:.2f}, spread {edf.spread:.3g}; {moments}"
     return f"mode {edf.mode:.2f}; {moments}" if edf.mode is not None else moments
 
 
@@ -511,22 +536,23 @@ def best_edf_curves_info(study: Any) -> EDFCurvesInfo:
         fam = edf_of(t).family
         if sched is not None:
             edfs += [sched.start, sched.end]
-            labels += [f"{fam} #{t.number} start: {coordinates(sched.start)}",
-                       f"{fam} #{t.number} end: {coordinates(sched.end)}, {val}"]
+            labels += [f"{fam}, trial {t.number}, start: {coordinates(sched.start)}",
+                       f"{fam}, trial {t.number}, end: {coordinates(sched.end)}, {val}"]
             dash += ["dot", "solid"]
         else:
             edfs.append(edf_of(t))
-            labels.append(f"{fam} #{t.number}: {coordinates(edf_of(t))}, {val}")
+            labels.append(f"{fam}, trial {t.number}: {coordinates(edf_of(t))}, {val}")
             dash.append("solid")
     if not any(edf_of(t).family == "cce" for t in chosen):
         ce = [t for t in finished_trials(study)
               if edf_of(t).family == "cce" and st.ran_full_budget(t)]
         edfs.append(EDF("cce"))
-        labels.append("CE" + (f" (reference): val {100 * max(t.value for t in ce):.1f}%"
-                              if ce else ""))
+        labels.append("CE (cce)" + (f", reference: val {100 * max(t.value for t in ce):.1f}%"
+                                    if ce else ""))
         dash.append("solid")
     info = edf_curves_info(edfs)
-    return info._replace(labels=labels, dash=dash)
+    return info._replace(labels=labels, dash=dash,
+                         colours=[family_colour(e.family) for e in edfs])
 
 
 def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
@@ -550,7 +576,8 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
     return CurvesInfo(metric, labels, series)
 
 
-def plot_curves(info: CurvesInfo, title: str, yaxis: str) -> go.Figure:
+def plot_curves(info: CurvesInfo, title: str, yaxis: str, *, percent: bool = True
+                ) -> go.Figure:
     fig = go.Figure()
     for k, (label, (x, y)) in enumerate(zip(info.labels, info.series, strict=True)):
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label,
@@ -559,6 +586,7 @@ def plot_curves(info: CurvesInfo, title: str, yaxis: str) -> go.Figure:
         fig.add_annotation(text=f"no per-epoch {info.metric} recorded (diagnostics off?)",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis,
+                      yaxis_tickformat=".0%" if percent else None,
                       template="plotly_white", legend={"orientation": "h", "y": -0.25})
     return fig
 
@@ -643,10 +671,13 @@ def parallel_info(study: Any) -> list[ParallelInfo]:
 
 
 def plot_parallel(info: ParallelInfo) -> go.Figure:
-    dims = [{"label": name, "values": vals} for name, vals in info.columns.items()]
+    names = {"val_acc": "validation accuracy", "memorised": "memorised"}
+    dims = [{"label": names.get(name, name), "values": vals,
+             "tickformat": ".1%" if name in names else ".3~g"}
+            for name, vals in info.columns.items()]
     fig = go.Figure(go.Parcoords(
         line={"color": info.columns["val_acc"], "colorscale": "Viridis", "showscale": True,
-              "colorbar": {"title": "val acc"}},
+              "colorbar": {"title": "val acc", "tickformat": ".1%"}},
         dimensions=dims))
     fig.update_layout(title=f"{info.family}: parameters against validation accuracy "
                       f"({len(info.numbers)} full-budget trials)", template="plotly_white",
@@ -716,6 +747,7 @@ def plot_bands(info: BandInfo, title: str, yaxis: str) -> go.Figure:
                                       f"{'s' if info.seeds[k] > 1 else ''})",
                                  line={"color": colour, "width": 3}))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis,
+                      yaxis_tickformat=".0%",
                       template="plotly_white",
                       legend={"orientation": "h", "yanchor": "top", "y": -0.18})
     return fig

@@ -121,7 +121,7 @@ def _figures(study: Any) -> dict[str, list[Figure]]:
         search.insert(3, Figure("emphasis", plot_curves(
             curves_info(study, "mode"), "Emphasis mode over epochs: where each schedule had "
             "moved the emphasis by the end of every epoch (0: hardest examples count most)",
-            "emphasis mode"), _caption("emphasis")))
+            "emphasis mode", percent=False), _caption("emphasis")))
     importances = importance_info(study)
     if importances:  # an empty chart would only say what the text below it says
         search.append(Figure("importances", plot_importances(importances),
@@ -134,10 +134,28 @@ def _figures(study: Any) -> dict[str, list[Figure]]:
 
 
 def _figure_html(f: Figure, first: bool) -> str:
+    # The figure's number is filled in by _number; its id names its --static files.
     return (f"<div class='fig' id='{f.id}'>"
             + f.fig.to_html(full_html=False, include_plotlyjs=first,
                             config={"responsive": True})
-            + f"<p class='caption'>{_esc(f.caption)}</p></div>")
+            + f"<p class='caption'><b>Figure {{n}}</b> ({f.id}.svg). {_esc(f.caption)}</p>"
+            "</div>")
+
+
+def _number(parts: list[str]) -> list[str]:
+    """Tables and figures numbered in reading order, as a paper cites them."""
+    count = {"Table": 0, "Figure": 0}
+    out = []
+    for part in parts:
+        for kind, mark, numbered in (("Table", "<caption>", "<caption><b>Table {}.</b> "),
+                                     ("Figure", "<b>Figure {n}</b>", "<b>Figure {}</b>")):
+            pieces = part.split(mark)
+            for i in range(1, len(pieces)):
+                count[kind] += 1
+                pieces[i] = numbered.format(count[kind]) + pieces[i]
+            part = "".join(pieces)
+        out.append(part)
+    return out
 
 
 def _final_section(study: Any) -> list[str]:
@@ -167,10 +185,16 @@ def _final_section(study: Any) -> list[str]:
             "The best EDF and CE retrained at multiples of their learning rates, to show how "
             "far the EDF's advantage holds when the rate moves (DM can collapse a few times "
             "above its rate; the export carries the recipe it was found with). "
-            + (f"The best EDF beats CE for lr {span[0]:g} to {span[1]:g}." if span else
-               "The best EDF does not beat CE at its own learning rate."),
+            + (f"The best EDF beats CE for lr {span[0]:g} to {span[1]:g}" if span else
+               "The best EDF does not beat CE at its own learning rate")
+            + f" (rates tried: {', '.join(r[0] for r in lr_rows)} of each one's own; the "
+            "seeds per rate are in the last column).",
             table_id="lr-sensitivity"))
     return out
+
+
+def _references_in_words(n: int) -> str:
+    return "" if not n else f", and {n} reference baseline{'s' if n > 1 else ''}"
 
 
 def write_report(study: Any, path: str | Path, *, static: str | Path | None = None) -> Path:
@@ -186,7 +210,8 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
              f"<title>dm-search report: {name}</title><style>{_STYLE}</style></head><body>",
              f"<h1>Study {name}</h1>",
              f"<p>{summary['trials']} trials: {_esc(st.reasons_in_words(summary['by_reason']))}"
-             f" ({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched trials ran)."
+             f" ({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched trials ran"
+             f"{_references_in_words(len(summary.get('references') or []))})."
              f" Report generated {generated()}.</p>",
              "<h2 id='set-up'>Set-up</h2><dl class='setup'>",
              *[f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in setup(study)],
@@ -197,11 +222,12 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
         label = loss_label({"edf": best["edf"], **(best["schedule"] or {})})
         parts.append(
             f"<p><b>Best full-budget trial {best['number']}</b>: {_esc(label)} "
-            f"({_esc(coordinates(edf))}; p units), "
-            f"clean validation accuracy {pct(best['value'])}, test accuracy "
-            f"{pct(best.get('test_acc'))}, memorised {pct(best.get('memorised'), 1)} of the "
-            f"corrupted labels. Export it as a loss with <code>dm-search export {name} -o "
-            "best_edf.yaml</code>.</p>")
+            f"({_esc(coordinates(edf))}, in units of p), in its search run (one seed, "
+            f"trained on the training split): clean validation accuracy {pct(best['value'])}, "
+            f"test accuracy {pct(best.get('test_acc'))}, memorised "
+            f"{pct(best.get('memorised'), 1)} of the corrupted labels. The final stage below "
+            "retrains it on the whole training set with several seeds. Export it as a loss "
+            f"with <code>dm-search export {name} -o best_edf.yaml</code>.</p>")
     else:
         parts.append("<p>No searched trial has run its full budget yet.</p>")
     parts += _final_section(study)
@@ -227,8 +253,10 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
             ["EDF", "clean validation accuracy", "test accuracy", "memorised"],
             [(str(EDF.from_config(r["edf"])), pct(r["value"]), pct(r["test_acc"]),
               pct(r["memorised"], 1)) for r in refs],
-            "Reference baselines, run once at full budget with the study's recipe: what every "
-            "searched EDF is compared with.", table_id="references"))
+            "Reference baselines, run once at full budget with the study's recipe, as searched "
+            "trials are (one seed, the training split): what every searched EDF is compared "
+            "with. The final stage's CE is this one retrained on the whole training set.",
+            table_id="references"))
     for f in figs["search"]:
         parts.append(_figure_html(f, first))
         first = False
@@ -249,7 +277,7 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
               "</body></html>"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
+    path.write_text("\n".join(_number(parts)))
     if static is not None:
         folder = Path(static)
         folder.mkdir(parents=True, exist_ok=True)

@@ -48,15 +48,21 @@ def _duration(t: Any) -> float | None:
 
 
 def wall_times(study: Any) -> dict[str, float | None]:
-    """The study's wall time (first trial's start to last trial's end), and its trials' total
-    and median wall time."""
+    """The study's wall time (first trial's start to last trial's end), its trials' total,
+    and the median of the full-budget and of the early-stopped trials."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
     each = [d for d in (_duration(t) for t in trials) if d is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     span = ((max(ends) - min(t.datetime_start for t in trials)).total_seconds()
             if ends else None)
+
+    def median(reason: str) -> float | None:
+        got = [d for t in trials if st.stop_reason(t) == reason
+               and (d := _duration(t)) is not None]
+        return statistics.median(got) if got else None
+
     return {"study": span, "trials_total": sum(each) if each else None,
-            "trial_median": statistics.median(each) if each else None}
+            "full_median": median(st.FINISHED), "early_median": median(st.EARLY)}
 
 
 def _nodes(study: Any) -> list[str]:
@@ -88,7 +94,9 @@ def setup(study: Any) -> list[tuple[str, str]]:
     refs = ", ".join(spec.get("baselines") or []) or "none"
     times = wall_times(study)
     rows = [
-        ("data", f"{data.get('name', '?')}, {noise_text(study)}; dataset fingerprint "
+        ("data", f"{data.get('name', '?')}, {noise_text(study)}; "
+                 f"{pct(data.get('val_fraction'), 0)} of the training set held out, with "
+                 "clean labels, for validation; dataset fingerprint "
                  f"{study.user_attrs.get(st.StudyKey.FINGERPRINT) or '-'}"),
         ("model", str((base.get("model") or {}).get("name", "?"))),
         ("budget", f"{fmt(optim.get('epochs'), 'd')} epochs per trial, "
@@ -97,9 +105,11 @@ def setup(study: Any) -> list[tuple[str, str]]:
         ("search", f"families {families}; sampler {sampler.get('name', '?')}"
                    f"{' (seed ' + str(sampler['seed']) + ')' if 'seed' in sampler else ''}; "
                    f"early stopping {sched.get('name', '?')}; reference baselines {refs}"),
-        ("wall time", f"{seconds(times['study'])} for the study; trials "
-                      f"{seconds(times['trial_median'])} each (median), "
-                      f"{seconds(times['trials_total'])} in all"),
+        ("recipe", _recipe(base)),
+        ("wall time", f"{seconds(times['study'])} for the study; a full-budget trial "
+                      f"{seconds(times['full_median'])}, an early-stopped one "
+                      f"{seconds(times['early_median'])} (medians); "
+                      f"{seconds(times['trials_total'])} of trials in all"),
     ]
     nodes = _nodes(study)
     if nodes:
@@ -110,17 +120,39 @@ def setup(study: Any) -> list[tuple[str, str]]:
         drv = last.get("driver") or {}
         rows.append(("driver", f"{drv.get('host', '?')}, {drv.get('cpu', '?')} "
                                f"({drv.get('cores', '?')} cores, "
-                               f"{fmt(drv.get('memory_gb'), '.0f')} GB)"))
+                               f"{fmt(drv.get('memory_gb'), '.0f')} GB of memory)"))
         rows.append(("software", ", ".join(f"{k} {v}" for k, v in
                                            (last.get("versions") or {}).items())))
         commits = list(dict.fromkeys(r.get("commit") or "not a git checkout" for r in runs))
         rows.append(("git commit", ", then ".join(commits)))
-        rows.append(("submitted", ", ".join(
-            dict.fromkeys(r.get("started", "?") for r in runs))))
+        if len(runs) > 1:
+            rows.append(("submitted", ", then resumed ".join(
+                dict.fromkeys(r.get("started", "?") for r in runs))))
     else:
         rows.append(("software", f"dm-search {study.user_attrs.get(st.StudyKey.VERSION, '?')}"))
     rows.append(("created", str(study.user_attrs.get(st.StudyKey.CREATED, "-"))))
     return rows
+
+
+def _recipe(base: dict[str, Any]) -> str:
+    """The training recipe every trial used, in a line."""
+    o = base.get("optim") or {}
+    parts = [f"{o.get('optimizer', 'sgd')} lr {fmt(o.get('lr'), 'g')}"]
+    for key, name in (("momentum", "momentum"), ("weight_decay", "weight decay"),
+                      ("batch_size", "batch")):
+        if o.get(key) is not None:
+            parts.append(f"{name} {fmt(o[key], 'g')}")
+    if o.get("nesterov"):
+        parts.append("nesterov")
+    sched = o.get("schedule")
+    if sched:
+        parts.append(f"{sched} lr schedule")
+    if o.get("warmup_epochs"):
+        parts.append(f"{fmt(o['warmup_epochs'], 'g')} warm-up epochs")
+    loss = base.get("loss") or {}
+    if loss.get("normalise"):
+        parts.append(f"weight normalisation: {loss['normalise']}")
+    return ", ".join(parts)
 
 
 class TrialRow(NamedTuple):
@@ -206,7 +238,7 @@ def final_rows(study: Any) -> list[FinalRow]:
         return []
     rows = []
     for key, label in (("best", f"best: {loss_label(final['best'])} (trial "
-                                f"{final['best']['trial']})"), ("ce", "cross-entropy")):
+                                f"{final['best']['trial']})"), ("ce", "CE (cce)")):
         r = final[key]
         mem = [x["memorised"] for x in r["runs"] if is_finite(x.get("memorised"))]
         epochs = sorted({x["epochs"] for x in r["runs"] if x.get("epochs") is not None})

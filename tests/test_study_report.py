@@ -50,9 +50,13 @@ def test_mode_spread_and_edf_curves(study):
     # the best of each family, labelled with where it puts its emphasis and how it did: the
     # second-best dm trial (a near-duplicate of the best) is not drawn
     curves = r.best_edf_curves_info(study)
-    assert curves.labels == ["dm #1: mode 0.50, spread 16, val 84.0%",
-                             "gce #3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
-                             "CE (reference): val 55.0%"]
+    assert curves.labels == ["dm, trial 1: mode 0.50, spread 16; mean 0.50, std 0.17, "
+                             "val 84.0%", "gce, trial 3: mode 0.40; mean 0.45, std 0.23, "
+                             "val 77.0%", "CE (cce), reference: val 55.0%"]
+    # one colour per family, the same in every figure
+    assert curves.colours == [r.family_colour("dm"), r.family_colour("gce"),
+                              r.family_colour("cce")]
+    assert r.family_colour("dm") != r.family_colour("gce") != r.family_colour("cce")
 
 
 def test_mean_std_plane_puts_every_family_and_the_reference_on_one_pair_of_axes(study):
@@ -101,7 +105,7 @@ def test_importances_and_final_table(study):
     assert [tr.name for tr in r.plot_importances(imp).data] == ["dm (n=4)"]
     final = tables.final_rows(study)
     assert final[0][1:] == (0.86, 0.0141, pytest.approx(0.06), 2, "3")
-    assert final[1].label == "cross-entropy"
+    assert final[1].label == "CE (cce)"
 
 
 def test_trial_note_is_readable(study):
@@ -185,7 +189,8 @@ def test_report_reads_as_sections_of_captioned_tables_and_figures(study, tmp_pat
     assert "emphasis" not in page.figures  # no trial's EDF moved
     assert all(len(c) > 40 for c in page.figures.values()), page.figures
     # learning curves and memorisation come from the final stage's full runs
-    assert page.figures["learning"].startswith("Test accuracy over epochs, best EDF against CE")
+    assert page.figures["learning"].startswith("Figure 1 (learning.svg). Test accuracy over "
+                                               "epochs, best EDF against CE")
     assert "final stage" in page.figures["learning"]
     # the header: counts in words, units, nominal and measured noise, provenance
     assert "{" not in html.split("<h2 id='spec'>")[0].split("<body>")[1].split("<script")[0]
@@ -195,20 +200,31 @@ def test_report_reads_as_sections_of_captioned_tables_and_figures(study, tmp_pat
     assert f"torch {version('torch')}" in page.setup["software"]
     assert f"optuna {version('optuna')}" in page.setup["software"]
     assert "git commit" in page.setup and page.setup["trials ran on"].startswith("127.0.0.1")
-    assert re.match(r"[\d.]+ (s|min|h) for the study; trials [\d.]+ s each",
-                    page.setup["wall time"])
+    assert re.match(r"[\d.]+ (s|min|h) for the study; a full-budget trial [\d.]+ s, an "
+                    r"early-stopped one [\d.]+ s \(medians\)", page.setup["wall time"])
+    assert page.setup["recipe"] == "sgd lr 0.05, momentum 0.9, weight decay 0.0001, batch 128, " \
+        "cosine lr schedule, weight normalisation: batch"
+    assert "20% of the training set held out" in page.setup["data"]
+    assert "(7 of 20 searched trials ran, and 1 reference baseline)" in html
     # the tables, captioned, with their units
     final = page.tables["final"]
     assert final["caption"] and "memorised" in final["headers"][2]
     assert final["rows"][0][:3] == ["best: dm(lam=1, beta=16) (trial 1)", "86.00 ± 1.41", "6.0%"]
-    assert final["rows"][1][:3] == ["cross-entropy", "61.00 ± 1.41", "55.0%"]
+    assert final["rows"][1][:3] == ["CE (cce)", "61.00 ± 1.41", "55.0%"]
+    # tables and figures numbered in reading order, as a paper cites them
+    captions = [t["caption"] for t in page.tables.values()]
+    assert [c.split(".")[0] for c in captions] == [f"Table {i}" for i in
+                                                   range(1, len(captions) + 1)]
+    assert [c.split(" (")[0] for c in page.figures.values()] == [
+        f"Figure {i}" for i in range(1, len(page.figures) + 1)]
     fams = page.tables["families-table"]
     assert [r[0] for r in fams["rows"]] == ["dm", "gce"]
     assert fams["rows"][0][1:6] == ["6", "4", "1", "1", "84.00%"]
     trials = page.tables["trials-table"]
     assert {"memorised", "epochs", "stop reason", "wall time"} <= set(trials["headers"])
     assert [r[0] for r in trials["rows"]] == ["1", "0", "7", "3", "5", "2 (ref)", "4", "6"]
-    assert trials["rows"][0][2:8] == ["dm(lam=1, beta=16)", "mode 0.50, spread 16", "84.00%",
+    assert trials["rows"][0][2:8] == ["dm(lam=1, beta=16)",
+                                      "mode 0.50, spread 16; mean 0.50, std 0.17", "84.00%",
                                       "83.00%", "50.0%", "6/6"]
     assert trials["rows"][-2][8] == "early-stopped" and trials["rows"][-2][7] == "1/6"
     refs = page.tables["references"]
@@ -251,6 +267,11 @@ def test_static_export_writes_every_figure_as_svg_and_png(study, tmp_path, cli_r
                                       str(tmp_path / "afile")])
     assert out.exit_code == 2 and "--static" in plain(out.output)
     assert "is a file" in plain(out.output) and not (tmp_path / "y.html").exists()
+    # a folder that cannot be made is named as the mistake before any work is done
+    out = cli_runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",
+                                      str(tmp_path / "z.html"), "--static", "/proc/no/such"])
+    assert out.exit_code == 2 and "--static /proc/no/such: cannot make this folder" in \
+        plain(out.output) and not (tmp_path / "z.html").exists()
 
 
 def test_dashboard_figures_and_notes_are_saved(study):
@@ -280,7 +301,7 @@ def test_the_study_note_says_what_was_searched_what_won_and_how_to_read_it(study
         in note
     assert "dm-search export made -o best_edf.yaml" in note
     assert "| EDF | test accuracy | memorised | seeds |" in note
-    assert "| cross-entropy | 61.00 ± " in note and "Gain over CE: +25.00 points" in note
+    assert "| CE (cce) | 61.00 ± " in note and "Gain over CE: +25.00 points" in note
     for name in ("EDFs, the best of each family against CE", "Hyperparameter Importance"):
         assert f"**{name}" in note
     spec = yaml.safe_load(note.split("```yaml\n")[1].split("```")[0])
@@ -437,10 +458,12 @@ def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(s
     assert len(moments.paths[moments.number.index(1)]) == 11
 
     curves = r.best_edf_curves_info(scheduled)
-    assert curves.labels == ["dm #1 start: mode 0.20, spread 16",
-                             "dm #1 end: mode 0.60, spread 16, val 86.0%",
-                             "gce #3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
-                             "CE (reference): val 55.0%"]
+    labels = curves.labels
+    assert labels[0].startswith("dm, trial 1, start: mode 0.20, spread 16; mean ")
+    assert labels[1].startswith("dm, trial 1, end: mode 0.60, spread 16; mean ")
+    assert labels[1].endswith(", val 86.0%") and "val" not in labels[0]
+    assert labels[2:] == ["gce, trial 3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
+                          "CE (cce), reference: val 55.0%"]
     assert curves.dash == ["dot", "solid", "solid", "solid"]
     drawn = r.plot_edf_curves(curves)
     colours = [tr.line.color for tr in drawn.data if tr.mode == "lines"]
