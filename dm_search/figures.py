@@ -30,6 +30,7 @@ __all__ = [
     "coordinates",
     "curves_info",
     "edf_curves_info",
+    "eligible_by_family",
     "family_info",
     "final_curves_info",
     "history_info",
@@ -312,11 +313,6 @@ def _value(t: Any) -> float | None:
     return float(last) if last is not None and is_finite(last) else None
 
 
-def _family_label(t: Any) -> str:
-    fam = edf_of(t).family
-    return f"{fam} (reference)" if st.is_reference(t) else fam
-
-
 def history_info(study: Any) -> HistoryInfo:
     trials = [t for t in finished_trials(study) if _value(t) is not None]
     refs = _references(study)
@@ -511,16 +507,21 @@ def coordinates(edf: EDF) -> str:
     return f"mode {edf.mode:.2f}; {moments}" if edf.mode is not None else moments
 
 
+def eligible_by_family(study: Any) -> dict[str, list[Any]]:
+    """Each family's searched trials that ran their full budget."""
+    out: dict[str, list[Any]] = {}
+    for t in finished_trials(study):
+        if st.is_eligible(t):
+            out.setdefault(edf_of(t).family, []).append(t)
+    return out
+
+
 def best_per_family(study: Any) -> list[Any]:
     """Each searched family's best full-budget trial, best first: one curve per family, never
     two near-duplicates of one (GCE with q 0.70 and 0.71)."""
-    best: dict[str, Any] = {}
-    for t in finished_trials(study):
-        if st.is_eligible(t):
-            fam = edf_of(t).family
-            if fam not in best or (t.value, -t.number) > (best[fam].value, -best[fam].number):
-                best[fam] = t
-    return sorted(best.values(), key=lambda t: (-t.value, t.number))
+    best = [max(ts, key=lambda t: (t.value, -t.number))
+            for ts in eligible_by_family(study).values()]
+    return sorted(best, key=lambda t: (-t.value, t.number))
 
 
 def best_edf_curves_info(study: Any) -> EDFCurvesInfo:
@@ -596,12 +597,9 @@ MIN_IMPORTANCE_TRIALS = 4
 
 
 def _searched_by_family(study: Any) -> dict[str, list[Any]]:
-    """Each family's searched full-budget trials with sampled parameters."""
-    out: dict[str, list[Any]] = {}
-    for t in finished_trials(study):
-        if st.is_eligible(t) and t.params:
-            out.setdefault(edf_of(t).family, []).append(t)
-    return out
+    """Each family's full-budget trials with sampled parameters."""
+    by = {fam: [t for t in ts if t.params] for fam, ts in eligible_by_family(study).items()}
+    return {fam: ts for fam, ts in by.items() if ts}
 
 
 def importance_info(study: Any) -> dict[str, tuple[int, dict[str, float]]]:

@@ -36,8 +36,8 @@ from dm_search.figures import (
     plot_parallel,
     write_figure,
 )
-from dm_search.labels import fmt, loss_label, lr_range
-from dm_search.tables import family_rows, final_rows, generated, pct, seconds, setup, trial_rows
+from dm_search.labels import duration, fmt, loss_label, lr_range
+from dm_search.tables import family_rows, final_rows, generated, pct, setup, trial_rows
 
 __all__ = ["STATIC_SIZE", "write_report"]
 
@@ -268,7 +268,7 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
         ["trial", "family", "EDF", "coordinates (p units; spread: concentration)",
          "val acc", "test acc", "memorised", "epochs", "stop reason", "wall time"],
         [(f"{r.number}{' (ref)' if r.reference else ''}", r.family, r.edf, r.coords,
-          pct(r.val), pct(r.test), pct(r.memorised, 1), r.epochs, r.stop, seconds(r.wall_s))
+          pct(r.val), pct(r.test), pct(r.memorised, 1), r.epochs, r.stop, duration(r.wall_s))
          for r in trial_rows(study)], "Every trained trial: full-budget ones first, each group "
         "by validation accuracy. An early-stopped trial's accuracies are those of the epoch it "
         "stopped at.", left=4, table_id="trials-table"))

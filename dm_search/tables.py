@@ -9,21 +9,23 @@ import statistics
 from typing import Any, NamedTuple
 
 from dm_search import storage as st
-from dm_search.figures import coordinates, edf_of, finished_trials, is_finite, trial_label
+from dm_search.figures import (
+    best_per_family,
+    coordinates,
+    edf_of,
+    finished_trials,
+    is_finite,
+    trial_label,
+)
 from dm_search.labels import duration, fmt, loss_label
 
 __all__ = ["FamilyRow", "FinalRow", "TrialRow", "family_rows", "final_rows", "generated",
-           "noise_text", "pct", "seconds", "setup", "trial_rows", "wall_times"]
+           "noise_text", "pct", "setup", "trial_rows", "wall_times"]
 
 
 def pct(v: Any, digits: int = 2) -> str:
     """A fraction as a percentage, "-" where there is none."""
     return f"{100 * v:.{digits}f}%" if is_finite(v) else "-"
-
-
-def seconds(v: Any) -> str:
-    """A duration in the unit it reads best in."""
-    return duration(v) if is_finite(v) else "-"
 
 
 def noise_text(study: Any) -> str:
@@ -106,10 +108,10 @@ def setup(study: Any) -> list[tuple[str, str]]:
                    f"{' (seed ' + str(sampler['seed']) + ')' if 'seed' in sampler else ''}; "
                    f"early stopping {sched.get('name', '?')}; reference baselines {refs}"),
         ("recipe", _recipe(base)),
-        ("wall time", f"{seconds(times['study'])} for the study; a full-budget trial "
-                      f"{seconds(times['full_median'])}, an early-stopped one "
-                      f"{seconds(times['early_median'])} (medians); "
-                      f"{seconds(times['trials_total'])} of trials in all"),
+        ("wall time", f"{duration(times['study'])} for the study; a full-budget trial "
+                      f"{duration(times['full_median'])}, an early-stopped one "
+                      f"{duration(times['early_median'])} (medians); "
+                      f"{duration(times['trials_total'])} of trials in all"),
     ]
     nodes = _nodes(study)
     if nodes:
@@ -205,10 +207,11 @@ def family_rows(study: Any) -> list[FamilyRow]:
         edf = st.trial_edf(t)
         if edf and not st.is_reference(t):
             by.setdefault(edf["family"], []).append(t)
+    bests = {edf_of(t).family: t for t in best_per_family(study)}
     rows = []
     for fam, trials in by.items():
         full = [t for t in trials if st.is_eligible(t)]
-        best = max(full, key=lambda t: (t.value, -t.number)) if full else None
+        best = bests.get(fam)
         last = st.trial_final(best) if best is not None else {}
         reasons = [st.stop_reason(t) for t in trials]
         rows.append(FamilyRow(
