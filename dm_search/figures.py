@@ -13,7 +13,7 @@ import torch
 
 from dm_search import storage as st
 from dm_search.edf import EDF
-from dm_search.labels import loss_label
+from dm_search.labels import final_labels, loss_label
 from dm_search.schedule import EDFSchedule
 
 __all__ = [
@@ -628,9 +628,9 @@ def importance_info(study: Any) -> dict[str, tuple[int, dict[str, float]]]:
 
 def plot_importances(info: dict[str, tuple[int, dict[str, float]]]) -> go.Figure:
     fig = go.Figure()
-    for k, (fam, (n, imp)) in enumerate(sorted(info.items())):
+    for fam, (n, imp) in sorted(info.items()):
         fig.add_trace(go.Bar(x=list(imp.values()), y=list(imp), orientation="h",
-                             name=f"{fam} (n={n})", marker={"color": _PALETTE[k % len(_PALETTE)]}))
+                             name=f"{fam} (n={n})", marker={"color": family_colour(fam)}))
     if not info:
         fig.add_annotation(text=f"no family has two sampled parameters and "
                            f"{MIN_IMPORTANCE_TRIALS} full-budget trials",
@@ -689,6 +689,7 @@ class BandInfo(NamedTuple):
 
     metric: str
     labels: list[str]
+    families: list[str]  # the EDF family of each: its colour
     epochs: list[list[int]]
     mean: list[list[float]]
     low: list[list[float]]
@@ -703,8 +704,8 @@ def final_curves_info(study: Any, metric: str) -> BandInfo | None:
     final = st.final_stage(study)
     if not final:
         return None
-    info = BandInfo(metric, [], [], [], [], [], [])
-    for key, label in (("best", f"best: {loss_label(final['best'])}"), ("ce", "cross-entropy")):
+    info = BandInfo(metric, [], [], [], [], [], [], [])
+    for key, label in final_labels(final).items():
         runs = [r.get("history") or [] for r in final[key]["runs"]]
         if not runs or not all(runs):
             return None
@@ -715,6 +716,7 @@ def final_curves_info(study: Any, metric: str) -> BandInfo | None:
                     by_epoch.setdefault(int(h["epoch"]), []).append(float(h[metric]))
         epochs = sorted(by_epoch)
         info.labels.append(label)
+        info.families.append(EDF.from_config(final[key]["edf"]).family)
         info.epochs.append(epochs)
         info.mean.append([sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs])
         info.low.append([min(by_epoch[e]) for e in epochs])
@@ -732,7 +734,7 @@ def plot_bands(info: BandInfo, title: str, yaxis: str) -> go.Figure:
     """Mean over the seeds as a line, the range between the lowest and highest seed shaded."""
     fig = go.Figure()
     for k, label in enumerate(info.labels):
-        colour = _PALETTE[k % len(_PALETTE)]
+        colour = family_colour(info.families[k])
         x = info.epochs[k]
         if info.seeds[k] > 1:
             fig.add_trace(go.Scatter(x=x, y=info.high[k], mode="lines", line={"width": 0},

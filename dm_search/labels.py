@@ -51,6 +51,12 @@ def duration(seconds: Any, digits: int = 1) -> str:
     return "-"  # infinite
 
 
+def final_labels(final: Mapping[str, Any]) -> dict[str, str]:
+    """The final stage's two rows, as its table and its learning curves name them."""
+    return {"best": f"best: {loss_label(final['best'])} (trial {final['best']['trial']})",
+            "ce": "CE (cce)"}
+
+
 def final_stage_line(final: Mapping[str, Any]) -> str:
     """The final stage's result in one line, as the study prints it and status repeats it."""
     b, c = final["best"], final["ce"]

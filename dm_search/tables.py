@@ -17,7 +17,7 @@ from dm_search.figures import (
     is_finite,
     trial_label,
 )
-from dm_search.labels import duration, fmt, loss_label
+from dm_search.labels import duration, final_labels, fmt
 
 __all__ = ["FamilyRow", "FinalRow", "TrialRow", "family_rows", "final_rows", "generated",
            "noise_text", "pct", "setup", "trial_rows", "wall_times"]
@@ -240,8 +240,7 @@ def final_rows(study: Any) -> list[FinalRow]:
     if not final:
         return []
     rows = []
-    for key, label in (("best", f"best: {loss_label(final['best'])} (trial "
-                                f"{final['best']['trial']})"), ("ce", "CE (cce)")):
+    for key, label in final_labels(final).items():
         r = final[key]
         mem = [x["memorised"] for x in r["runs"] if is_finite(x.get("memorised"))]
         epochs = sorted({x["epochs"] for x in r["runs"] if x.get("epochs") is not None})

@@ -106,6 +106,11 @@ def test_importances_and_final_table(study):
     final = tables.final_rows(study)
     assert final[0][1:] == (0.86, 0.0141, pytest.approx(0.06), 2, "3")
     assert final[1].label == "CE (cce)"
+    # the learning curves name and colour the two runs as the table and other figures do
+    band = r.final_curves_info(study, "test_acc")
+    assert band.labels == [row.label for row in final]
+    assert [tr.line.color for tr in r.plot_bands(band, "t", "y").data if tr.name] == [
+        r.family_colour("dm"), r.family_colour("cce")]
 
 
 def test_trial_note_is_readable(study):
