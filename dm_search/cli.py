@@ -15,7 +15,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from dm_search._version import __version__
-from dm_search.labels import duration, edf_repr, final_stage_line, fmt, lr_range_line
+from dm_search.labels import (
+    duration,
+    edf_repr,
+    final_stage_line,
+    final_warning,
+    fmt,
+    lr_range_line,
+    race_lines,
+)
 
 if TYPE_CHECKING:
     from dm_search.edf import EDF
@@ -430,9 +438,15 @@ def _print_summary(summary: dict, driver: bool = False) -> None:
             table.add_row(fam, str(f["trials"]), str(f["finished"]),
                           fmt(f["best_val_acc"]))
         console.print(table)
+    for race_line in race_lines(summary.get("race") or {}):
+        console.print(escape(race_line), soft_wrap=True,
+                      style="bold yellow" if race_line.startswith("warning") else None)
     final = summary.get("final_stage")
     if final:
         console.print(final_stage_line(final))
+        warning = final_warning(final)
+        if warning:
+            console.print(escape(warning), soft_wrap=True, style="bold yellow")
         lr_line = lr_range_line(final)
         if lr_line:
             console.print(lr_line, soft_wrap=True)
@@ -743,10 +757,26 @@ def export(
     if doc.get("schedule"):
         console.print("its EDF moves over training: call loss_fn.set_step(step, total_steps) "
                       "before each step", soft_wrap=True)
+    for warning in _export_warnings(doc["result"]):
+        err_console.print(escape(f"warning: {warning}"), soft_wrap=True, style="bold yellow")
     console.print(f"use it with its recipe ({Recipe.from_dict(doc['recipe']).describe()}): "
                   f"from dm_search import load_loss, load_recipe; loss_fn = "
                   f"load_loss({str(path)!r}); recipe = load_recipe({str(path)!r})",
                   soft_wrap=True)
+
+
+def _export_warnings(result: dict) -> list[str]:
+    """What the export's record says about the EDF's steadiness over seeds."""
+    out = []
+    race = result.get("race") or {}
+    if race.get("unstable"):
+        out.append(f"its race runs disagree by {race['spread_points']:.1f} points of validation "
+                   "accuracy: its result depends on the seed")
+    if result.get("final_unstable"):
+        accs = ", ".join(f"{100 * a:.1f}" for a in result.get("final_test_accs") or [])
+        out.append(f"its final-stage seeds disagree by {result['final_spread_points']:.1f} "
+                   f"points of test accuracy ({accs}%): its result depends on the seed")
+    return out
 
 
 @app.command()

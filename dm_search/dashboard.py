@@ -25,8 +25,8 @@ from dm_search.figures import (
     plot_mode_spread,
     schedule_of,
 )
-from dm_search.labels import fmt
-from dm_search.tables import final_rows, pct, setup
+from dm_search.labels import final_warning, fmt, race_lines
+from dm_search.tables import final_rows, pct, race_rows, setup
 
 __all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "study_note", "trial_note",
            "update_dashboard", "upload_figure"]
@@ -150,6 +150,23 @@ def study_note(study: Any) -> str:
                   "```python", "from dm_search import load_loss, load_recipe",
                   'loss_fn, recipe = load_loss("best_edf.yaml"), load_recipe("best_edf.yaml")',
                   "```"]
+    rows, record = race_rows(study)
+    if rows:
+        n = max(len(r.runs) for r in rows)
+        lines += ["", "## Race: the top candidates on new seeds", "",
+                  f"Each run's score is the mean of its last {record.get('window', 1)} epochs' "
+                  f"validation accuracy; the winner has the best {record.get('rule')} over its "
+                  "runs.", "",
+                  "| trial | EDF | " + " | ".join(["search run"] + [f"seed +{k}" for k in
+                                                                    range(1, n)])
+                  + " | mean ± std | spread | verdict |",
+                  "| --- " * (n + 5) + "|"]
+        for row in rows:
+            cells = [fmt(v) for v in row.runs + [None] * (n - len(row.runs))]
+            lines.append(f"| {row.trial} | {row.label} | " + " | ".join(cells)
+                         + f" | {fmt(row.mean)} ± {fmt(row.std)} | {row.spread:.1f} points | "
+                         f"{row.verdict}{' (unstable)' if row.unstable else ''} |")
+        lines += [f"\n**{w}**" for w in race_lines(record) if w.startswith("warning")]
     final = summary.get("final_stage")
     if final:
         lines += ["", "## Final stage: retrained on the full training set", "",
@@ -158,6 +175,9 @@ def study_note(study: Any) -> str:
             lines.append(f"| {r.label} | {100 * r.test_mean:.2f} ± {100 * r.test_std:.2f}% | "
                          f"{pct(r.memorised, 1)} | {r.seeds} |")
         lines += ["", f"Gain over CE: {100 * final['gain']:+.2f} points of test accuracy."]
+        warning = final_warning(final)
+        if warning:
+            lines += ["", f"**{warning}**"]
     lines += ["", "## Reading the figures",
               *[f"- **{READING[fid][0]}**: {READING[fid][1]}" for fid in _NOTE_FIGURES],
               f"- **{_OPTUNA_IMPORTANCE[0]}**: {_OPTUNA_IMPORTANCE[1]}",

@@ -27,6 +27,7 @@ from dm_search.config import ConfigError, dump_yaml
 from dm_search.edf import EDF
 from dm_search.labels import lr_range
 from dm_search.loss import NORMALISATIONS, DMLoss
+from dm_search.racing import UNSTABLE_POINTS, spread, unstable
 from dm_search.recipe import Recipe
 from dm_search.schedule import EDFSchedule
 
@@ -83,10 +84,25 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
     final_metrics = st.trial_final(trial)
     result: dict[str, Any] = {"val_acc": trial.value,
                               "test_acc_at_search": final_metrics.get("test_acc")}
+    race = st.race(study) or {}
+    raced = next((c for c in race.get("candidates") or [] if c["trial"] == trial.number), None)
+    if raced is not None:
+        # How the EDF did over its re-evaluation seeds on the search's split: a wide spread
+        # says that its search run was a lucky (or unlucky) draw.
+        result["race"] = {
+            "rule": race["rule"], "window": race["window"],
+            "winner": race.get("winner") == trial.number,
+            "val_scores": [raced["search_score"], *[r.get("score") for r in raced["runs"]]],
+            "val_score_mean": raced["mean"], "val_score_std": raced["std"],
+            "spread_points": raced["spread"], "unstable": bool(raced.get("unstable"))}
     final = st.final_stage(study)
     if final and final.get("best", {}).get("trial") == trial.number:
         result["final_test_acc_mean"] = final["best"]["test_acc_mean"]
         result["final_test_acc_std"] = final["best"]["test_acc_std"]
+        accs = [r["test_acc"] for r in final["best"].get("runs") or []]
+        result["final_test_accs"] = accs
+        result["final_spread_points"] = round(spread(accs), 3)
+        result["final_unstable"] = unstable(accs, final.get("unstable_points", UNSTABLE_POINTS))
         result["ce_test_acc_mean"] = final["ce"]["test_acc_mean"]
         result["ce_test_acc_std"] = final["ce"]["test_acc_std"]
         result["final_seeds"] = final["seeds"]

@@ -66,6 +66,20 @@ def final_stage_line(final: Mapping[str, Any]) -> str:
             f"{final['seeds']} seed(s), full training set)")
 
 
+def final_warning(final: Mapping[str, Any]) -> str | None:
+    """A warning when the best EDF's final-stage seeds disagree by more than the threshold
+    the stage recorded (None when they agree, or for a stage recorded without one)."""
+    b = final.get("best") or {}
+    if not b.get("unstable"):
+        return None
+    accs = ", ".join(f"{100 * r['test_acc']:.1f}" for r in b.get("runs") or []
+                     if r.get("test_acc") is not None)
+    return (f"warning: the best EDF's final-stage seeds disagree by {b['spread']:.1f} points "
+            f"(test accuracy {accs}%; more than {final.get('unstable_points', 2.0):g}): its "
+            "result depends on the seed. Rerun the final stage with more seeds (final.seeds), "
+            "or export a steadier candidate (dm-search status shows the race).")
+
+
 def lr_range(final: Mapping[str, Any]) -> tuple[float, float] | None:
     """The learning rates (lowest, highest) of the unbroken run of tested multiples around
     the main one at which the best EDF beat CE; None without a sensitivity run or when it
@@ -93,3 +107,25 @@ def lr_range_line(final: Mapping[str, Any]) -> str | None:
     verdict = ("it loses to CE at its own lr" if span is None else
                f"it beats CE for lr {span[0]:g} to {span[1]:g}")
     return f"lr sensitivity (best EDF vs CE, test accuracy): {cells}; {verdict}"
+
+
+def race_lines(record: Mapping[str, Any]) -> list[str]:
+    """The race's result as the study prints it and status repeats it: the rule and the
+    winner, a line per candidate, and a warning when the winner's runs disagree."""
+    if not record.get("candidates"):
+        return []
+    lines = []
+    for c in record["candidates"]:
+        mark = "winner" if c["trial"] == record.get("winner") else (
+            "out" if c.get("out") else "")
+        lines.append(f"  trial {c['trial']} {c['label']}: mean {c['mean']:.4f} ± "
+                     f"{c['std']:.4f} over {c['n']} run(s), spread {c['spread']:.1f} points"
+                     + (f" ({mark})" if mark else ""))
+    head = (f"race ({record['rule']} of each run's last-{record['window']}-epoch val_acc): "
+            + (f"trial {record['winner']} wins" if record.get("winner") is not None
+               else "undecided"))
+    warn = [f"warning: trial {c['trial']}'s runs disagree by {c['spread']:.1f} points (more "
+            f"than {record.get('unstable_points', 2.0):g}): its result "
+            "depends on the seed" for c in record["candidates"]
+            if c.get("unstable") and c["trial"] == record.get("winner")]
+    return [head, *lines, *warn]

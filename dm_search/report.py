@@ -36,8 +36,16 @@ from dm_search.figures import (
     plot_parallel,
     write_figure,
 )
-from dm_search.labels import duration, fmt, loss_label, lr_range
-from dm_search.tables import family_rows, final_rows, generated, pct, setup, trial_rows
+from dm_search.labels import duration, final_warning, fmt, loss_label, lr_range, race_lines
+from dm_search.tables import (
+    family_rows,
+    final_rows,
+    generated,
+    pct,
+    race_rows,
+    setup,
+    trial_rows,
+)
 
 __all__ = ["STATIC_SIZE", "write_report"]
 
@@ -45,6 +53,7 @@ __all__ = ["STATIC_SIZE", "write_report"]
 STATIC_SIZE = (900, 520)
 
 _STYLE = (
+    ".warning{color:#8a4b00;background:#fff6e5;border-left:4px solid #e69500;padding:4px 8px}"
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
     "color:#222;line-height:1.45}table{border-collapse:collapse;margin:0.5em 0 1.5em}"
     "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:0.92em;"
@@ -173,6 +182,10 @@ def _final_section(study: Any) -> list[str]:
                   table_id="final"),
            f"<p>Gain over CE: <b>{100 * (final.get('gain') or 0):+.2f} points</b> of test "
            "accuracy.</p>"]
+    warning = final_warning(final)
+    if warning:
+        out.append(f"<p class='warning'><b>Warning:</b> "
+                   f"{_esc(warning.removeprefix('warning: '))}</p>")
     sensitivity = final.get("lr_sensitivity") or []
     if sensitivity:
         out.append("<h3>Learning-rate sensitivity</h3>")
@@ -190,6 +203,32 @@ def _final_section(study: Any) -> list[str]:
             + f" (rates tried: {', '.join(r[0] for r in lr_rows)} of each one's own; the "
             "seeds per rate are in the last column).",
             table_id="lr-sensitivity"))
+    return out
+
+
+def _race_section(study: Any) -> list[str]:
+    rows, record = race_rows(study)
+    if not rows:
+        return []
+    n = max(len(r.runs) for r in rows)
+    head = ["trial", "EDF", "search run", *[f"seed +{k}" for k in range(1, n)],
+            "mean ± std", "spread (points)", "verdict"]
+    body = [(r.trial, r.label, *[fmt(v) for v in r.runs + [None] * (n - len(r.runs))],
+             f"{fmt(r.mean)} ± {fmt(r.std)}", f"{r.spread:.1f}",
+             r.verdict + (" (unstable)" if r.unstable else "")) for r in rows]
+    rule = ("the mean over runs" if record.get("rule") == "mean" else
+            "the mean less one standard error")
+    out = ["<h3>Race</h3>", _table(
+        head, body, f"The top {len(rows)} distinct full-budget configurations trained again "
+        "with new training seeds on the search's split (the same data, noise and clean "
+        f"validation split). A run's score is the mean of its last {record.get('window', 1)} "
+        f"epochs' validation accuracy; the winner has the best {rule}. A candidate that could "
+        "not catch the leader after a round is out; a failed (diverged or collapsed) run "
+        f"scores 0. Runs that disagree by more than "
+        f"{record.get('unstable_points', 2.0):g} points are marked unstable.",
+        left=2, table_id="race")]
+    out += [f"<p class='warning'><b>Warning:</b> {_esc(w.removeprefix('warning: '))}</p>"
+            for w in race_lines(record) if w.startswith("warning")]
     return out
 
 
@@ -230,6 +269,7 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
             f"with <code>dm-search export {name} -o best_edf.yaml</code>.</p>")
     else:
         parts.append("<p>No searched trial has run its full budget yet.</p>")
+    parts += _race_section(study)
     parts += _final_section(study)
     first = True
     for f in figs["result"]:

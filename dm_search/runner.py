@@ -41,13 +41,15 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from dm_search import dashboard, figures, worker
+from dm_search import dashboard, figures, racing, worker
+from dm_search import race_stage as racing_stage
 from dm_search import storage as st
 from dm_search.config import ConfigError, TrialConfig, dump_yaml
 from dm_search.edf import EDF
-from dm_search.labels import final_stage_line, loss_label, lr_range_line
+from dm_search.labels import final_stage_line, final_warning, loss_label, lr_range_line
 from dm_search.paths import folder_problem
 from dm_search.space import (
+    family_due,
     grid_points,
     make_sampler,
     make_space,
@@ -514,8 +516,8 @@ class _StudySearcher(Searcher):
         self.pending = st.missing_references(study, spec)
         self.references: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self.numbers: dict[str, int | None] = {}  # the same, for searched trials
-        self.budget = spec.budget_epochs
-        self.used = st.epochs_trained(study)
+        self.budget = spec.search_budget()  # the races' reserve is not the search's
+        self.used = st.search_epochs(study)
         self.progress: dict[str, tuple[int, int]] = {}  # running: (epochs done, total)
         # Epochs of one full trial; an iteration budget knows it only at the first result.
         self.per_trial = spec.total_epochs() or 1
@@ -543,6 +545,10 @@ class _StudySearcher(Searcher):
             self.references[trial_id] = number
             self.progress[trial_id] = (0, 0)
             return {"trial_config": cfg, "optuna_trial": number, "reference": True}
+        due = family_due(self.spec, self.study)
+        if due is not None:
+            # The sampler still picks the point; only the family is set for it.
+            self.study.enqueue_trial({"family": due}, skip_if_exists=False)
         out = self.inner.suggest(trial_id)
         if isinstance(out, dict):
             self.progress[trial_id] = (0, 0)
@@ -769,22 +775,26 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
     missing = st.missing_references(study, spec)
     progress = Progress(total=spec.n_trials + len(spec.baselines))
     t0 = time.monotonic()
-    over_budget = (spec.budget_epochs is not None
-                   and st.epochs_trained(study) >= spec.budget_epochs)
+    search_budget = spec.search_budget()
+    over_budget = search_budget is not None and st.search_epochs(study) >= search_budget
     if over_budget and not missing:
-        say(f"the study's budget of {spec.budget_epochs} epochs is spent")
+        say(f"the search's budget of {search_budget} epochs is spent")
     elif remaining > 0 or missing:
         _search(spec, study, storage, max(remaining, 0), progress, say, stop)
         if stop.signum is not None:
             raise KeyboardInterrupt
         if spec.budget_epochs is not None and st.counted_trials(study) < spec.n_trials:
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            say(f"stopped at the budget: {st.epochs_trained(study)} of {spec.budget_epochs} "
-                "epochs trained" + (f"; {waiting} queued trial(s) wait for a resume with a "
-                                    "larger budget_epochs" if waiting else ""))
+            held = (f" (the races hold the rest of the {spec.budget_epochs})"
+                    if search_budget != spec.budget_epochs else "")
+            say(f"stopped at the budget: {st.search_epochs(study)} of {search_budget} "
+                f"epochs trained{held}" + (f"; {waiting} queued trial(s) wait for a resume "
+                                           "with a larger budget_epochs" if waiting else ""))
     else:
         say(f"all {spec.n_trials} trials are done")
     search_s = time.monotonic() - t0
+    if spec.race.enabled:
+        racing_stage.run_race(spec, study, say)
     if spec.final.enabled:
         _final_stage(spec, study, say)
     _refreshes_done()
@@ -909,10 +919,12 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
     def agg(runs: list[dict[str, Any]]) -> dict[str, Any]:
         acc = [r["test_acc"] for r in runs]
         return {"runs": runs, "test_acc_mean": statistics.mean(acc),
-                "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0}
+                "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "spread": round(racing.spread(acc), 3), "unstable": racing.unstable(acc)}
 
     result: dict[str, Any] = {
         "seeds": f.seeds,
+        "unstable_points": racing.UNSTABLE_POINTS,
         "best": {"trial": best.number, "edf": best_cfg.loss.edf,
                  **({"edf_end": best_cfg.loss.edf_end,
                      "ramp": best_cfg.to_dict()["loss"]["ramp"]} if best_cfg.loss.edf_end
@@ -933,6 +945,9 @@ def _final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None
         result["lr_sensitivity"] = sorted(rows, key=lambda r: r["factor"])
     st.record_final_stage(study, result)
     say(final_stage_line(result))
+    warning = final_warning(result)
+    if warning:
+        say(warning)
     line = lr_range_line(result)
     if line:
         say(line)

@@ -177,6 +177,46 @@ def _inside(edf: EDF, fs: FamilySpace) -> bool:
     return True
 
 
+def family_dims(spec: StudySpec, family: str) -> int:
+    """How many coordinates the family searches (its start, its end and its ramp): at least 1."""
+    fs = spec.space.families[family]
+    ranges = _ranges(family, fs)
+    n = sum(1 for r in ranges if r is not None and r[0] != r[1])
+    if is_scheduled(fs):
+        ends = end_ranges(family, fs, ranges)
+        n += sum(1 for r in ends if r is not None and r[0] != r[1])
+        shapes, r_start, r_end = ramp_space(fs)
+        n += (len(shapes) > 1) + (r_start[0] != r_start[1]) + (r_end[0] != r_end[1])
+    return max(1, n)
+
+
+def family_due(spec: StudySpec, study: optuna.Study) -> str | None:
+    """The family the next searched trial must come from, or None to let the sampler choose.
+
+    With ``space.family_budget: coords`` (the default) each family's share of the searched
+    trials follows its number of searched coordinates (dm's two against gce's one: two thirds
+    and one third), so that a sampler that finds a good one-parameter region first cannot
+    starve a family whose good region is narrower. A family more than one trial short of its
+    share is due; queued points (warm start, grid) run first."""
+    families = list(spec.space.families)
+    if ((spec.space.family_budget or "coords") != "coords" or len(families) < 2
+            or spec.sampler.name == "grid"):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+        return None
+    counts = dict.fromkeys(families, 0)
+    for t in trials:
+        fam = t.params.get("family")
+        if fam in counts and t.user_attrs.get("stop_reason") != "failed: interrupted":
+            counts[fam] += 1
+    dims = {f: family_dims(spec, f) for f in families}
+    total, n = sum(dims.values()), sum(counts.values()) + 1
+    short = {f: dims[f] / total * n - counts[f] for f in families}
+    due = max(families, key=lambda f: (short[f], -families.index(f)))
+    return due if short[due] >= 1.0 else None
+
+
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     """space.grid as Optuna parameter dicts (for enqueue_trial)."""
     out = []

@@ -134,6 +134,11 @@ class ParamRange(FrozenModel):
 class SpaceSpec(FrozenModel):
     families: dict[str, FamilySpace] = Field(default_factory=lambda: {"dm": FamilySpace()})
     params: dict[str, ParamRange] = Field(default_factory=dict)
+    # How the searched trials are shared between families: "coords" gives each a share that
+    # follows its number of searched coordinates (the sampler picks the points inside it);
+    # "sampler" leaves the family to the sampler, which can settle on a one-parameter family
+    # early and starve a two-parameter one.
+    family_budget: Literal["coords", "sampler"] | None = None
     # sampler grid: the exact points to evaluate, as EDF configs (+ optional dotted params).
     grid: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -213,10 +218,38 @@ class FinalSpec(FrozenModel):
         return tuple(sorted(set(v)))
 
 
-# What may change between submissions of one study: its budget, where and how it runs, and
-# the final stage (which retrains after the search and changes none of its results).
+class RaceSpec(FrozenModel):
+    """Racing before crowning: after the search, the top ``candidates`` distinct full-budget
+    configurations are trained again on the search split with up to ``seeds`` new training
+    seeds each, one round per seed; a candidate that cannot catch the leader drops out after a
+    round. The winner has the best ``rule`` over its runs: ``mean``, or ``lcb`` (the mean
+    less one standard error). A run's score is the mean of its last ``window`` epochs' clean
+    validation accuracy; the search ranks its candidates by it too. With ``budget_epochs``,
+    ``reserve`` of it is held back from the search for the races (never more than their
+    runs need, and never so much that the search cannot run its baselines and one trial);
+    the races then run while the budget holds them, and a study trains no more than its
+    budget. Without a budget the races' runs come on top of n_trials."""
+
+    # Defaults measured by benchmarks/bench_racing.py: of the rules replayed, the top 3 on one
+    # new seed each, crowned by the mean, had the lowest regret and the lightest tail at the
+    # budget a default study runs (about 26 full-length trials); a lower bound never beat the
+    # mean, and more seeds cost the search more than they gave.
+    enabled: bool = True
+    candidates: int = Field(3, ge=2)
+    seeds: int = Field(1, ge=1)
+    rule: Literal["mean", "lcb"] = "mean"
+    window: int = Field(5, ge=1)
+    reserve: float = Field(0.2, ge=0.0, lt=1.0)
+
+    def reserve_runs(self) -> int:
+        """Full-length runs the races may need at most."""
+        return self.candidates * self.seeds if self.enabled else 0
+
+
+# What may change between submissions of one study: its budget, where and how it runs, the
+# races and the final stage (which train after the search and change none of its results).
 IDENTITY_EXCLUDES = {"name", "storage", "study_dir", "n_trials", "budget_epochs",
-                     "max_concurrent", "resources", "max_failures", "final"}
+                     "max_concurrent", "resources", "max_failures", "final", "race"}
 
 
 class StudySpec(FrozenModel):
@@ -234,6 +267,7 @@ class StudySpec(FrozenModel):
     # Run the paper's settings that fall inside the space first (measured: it keeps a study at
     # the hand grid's level where TPE alone misses the grid's best region).
     warm_start: bool = True
+    race: RaceSpec = RaceSpec()
     final: FinalSpec = FinalSpec()
     # Reference EDFs ("cce", "gce:q=0.7"): each runs once per study at full budget, never
     # early-stopped, and is shown beside the search's results.
@@ -323,6 +357,19 @@ class StudySpec(FrozenModel):
 
     def base_config(self) -> TrialConfig:
         return TrialConfig.from_dict(self.base, source="base")
+
+    def search_budget(self) -> int | None:
+        """The epochs the search may train: budget_epochs less the races' reserve (None
+        without a budget, or while the trials' length is not known)."""
+        if self.budget_epochs is None:
+            return None
+        epochs = self.total_epochs()
+        held = round(self.race.reserve * self.budget_epochs) if self.race.enabled else 0
+        if epochs:
+            held = min(held, self.race.reserve_runs() * epochs)
+            floor = (len(self.baselines) + 1) * epochs
+            return max(self.budget_epochs - held, min(floor, self.budget_epochs))
+        return self.budget_epochs - held
 
     def total_epochs(self) -> int | None:
         """Epochs each trial runs; None when the budget is in iterations (the epoch count then

@@ -90,6 +90,7 @@ class StudyKey(StrEnum):
     FINGERPRINT = "dataset_fingerprint"
     NOISE_RATE = "noise_rate"  # measured on the training split
     FINAL = "final_stage"
+    RACE = "race"  # the re-evaluation runs of the top candidates, and the winner they chose
     RUNS = "runs"  # each submission's versions, git commit and driver machine (provenance)
 
 
@@ -98,7 +99,7 @@ class StudyKey(StrEnum):
 # written before they moved has them as user attributes, where the readers still look.
 BLOBS = frozenset({TrialKey.CONFIG, TrialKey.EDF, TrialKey.EDF_END, TrialKey.HISTORY,
                    TrialKey.FINAL, TrialKey.NODE, StudyKey.SPEC, StudyKey.IDENTITY,
-                   StudyKey.FINAL, StudyKey.RUNS})
+                   StudyKey.FINAL, StudyKey.RACE, StudyKey.RUNS})
 _BLOB = "dm_search:"
 
 
@@ -288,10 +289,20 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def epochs_trained(study: optuna.Study) -> int:
-    """Epochs the study's trials have trained, references included: what budget_epochs
+    """Epochs the study has trained, references and races included: what budget_epochs
     counts."""
+    return search_epochs(study) + race_epochs(race(study))
+
+
+def search_epochs(study: optuna.Study) -> int:
+    """Epochs the study's trials have trained, references included (races not)."""
     return sum(int(t.user_attrs.get(TrialKey.EPOCHS) or 0)
                for t in study.get_trials(deepcopy=False))
+
+
+def race_epochs(record: dict[str, Any] | None) -> int:
+    return sum(int(r.get("epochs") or 0) for c in (record or {}).get("candidates") or []
+               for r in c.get("runs") or [])
 
 
 def past_curves(study: optuna.Study) -> list[list[float]]:
@@ -360,6 +371,17 @@ def study_identity(study: optuna.Study) -> dict[str, Any]:
 
 def final_stage(study: optuna.Study) -> dict[str, Any] | None:
     return _study_blob(study, StudyKey.FINAL)
+
+
+def race(study: optuna.Study) -> dict[str, Any] | None:
+    """The races' record: each candidate trial with its re-evaluation runs, the rule, and the
+    winner once decided (None for a study that never raced)."""
+    return _study_blob(study, StudyKey.RACE)
+
+
+def record_race(study: optuna.Study, record: dict[str, Any]) -> None:
+    """Written after every re-evaluation run, so that a resumed study keeps the runs done."""
+    _put_study_blob(study, StudyKey.RACE, record)
 
 
 def study_runs(study: optuna.Study) -> list[dict[str, Any]]:
@@ -748,9 +770,47 @@ def is_eligible(t: FrozenTrial) -> bool:
     return ran_full_budget(t) and not is_reference(t)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
+def score_window(study: optuna.Study) -> int:
+    """Epochs whose validation accuracy make a run's score (1, the last epoch alone, for a
+    study recorded before scores were averaged)."""
+    return int((study_spec(study).get("race") or {}).get("window") or 1)
+
+
+def trial_score(t: FrozenTrial, window: int) -> float:
+    """A full-budget trial's score: the mean of its last ``window`` epochs' validation
+    accuracy (its value where no history is recorded)."""
+    from dm_search.racing import run_score
+
+    if window <= 1:
+        return float(t.value) if t.value is not None else math.nan
+    score = run_score([h["val_acc"] for h in trial_history(t) if h.get("val_acc") is not None],
+                      window)
+    return float(t.value) if not math.isfinite(score) and t.value is not None else score
+
+
+def ranked_trials(study: optuna.Study, window: int | None = None) -> list[FrozenTrial]:
+    """Eligible trials, best score first, one per distinct configuration."""
+    window = score_window(study) if window is None else window
     eligible = [t for t in study.get_trials(deepcopy=False) if is_eligible(t)]
-    return max(eligible, key=lambda t: (t.value, -t.number)) if eligible else None
+    out, seen = [], set()
+    for t in sorted(eligible, key=lambda t: (-trial_score(t, window), t.number)):
+        key = _config_key(trial_config(t)) if has_config(t) else str(t.number)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's winner: the race's where a race decided one, else the best score of a
+    single full-budget run."""
+    record = race(study) or {}
+    if record.get("winner") is not None:
+        for t in study.get_trials(deepcopy=False):
+            if t.number == record["winner"] and is_eligible(t):
+                return t
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
 
 
 def trial_summary(t: FrozenTrial) -> dict[str, Any]:
@@ -822,6 +882,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "references": [trial_summary(t) for t in trials if is_reference(t)],
         "failures": dict(failures),
         "families": families,
+        "race": race(study),
         "final_stage": final_stage(study),
         "driver": driver_state(study),
         **{k: v for k, v in study_provenance(study).items() if k != "noise_rate"},

@@ -250,5 +250,30 @@ def final_rows(study: Any) -> list[FinalRow]:
     return rows
 
 
+class RaceRow(NamedTuple):
+    trial: int
+    label: str
+    runs: list[float | None]  # each run's score: the search run first, then each new seed
+    mean: float
+    std: float
+    spread: float  # points
+    verdict: str  # "winner", "out", or ""
+    unstable: bool
+
+
+def race_rows(study: Any) -> tuple[list[RaceRow], dict[str, Any]]:
+    """The race: a row per candidate with its runs' scores, and the race record (empty
+    lists and dict for a study that never raced)."""
+    record = st.race(study) or {}
+    rows = []
+    for c in record.get("candidates") or []:
+        runs = [c["search_score"], *[r.get("score") for r in c.get("runs") or []]]
+        verdict = ("winner" if c["trial"] == record.get("winner") else
+                   "out" if c.get("out") else "")
+        rows.append(RaceRow(c["trial"], c["label"], runs, c["mean"], c["std"], c["spread"],
+                            verdict, bool(c.get("unstable"))))
+    return rows, record
+
+
 def generated() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

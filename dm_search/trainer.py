@@ -72,6 +72,10 @@ class TrialDiverged(RuntimeError):
         self.epoch = epoch
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        # Sent between processes (a Ray task's or a process pool's error) with its own fields.
+        return type(self), (self.epoch, self.reason)
+
 
 class TrialCollapsed(TrialDiverged):
     """The network died: chance accuracy with constant or exploding logits, or a loss that

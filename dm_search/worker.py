@@ -17,7 +17,7 @@ from ray import tune
 from dm_search.config import TrialConfig
 from dm_search.data import PreparedData, prepare_data
 from dm_search.provenance import hardware
-from dm_search.trainer import run_trial, total_epochs
+from dm_search.trainer import TrialDiverged, run_trial, total_epochs
 
 METRIC = "val_acc"
 _DATA_CACHE: dict[str, PreparedData] = {}
@@ -151,6 +151,24 @@ def final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
             # The report's learning curves of the best EDF against CE over the whole budget.
             "history": [{k: round(float(m[k]), 4) for k in FINAL_CURVES if k in m}
                         for m in r.history]}
+
+
+def race_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """One re-evaluation run of a race candidate (a Ray task): the search's split and data, a
+    new training seed; every epoch's validation accuracy, and the last test accuracy."""
+    cfg = TrialConfig.from_dict(cfg_dict)
+    history: list[dict[str, float]] = []
+    try:
+        r = run_trial(cfg, report=history.append, data=_prepared(cfg))
+    except TrialDiverged as err:
+        # An EDF that diverges or collapses on another seed is what a race is there to catch:
+        # the run is recorded, and scores nothing.
+        return {"seed": cfg.seed, "val_accs": [round(float(m[METRIC]), 5) for m in history],
+                "test_acc": None, "epochs": len(history), "wall_s": None,
+                "failed": f"{type(err).__name__}: {err}"[:200]}
+    return {"seed": cfg.seed, "val_accs": [round(float(m[METRIC]), 5) for m in r.history],
+            "test_acc": round(float(r.final["test_acc"]), 5), "epochs": r.epochs_completed,
+            "wall_s": round(r.wall_s, 2)}
 
 
 FINAL_CURVES = ("epoch", "test_acc", "memorised", "intact_acc", "train_loss")

@@ -147,6 +147,8 @@ def _write_spec(folder: Path, data_root: Path, *, name: str = "tiny", epochs: in
         "max_concurrent": 2,
         "resources": {"cpu": 1},
         "warm_start": True,
+        # Races are on by default; the studies that test them ask for them.
+        "race": {"enabled": False},
     }
     spec.update(extra)
     path = folder / f"{name}.yaml"

@@ -58,7 +58,8 @@ class _Inner:
 
 
 def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
-    spec = _spec(baselines=["cce", "gce:q=0.7"], budget_epochs=20)
+    # No races here: with them, their reserve is held back from the search (below).
+    spec = _spec(baselines=["cce", "gce:q=0.7"], budget_epochs=20, race={"enabled": False})
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, spec, resume=False).study
     inner = _Inner()
@@ -90,6 +91,11 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     # A resumed study finds its references done and runs none again.
     assert st.missing_references(study, spec) == []
     assert _StudySearcher(_Inner(), spec, study).pending == []  # type: ignore[arg-type]
+    # With races, 20% of the budget is theirs, as long as the baselines and a trial still fit.
+    raced = _spec(baselines=["cce", "gce:q=0.7"], budget_epochs=20)
+    assert _StudySearcher(_Inner(), raced, study).budget == 18  # type: ignore[arg-type]
+    raced = _spec(baselines=["cce"], budget_epochs=100)
+    assert _StudySearcher(_Inner(), raced, study).budget == 82  # type: ignore[arg-type]
 
 
 def _nodes(monkeypatch, *resources):

@@ -22,13 +22,28 @@ def _load(url: str, name: str) -> optuna.Study:
 
 
 def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
-    spec = search.write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2})
+    spec = search.write_spec(tmp_path, data_root, final={"enabled": True, "seeds": 2},
+                             race={"candidates": 2, "seeds": 2, "window": 2},
+                             scheduler={"name": "none"})
     out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "started (reference): cce" in out.stdout and "done 5/5" in out.stdout
     assert "final test accuracy: best EDF" in out.stdout
     url = f"sqlite:///{tmp_path}/studies.db"
     study = search.check_study(url, "tiny", 4, 3)
+    # The race: the top two full-budget trials, two new seeds each, recorded as runs of the
+    # study (no new trials), and its winner is the study's best.
+    race = st.race(study)
+    assert "race: trials" in out.stdout and f"trial {race['winner']} wins" in out.stdout
+    assert [len(c["runs"]) for c in race["candidates"]] in ([2, 2], [2, 1], [1, 2])
+    ranked = st.ranked_trials(study)
+    assert [c["trial"] for c in race["candidates"]] == [t.number for t in ranked[:2]]
+    for c in race["candidates"]:
+        assert [r["seed"] for r in c["runs"]] == [1, 2][:len(c["runs"])]
+        assert all(r["epochs"] == 3 and 0 <= r["score"] <= 1 for r in c["runs"])
+    assert st.best_trial(study).number == race["winner"]
+    assert st.epochs_trained(study) == st.search_epochs(study) + 3 * sum(
+        len(c["runs"]) for c in race["candidates"])
     final = st.final_stage(study)
     assert final["seeds"] == 2
     assert len(final["best"]["runs"]) == 2 and len(final["ce"]["runs"]) == 2
@@ -64,6 +79,7 @@ def test_study_end_to_end_with_sqlite(search, tmp_path, data_root):
     # Resuming a finished study runs nothing more.
     resumed = search.run_cli("submit", str(spec), "--resume")
     assert resumed.returncode == 0 and "all 4 trials are done" in resumed.stdout
+    assert f"race already decided: trial {race['winner']}" in resumed.stdout
     assert "started (reference)" not in resumed.stdout  # the baseline is not run again
     assert len(_load(url, "tiny").trials) == 5
 
@@ -190,13 +206,15 @@ def test_moments_spec_budget_and_duplicates_end_to_end(search, tmp_path, data_ro
     spec = search.write_spec(
         tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
         baselines=["cce", "gce:q=0.7"], budget_epochs=15,
-        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
+        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}},
+        race={"candidates": 2, "seeds": 1, "reserve": 0.4})
     out = search.run_cli("submit", str(spec))
     assert out.returncode == 0, out.stdout + out.stderr
     study = _load(f"sqlite:///{tmp_path}/studies.db", "moments")
     refs = st.reference_trials(study)
     assert sorted(st.trial_edf(t)["family"] for t in refs) == ["cce", "gce"]
-    assert st.epochs_trained(study) <= 15
+    assert st.epochs_trained(study) <= 15  # the races' runs included
+    assert st.search_epochs(study) <= 9  # 15 less the races' 6 held back
     for t in study.trials:
         if st.is_reference(t):
             continue
@@ -209,7 +227,8 @@ def test_moments_spec_budget_and_duplicates_end_to_end(search, tmp_path, data_ro
     spec2 = search.write_spec(
         tmp_path, data_root, name="moments", n_trials=6, epochs=3, warm_start=False,
         baselines=["cce", "gce:q=0.7"], budget_epochs=24,
-        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}})
+        space={"families": {"dm": {"mean": [0.3, 0.6], "std": [0.15, 0.25]}, "gce": {}}},
+        race={"candidates": 2, "seeds": 1, "reserve": 0.4})
     before = len(study.trials)
     again = search.run_cli("submit", str(spec2), "--resume")
     assert again.returncode == 0, again.stdout + again.stderr

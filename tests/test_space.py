@@ -201,3 +201,36 @@ def test_warm_start_in_a_scheduled_family_runs_the_paper_points_as_fixed_edfs():
     cfg = make_space(spec)(study.ask())["trial_config"]
     assert "edf_end" not in cfg["loss"] or cfg["loss"]["edf_end"] is None
     assert cfg["loss"]["edf"] == {"family": "dm", "lam": 1.0, "beta": 16.0}
+
+
+def test_family_budget_shares_trials_by_searched_coordinates_and_tpe_picks_inside():
+    """A sampler that likes the one-parameter family cannot starve the two-parameter one: dm
+    (mode, spread) gets two thirds of the searched trials, gce (mode) one third."""
+    from dm_search.space import family_dims, family_due
+
+    spec = _spec(space={"families": {"dm": {}, "gce": {}}})
+    assert family_dims(spec, "dm") == 2 and family_dims(spec, "gce") == 1
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    space = make_space(spec)
+    for _ in range(30):
+        due = family_due(spec, study)
+        if due is not None:
+            study.enqueue_trial({"family": due})
+        trial = study.ask()
+        cfg = space(trial)["trial_config"]
+        assert due is None or trial.params["family"] == due
+        # gce scores best everywhere: left alone, TPE would settle on it
+        study.tell(trial, 0.9 if trial.params["family"] == "gce" else 0.5)
+        assert cfg["loss"]["edf"]["family"] == trial.params["family"]
+    fams = [t.params["family"] for t in study.trials]
+    assert abs(fams.count("dm") - 20) <= 1 and abs(fams.count("gce") - 10) <= 1
+    dm_modes = {round(t.params["dm.mode"], 6) for t in study.trials if "dm.mode" in t.params}
+    assert len(dm_modes) == fams.count("dm")  # the points inside dm are still searched
+
+    # queued points (warm start) run first; the sampler alone when asked to
+    study.enqueue_trial({"family": "gce", "gce.mode": 0.3})
+    assert family_due(spec, study) is None
+    free = _spec(space={"families": {"dm": {}, "gce": {}}, "family_budget": "sampler"})
+    assert family_due(free, optuna.create_study()) is None
+    assert family_due(_spec(), optuna.create_study()) is None  # one family: nothing to share
