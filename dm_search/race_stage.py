@@ -48,7 +48,8 @@ def _run_record(out: dict[str, Any], window: int) -> dict[str, Any]:
 
 
 def _record(study: optuna.Study, spec: StudySpec, cands: list[dict[str, Any]],
-            alive: list[dict[str, Any]] | None = None, winner: int | None = None) -> None:
+            alive: list[dict[str, Any]] | None = None, winner: int | None = None,
+            earlier: list[dict[str, Any]] | None = None) -> None:
     r = spec.race
     alive_ids = {c["trial"] for c in alive} if alive is not None else None
     rows = []
@@ -62,7 +63,10 @@ def _record(study: optuna.Study, spec: StudySpec, cands: list[dict[str, Any]],
     rows.sort(key=lambda c: [x["trial"] for x in cands].index(c["trial"]))
     st.record_race(study, {"rule": r.rule, "window": r.window, "seeds": r.seeds,
                            "candidates": rows, "winner": winner,
-                           "unstable_points": racing.UNSTABLE_POINTS})
+                           "unstable_points": racing.UNSTABLE_POINTS,
+                           # Candidates of an earlier race that new trials pushed out of the top:
+                           # their runs were trained and still count against the budget.
+                           "earlier": earlier or []})
 
 
 def _budget_left(spec: StudySpec, study: optuna.Study) -> float:
@@ -84,6 +88,13 @@ def run_race(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -
         return
     old = {c["trial"]: c for c in record.get("candidates") or []}
     cands = [_candidate(t, r.window, old.get(t.number)) for t in top]
+    numbers = {t.number for t in top}
+    earlier = [*(record.get("earlier") or []),
+               *[c for n, c in old.items() if n not in numbers and c.get("runs")]]
+
+    def write(alive: list[dict[str, Any]] | None = None, winner: int | None = None) -> None:
+        _record(study, spec, cands, alive, winner, earlier)
+
     cfgs = {t.number: st.trial_config(t) for t in top}
     rule = "mean" if r.rule == "mean" else "lower bound (mean less a standard error)"
     say(f"race: trials {', '.join(str(c['trial']) for c in cands)} again with up to {r.seeds} "
@@ -99,7 +110,7 @@ def run_race(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -
             say(f"race stopped before round {rnd}: budget_epochs cannot hold {len(todo)} more "
                 "run(s)")
             break
-        _round(study, spec, cands, todo, cfgs, task, rnd, say)
+        _round(todo, cfgs, task, rnd, spec.race.window, write, say)
         alive = racing.survivors(alive, evidence=cands)
         ids = {c["trial"] for c in alive}
         dropped = [c["trial"] for c in cands if c["trial"] not in ids and len(c["runs"]) == rnd]
@@ -111,14 +122,13 @@ def run_race(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -
         say("race skipped: no re-evaluation run fits; the best single run stands")
         return
     best = racing.leader(alive, r.rule)
-    _record(study, spec, cands, alive, best["trial"])
+    write(alive, best["trial"])
     for line in race_lines(st.race(study) or {}):
         say(line)
 
 
-def _round(study: optuna.Study, spec: StudySpec, cands: list[dict[str, Any]],
-           todo: list[dict[str, Any]], cfgs: dict[int, dict[str, Any]], task: Any, rnd: int,
-           say: Callable[[str], None]) -> None:
+def _round(todo: list[dict[str, Any]], cfgs: dict[int, dict[str, Any]], task: Any, rnd: int,
+           window: int, write: Callable[[], None], say: Callable[[str], None]) -> None:
     pending = {}
     for c in todo:
         cfg = dict(cfgs[c["trial"]])
@@ -133,9 +143,9 @@ def _round(study: optuna.Study, spec: StudySpec, cands: list[dict[str, Any]],
             say(f"race: a run of trial {c['trial']} failed ({str(err).splitlines()[0][:120]}); "
                 "it is left out")
             continue
-        run = _run_record(out, spec.race.window)
+        run = _run_record(out, window)
         c["runs"].append(run)
-        _record(study, spec, cands)
+        write()
         scores = racing.scores(c)
         what = f"failed ({run['failed']}), scores 0" if run.get("failed") else \
             f"val_acc score {run['score']:.4f}"

@@ -301,7 +301,10 @@ def search_epochs(study: optuna.Study) -> int:
 
 
 def race_epochs(record: dict[str, Any] | None) -> int:
-    return sum(int(r.get("epochs") or 0) for c in (record or {}).get("candidates") or []
+    """Epochs the races' runs trained, those of candidates an earlier race had included."""
+    record = record or {}
+    return sum(int(r.get("epochs") or 0)
+               for c in [*(record.get("candidates") or []), *(record.get("earlier") or [])]
                for r in c.get("runs") or [])
 
 

@@ -169,6 +169,28 @@ def test_a_race_stopped_midway_resumes_with_the_runs_it_had(study, monkeypatch):
     assert st.race(study)["winner"] == 0
 
 
+def test_a_resumed_study_with_new_leaders_races_again_and_keeps_the_old_runs(
+        study, monkeypatch, tmp_path):
+    _race(study, _spec(seeds=1), _FakeRay(_rerun), monkeypatch)
+    first = st.epochs_trained(study)
+    # a resumed search finds a better trial: it joins the top 3, trial 7 leaves it
+    study.enqueue_trial({"family": "dm", "dm.mode": 0.55, "dm.spread": 10.0})
+    trial = study.ask()
+    from dm_search.space import make_space
+
+    st.record_trial_config(trial, make_space(_spec())(trial)["trial_config"])
+    hist = [{"epoch": e + 1, "val_acc": 0.9, "test_acc": 0.9} for e in range(6)]
+    st.record_epoch(study._storage, trial._trial_id, epoch=6, total=6, history=hist)
+    study.tell(trial, 0.9)
+    fake = _FakeRay(_rerun)
+    said = _race(study, _spec(seeds=1), fake, monkeypatch)
+    assert said[0].startswith(f"race: trials {trial.number}, 1, 0 again")
+    assert len(fake.calls) == 1  # trials 1 and 0 keep their runs
+    record = st.race(study)
+    assert [c["trial"] for c in record["earlier"]] == [7]
+    assert st.epochs_trained(study) == first + 6 + 6  # the new trial and its race run
+
+
 def test_a_run_that_collapses_scores_nothing(study, monkeypatch):
     def runs(cfg):
         if cfg["loss"]["edf"]["lam"] == 0.5 and cfg["seed"] == 1:
