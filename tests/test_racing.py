@@ -259,6 +259,7 @@ def _unstable_final(study):
     st.record_final_stage(study, final)
 
 
+@pytest.mark.slow  # three runs of the command line
 def test_status_report_note_and_export_show_the_race_and_say_when_seeds_disagree(
         study, monkeypatch, tmp_path, search):
     _race(study, _spec(), _FakeRay(_rerun), monkeypatch)
