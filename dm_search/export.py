@@ -48,6 +48,19 @@ class ExportError(ConfigError):
     """Nothing can be exported as asked, or a file is not a dm-search EDF export."""
 
 
+def _race_result(race: dict[str, Any], number: int) -> dict[str, Any]:
+    """How trial ``number`` did over its race's seeds on the search's split (empty when it did
+    not race): a wide spread says that its search run was a lucky (or unlucky) draw."""
+    raced = next((c for c in race.get("candidates") or [] if c["trial"] == number), None)
+    if raced is None:
+        return {}
+    return {"race": {
+        "rule": race["rule"], "window": race["window"], "winner": race.get("winner") == number,
+        "val_scores": [raced["search_score"], *[r.get("score") for r in raced["runs"]]],
+        "val_score_mean": raced["mean"], "val_score_std": raced["std"],
+        "spread_points": raced["spread"], "unstable": bool(raced.get("unstable"))}}
+
+
 def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
     """The export document of the best full-budget trial, or of trial ``trial_number``.
 
@@ -84,17 +97,7 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
     final_metrics = st.trial_final(trial)
     result: dict[str, Any] = {"val_acc": trial.value,
                               "test_acc_at_search": final_metrics.get("test_acc")}
-    race = st.race(study) or {}
-    raced = next((c for c in race.get("candidates") or [] if c["trial"] == trial.number), None)
-    if raced is not None:
-        # How the EDF did over its re-evaluation seeds on the search's split: a wide spread
-        # says that its search run was a lucky (or unlucky) draw.
-        result["race"] = {
-            "rule": race["rule"], "window": race["window"],
-            "winner": race.get("winner") == trial.number,
-            "val_scores": [raced["search_score"], *[r.get("score") for r in raced["runs"]]],
-            "val_score_mean": raced["mean"], "val_score_std": raced["std"],
-            "spread_points": raced["spread"], "unstable": bool(raced.get("unstable"))}
+    result.update(_race_result(st.race(study) or {}, trial.number))
     final = st.final_stage(study)
     if final and final.get("best", {}).get("trial") == trial.number:
         result["final_test_acc_mean"] = final["best"]["test_acc_mean"]
