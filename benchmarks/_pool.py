@@ -53,8 +53,8 @@ class Job:
     diagnostics: bool = False  # the per-epoch pass that measures memorisation
 
     def config(self) -> dict[str, Any]:
-        from dm_search.config import load_trial_config
-        from dm_search.spec import loss_settings
+        from dm_search.study.spec import loss_settings
+        from dm_search.training.config import load_trial_config
 
         cfg = load_trial_config(BASE_CONFIG, base_overrides(self.setting)).to_dict()
         normalise, eps = loss_settings(self.edf["family"], None)
@@ -74,8 +74,8 @@ class Job:
 
 
 def _train(job: Job) -> dict[str, Any]:
-    from dm_search.config import TrialConfig
-    from dm_search.trainer import TrialDiverged, run_trial
+    from dm_search.training.config import TrialConfig
+    from dm_search.training.trainer import TrialDiverged, run_trial
 
     cfg = TrialConfig.from_dict({**job.config(), "threads": 1})
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pool import EPOCHS, Job, run_jobs
 from scipy.stats import spearmanr
 
-from dm_search.stopping import MedianRule, NoStopping, RungRule, expected
+from dm_search.study.stopping import MedianRule, NoStopping, RungRule, expected
 
 # The paper's hand grid (four emphasis modes, four spreads each) and CE, then GCE, the
 # Gaussian-bump family and spreads beyond the grid's largest.

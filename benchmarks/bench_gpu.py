@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dm_search import EDF, DMLoss, __version__
-from dm_search.models import create_model
+from dm_search.training.models import create_model
 
 MODES = [("eager fp32", False, False), ("compiled fp32", True, False),
          ("eager bf16", False, True), ("compiled bf16", True, True)]

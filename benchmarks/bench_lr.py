@@ -63,8 +63,8 @@ def _config(dataset: str, loss: str, lr: float, seed: int) -> dict[str, Any]:
 
 
 def _run(job: tuple[str, str, float, int]) -> tuple[tuple[str, str, float, int], float | None]:
-    from dm_search.config import TrialConfig
-    from dm_search.trainer import TrialDiverged, run_trial
+    from dm_search.training.config import TrialConfig
+    from dm_search.training.trainer import TrialDiverged, run_trial
 
     try:
         r = run_trial(TrialConfig.from_dict(_config(*job)))
@@ -116,8 +116,8 @@ def studies() -> None:
     import optuna
 
     from dm_search import storage as st
-    from dm_search.runner import run_study
-    from dm_search.spec import load_spec
+    from dm_search.driver.runner import run_study
+    from dm_search.study.spec import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = Path(tempfile.mkdtemp(prefix="bench-lr-"))
@@ -140,8 +140,8 @@ def studies() -> None:
         wall = time.perf_counter() - t0
         s = out.summary
         final = s["final_stage"] or {}
+        from dm_search.common.labels import lr_range
         from dm_search.edf import EDF
-        from dm_search.labels import lr_range
 
         span = lr_range(final)
         best = s["best"]

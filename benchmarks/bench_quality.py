@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from dm_search.config import TrialConfig, load_trial_config
-from dm_search.trainer import run_trial
+from dm_search.training.config import TrialConfig, load_trial_config
+from dm_search.training.trainer import run_trial
 
 METHODS: list[tuple[str, dict[str, Any]]] = [
     ("CE", {"edf": {"family": "cce"}, "normalise": "none", "eps": 0.0}),

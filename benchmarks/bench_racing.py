@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pool import EPOCHS, Job, run_jobs
 from bench_fidelity import POOL
 
-from dm_search import racing
+from dm_search.study import racing
 
 # The paper grid's compute: 17 full-length runs, one of them the CE reference.
 BUDGET_RUNS = 16

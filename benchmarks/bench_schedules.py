@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pool import BASE_CONFIG, EPOCHS, HERE, Job, base_overrides, run_jobs
 
 from dm_search import storage as st
-from dm_search.config import load_trial_config
-from dm_search.labels import loss_label
-from dm_search.runner import run_study
-from dm_search.spec import DEFAULT_FAMILY_RANGES, StudySpec
+from dm_search.common.labels import loss_label
+from dm_search.driver.runner import run_study
+from dm_search.study.spec import DEFAULT_FAMILY_RANGES, StudySpec
+from dm_search.training.config import load_trial_config
 
 HAND: dict[str, dict[str, Any]] = {
     "hand: lam 2 -> lam 1": {"edf": {"family": "dm", "lam": 2.0, "beta": 16.0},

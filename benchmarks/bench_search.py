@@ -30,8 +30,8 @@ from pathlib import Path
 import optuna
 
 from dm_search import storage as st
-from dm_search.runner import connect_ray, run_study
-from dm_search.spec import StudySpec
+from dm_search.driver.runner import connect_ray, run_study
+from dm_search.study.spec import StudySpec
 
 
 def _spec(name: str, folder: Path, trials: int, epochs: int, concurrency: int) -> StudySpec:
@@ -103,8 +103,8 @@ def main() -> None:
 def _sampler_time(spec: StudySpec, folder: Path, calls: int = 8) -> list[float]:
     from optuna.artifacts import FileSystemArtifactStore
 
-    from dm_search import runner
-    from dm_search.space import make_space
+    from dm_search.driver import runner
+    from dm_search.study.space import make_space
 
     (folder / "artifacts").mkdir(exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{folder}/suggest.db", direction="maximize",

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pool import BASE_CONFIG, EPOCHS, Job, base_overrides, run_jobs
 from bench_fidelity import PAPER_GRID
 
-from dm_search import spec as spec_mod
-from dm_search.config import load_trial_config
-from dm_search.runner import run_study
-from dm_search.spec import StudySpec
+from dm_search.driver.runner import run_study
+from dm_search.study import spec as spec_mod
+from dm_search.study.spec import StudySpec
+from dm_search.training.config import load_trial_config
 
 BUDGET = len(PAPER_GRID) * EPOCHS
 

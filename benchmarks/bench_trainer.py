@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from dm_search.config import load_trial_config
-from dm_search.data import PreparedData, prepare_data
 from dm_search.loss import DMLoss
-from dm_search.models import create_model
-from dm_search.trainer import run_trial
+from dm_search.training.config import load_trial_config
+from dm_search.training.data import PreparedData, prepare_data
+from dm_search.training.models import create_model
+from dm_search.training.trainer import run_trial
 
 
 def hand_loop(cfg, data: PreparedData, epochs: int) -> float:

@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 
 from dm_search import storage as st
 from dm_search.edf import EDF
-from dm_search.space import make_space, trial_config_for
-from dm_search.spec import StudySpec
+from dm_search.study.space import make_space, trial_config_for
+from dm_search.study.spec import StudySpec
 
 CLI = str(Path(sys.executable).parent / "dm-search")
 
