@@ -30,7 +30,8 @@ from pathlib import Path
 import optuna
 
 from dm_search import storage as st
-from dm_search.driver.runner import connect_ray, run_study
+from dm_search.driver.cluster import connect_ray
+from dm_search.driver.runner import run_study
 from dm_search.study.spec import StudySpec
 
 
@@ -103,21 +104,21 @@ def main() -> None:
 def _sampler_time(spec: StudySpec, folder: Path, calls: int = 8) -> list[float]:
     from optuna.artifacts import FileSystemArtifactStore
 
-    from dm_search.driver import runner
+    from dm_search.driver import rendering
     from dm_search.study.space import make_space
 
     (folder / "artifacts").mkdir(exist_ok=True)
     study = optuna.create_study(storage=f"sqlite:///{folder}/suggest.db", direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    define = runner._RecordingSpace(make_space(spec),
-                                    FileSystemArtifactStore(str(folder / "artifacts")))
+    define = rendering.RecordingSpace(make_space(spec),
+                                       FileSystemArtifactStore(str(folder / "artifacts")))
     times = []
     for _ in range(calls):
         trial = study.ask()
         t0 = time.perf_counter()
         define(trial)
         times.append(time.perf_counter() - t0)
-        runner._render_done(trial.number)  # what the study waits for before the trial ends
+        rendering.render_done(trial.number)  # what the study waits for before the trial ends
         study.tell(trial, 0.5)
     return times
 

@@ -504,15 +504,16 @@ def submit(
         study_spec = load_spec(spec, name=name)
     except ConfigError as err:
         raise _fail(_kind_hint(Path(spec), "submit") or str(err)) from None
-    from dm_search.driver import runner
+    from dm_search.driver import cluster, runner, signals
+    from dm_search.driver import detach as detached
 
     if detach:
         if not address:
             raise _fail("--detach needs --address: the cluster's job server, "
                         "e.g. http://127.0.0.1:8265")
         try:
-            job = runner.submit_detached(study_spec, address=address, storage_url=storage,
-                                         resume=mode)
+            job = detached.submit_detached(study_spec, address=address, storage_url=storage,
+                                           resume=mode)
         except ConfigError as err:
             raise _fail(str(err)) from None
         console.print(f"submitted study {study_spec.name!r} as Ray job {job}")
@@ -529,14 +530,14 @@ def submit(
                                    resume=mode, say=say, resume_command=again)
     except ConfigError as err:
         raise _fail(str(err)) from None
-    except runner.StudyInterrupted as stopped:
+    except signals.StudyInterrupted as stopped:
         _print_summary(stopped.summary)
         _fail(f"study {study_spec.name!r} stopped by {stopped} ({stopped.marked} running "
               f"trial(s) recorded as interrupted; completed ones are kept). Resume it with: "
               f"{again}")
         # Exit now: everything is on record, and Ray's exit handler could wait a minute on
         # processes the signal has already ended.
-        runner.leave_ray()
+        cluster.leave_ray()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(stopped.exit_code)

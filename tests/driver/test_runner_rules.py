@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from dm_search import storage as st
-from dm_search.driver.runner import _RuleScheduler, _StudySearcher
+from dm_search.driver.scheduling import RuleScheduler, StudySearcher
 from dm_search.study.spec import StudySpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -27,7 +27,7 @@ def _result(epoch, value):
 def test_references_are_never_stopped_and_past_curves_set_the_bars():
     spec = _spec(scheduler={"name": "rung", "grace_period": 2, "reduction_factor": 2,
                             "min_trials": 2, "trend": 0.0})
-    sched = _RuleScheduler(spec, past=[[0.5, 0.9, 0.9, 0.9, 0.9, 0.9]])
+    sched = RuleScheduler(spec, past=[[0.5, 0.9, 0.9, 0.9, 0.9, 0.9]])
     ref = SimpleNamespace(trial_id="ref", config={"reference": True})
     new = SimpleNamespace(trial_id="new", config={})
     for e in (1, 2):
@@ -63,7 +63,7 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, spec, resume=False).study
     inner = _Inner()
-    searcher = _StudySearcher(inner, spec, study)  # type: ignore[arg-type]
+    searcher = StudySearcher(inner, spec, study)  # type: ignore[arg-type]
     a, b = searcher.suggest("a"), searcher.suggest("b")
     assert a["reference"] and b["reference"]
     assert [st.trial_edf(t)["family"] for t in st.reference_trials(study)] == ["cce",
@@ -90,16 +90,16 @@ def test_searcher_runs_references_first_and_keeps_to_the_epoch_budget(tmp_path):
     assert [t.value for t in refs] == [pytest.approx(0.5)] * 2
     # A resumed study finds its references done and runs none again.
     assert st.missing_references(study, spec) == []
-    assert _StudySearcher(_Inner(), spec, study).pending == []  # type: ignore[arg-type]
+    assert StudySearcher(_Inner(), spec, study).pending == []  # type: ignore[arg-type]
     # With races, 20% of the budget is theirs, as long as the baselines and a trial still fit.
     raced = _spec(baselines=["cce", "gce:q=0.7"], budget_epochs=20)
-    assert _StudySearcher(_Inner(), raced, study).budget == 18  # type: ignore[arg-type]
+    assert StudySearcher(_Inner(), raced, study).budget == 18  # type: ignore[arg-type]
     raced = _spec(baselines=["cce"], budget_epochs=100)
-    assert _StudySearcher(_Inner(), raced, study).budget == 82  # type: ignore[arg-type]
+    assert StudySearcher(_Inner(), raced, study).budget == 82  # type: ignore[arg-type]
 
 
 def _nodes(monkeypatch, *resources):
-    from dm_search.driver import runner
+    from dm_search.driver import cluster as runner
 
     state = {"nodes": list(resources)}
     monkeypatch.setattr(runner.ray, "nodes", lambda: [
@@ -108,49 +108,50 @@ def _nodes(monkeypatch, *resources):
 
 
 def test_a_trial_no_node_can_hold_fails_at_once_on_this_machine(monkeypatch):
-    from dm_search.driver import runner
+    from dm_search.driver import cluster as runner
 
     _nodes(monkeypatch, {"CPU": 2.0})
     said = []
     with pytest.raises(runner.ResourcesUnavailable,
                        match="asks for 1 CPU and 1 GPU per trial, but this machine has 2 CPU "
                              "and 0 GPU"):
-        runner._check_resources(_spec(resources={"gpu": 1}), None, said.append)
+        runner.check_resources(_spec(resources={"gpu": 1}), None, said.append)
     with pytest.raises(runner.ResourcesUnavailable, match="64 CPU"):
-        runner._check_resources(_spec(resources={"cpu": 64}), None, said.append)
-    runner._check_resources(_spec(resources={"cpu": 2}), None, said.append)
+        runner.check_resources(_spec(resources={"cpu": 64}), None, said.append)
+    runner.check_resources(_spec(resources={"cpu": 2}), None, said.append)
     assert said == []
 
 
 def test_a_cluster_is_waited_for_visibly_and_up_to_a_timeout(monkeypatch):
-    from dm_search.driver import runner
+    from dm_search.driver import cluster as runner
 
     state = _nodes(monkeypatch, {"CPU": 4.0})
     said = []
     spec = _spec(resources={"cpu": 1, "gpu": 0.5, "wait_s": 0.2})
     with pytest.raises(runner.ResourcesUnavailable, match=r"after 0.2 s: a trial asks for 1 CPU "
                                                           r"and 0.5 GPU"):
-        runner._check_resources(spec, "10.0.0.1:6379", said.append, poll_s=0.05)
+        runner.check_resources(spec, "10.0.0.1:6379", said.append, poll_s=0.05)
     assert said[0].startswith("waiting for resources: a trial asks for 1 CPU and 0.5 GPU per "
                               "trial; the largest node of the cluster has 4 CPU and 0 GPU")
     # a node joins (an autoscaler's GPU worker) while the study waits
     monkeypatch.setattr(runner.time, "sleep", lambda s: state["nodes"].append(
         {"CPU": 8.0, "GPU": 1.0}))
-    runner._check_resources(spec.model_copy(update={"resources": spec.resources.model_copy(
+    runner.check_resources(spec.model_copy(update={"resources": spec.resources.model_copy(
         update={"wait_s": 5.0})}), "10.0.0.1:6379", said.append)
     assert said[-1] == "resources available: starting"
 
 
 def test_a_retried_trial_starts_its_history_and_its_budget_over(tmp_path):
-    from dm_search.driver.runner import Progress, _Recorder
+    from dm_search.driver.progress import Progress
+    from dm_search.driver.recorder import Recorder
 
     spec = _spec(budget_epochs=100)
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, spec, resume=False).study
     trial = study.ask()
-    recorder = _Recorder(study, Progress(total=1), 1, lambda msg: None, None)
+    recorder = Recorder(study, Progress(total=1), 1, lambda msg: None, None)
     ray_trial = SimpleNamespace(config={"optuna_trial": trial.number}, trial_id="t")
-    searcher = _StudySearcher(_Inner(), spec, study)  # type: ignore[arg-type]
+    searcher = StudySearcher(_Inner(), spec, study)  # type: ignore[arg-type]
     searcher.progress["t"] = (0, 0)
     # three epochs, then its node is lost and Tune (max_failures) runs it again from epoch 1
     for e in (1, 2, 3, 1, 2):

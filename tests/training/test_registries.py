@@ -32,7 +32,7 @@ def test_every_dataset_has_a_loading_test():
 
 
 def test_every_model_is_built_by_the_parametrised_model_test():
-    from tests import test_models
+    from tests.training import test_models
 
     marks = test_models.test_every_model_builds_and_classifies.pytestmark
     (param,) = [m for m in marks if m.name == "parametrize"]
@@ -72,7 +72,7 @@ def test_every_noise_kind_corrupts_at_its_rate(kind, tmp_path, data_root):
 
 
 def test_every_sampler_is_covered_by_the_sampler_test():
-    from tests import test_space
+    from tests.study import test_space
 
     marks = test_space.test_samplers_and_reseeding.pytestmark
     (param,) = [m for m in marks if m.name == "parametrize"]
@@ -82,11 +82,11 @@ def test_every_sampler_is_covered_by_the_sampler_test():
 @pytest.mark.parametrize("name", sorted(_choices(SchedulerSpec, "name")))
 def test_every_scheduler_builds_its_rule_and_runs_a_replay(name):
     pytest.importorskip("ray")
-    from dm_search.driver.runner import _RuleScheduler
+    from dm_search.driver.scheduling import RuleScheduler
     from dm_search.study.spec import StudySpec
 
     spec = StudySpec.model_validate({"name": "s", "base": {}, "scheduler": {"name": name}})
-    rule = _RuleScheduler(spec)._make(30)
+    rule = RuleScheduler(spec)._make(30)
     expected = {"rung": RungRule, "asha": RungRule, "median": MedianRule, "none": NoStopping}
     assert type(rule) is expected[name]
     curves = [[min(1.0, 0.02 * e * (k + 1) / 5) for e in range(1, 31)] for k in range(8)]

@@ -1,0 +1,45 @@
+"""Detached submission: a study sent to a running Ray cluster as a Ray Job, so that it goes on
+after the submitting shell closes."""
+
+from __future__ import annotations
+
+import shlex
+
+from dm_search import storage as st
+from dm_search.driver.cluster import ClusterUnavailable
+from dm_search.study.spec import StudySpec
+from dm_search.training.config import dump_yaml
+
+__all__ = ["ENV_SPEC", "submit_detached"]
+
+ENV_SPEC = "DM_SEARCH_SPEC_YAML"
+
+
+def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
+                    resume: st.Resume | bool) -> str:
+    """Send ``dm-search submit`` to a running Ray cluster as a Ray Job; returns the job id.
+
+    ``address`` is the cluster's job-submission (dashboard) address, e.g. http://HOST:8265.
+    The storage URL travels in the job's environment, not on its command line.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as err:
+        raise ClusterUnavailable(
+            f"cannot reach the Ray job server at {address!r}: {str(err).splitlines()[0]}. "
+            "Use the dashboard address of a running cluster (http://HOST:8265)."
+        ) from None
+    # The resolved spec (base config inlined, no storage URL) travels in the job's environment:
+    # no file to upload, and no working directory that Ray may clean up under the driver.
+    resolved = spec.model_dump(mode="json", exclude={"storage"})
+    env = {ENV_SPEC: dump_yaml(resolved)}
+    if storage_url:
+        env[st.ENV_STORAGE] = storage_url
+    cmd = ["dm-search", "submit", f"env:{ENV_SPEC}", "--address", "auto"]
+    if resume in (True, st.Resume.EXISTING):
+        cmd.append("--resume")
+    elif resume == st.Resume.EITHER:
+        cmd.append("--resume-if-exists")
+    return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"env_vars": env}))
