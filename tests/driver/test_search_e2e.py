@@ -302,7 +302,7 @@ def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
     study = _load(f"sqlite:///{tmp_path}/studies.db", "dups")
     assert len(study.trials) == 4  # 3 searched and the reference
     trained = [t for t in study.trials if t.user_attrs.get(st.TrialKey.DUPLICATE) is None]
-    keys = [st._config_key(st.trial_config(t)) for t in trained]
+    keys = [st.config_key(st.trial_config(t)) for t in trained]
     assert len(keys) == len(set(keys)) == 3
     (copy,) = [t for t in study.trials if t.user_attrs.get(st.TrialKey.DUPLICATE) is not None]
     (ref,) = st.reference_trials(study)

@@ -1,3 +1,4 @@
+import datetime as dt
 import re
 import shutil
 from html.parser import HTMLParser
@@ -345,7 +346,7 @@ def test_status_tells_a_gone_driver_and_how_to_resume(study, tmp_path, cli_runne
     out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])
     assert "running: driver pid" in plain(out.output)
     doc = study._storage.get_study_system_attrs(study._study_id)[st.DRIVER]
-    old = st.dt.datetime.now(st.dt.UTC) - st.dt.timedelta(minutes=5)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     study._storage.set_study_system_attr(study._study_id, st.DRIVER,
                                          {**doc, "beat": old.isoformat()})
     out = cli_runner.invoke(r_app(), ["status", "made", "--storage", url])

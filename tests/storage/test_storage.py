@@ -1,3 +1,4 @@
+import datetime as dt
 import re
 
 import optuna
@@ -61,7 +62,9 @@ def test_pickled_storage_carries_no_password(postgres_url, monkeypatch):
         return pickle.loads(blob).url
 
     assert url() == postgres_url  # the process that opened it reconnects (Tune copies it)
-    monkeypatch.setattr(st, "_OPENED", {})
+    from dm_search.storage import url as storage_url
+
+    monkeypatch.setattr(storage_url, "_OPENED", {})
     monkeypatch.setenv(st.ENV_STORAGE, postgres_url)  # elsewhere only from the environment
     restored = pickle.loads(blob)
     assert restored.url == postgres_url
@@ -140,8 +143,8 @@ def test_heartbeat_tells_a_running_driver_from_a_gone_one(tmp_path, monkeypatch)
     st.record_driver(study, "running", "dm-search submit s.yaml --resume")
     state = st.driver_state(study)
     assert state["alive"] and state["state"] == "running" and state["age_s"] < 5
-    later = st.dt.datetime.now(st.dt.UTC) + st.dt.timedelta(seconds=st.GONE_AFTER_S + 1)
-    monkeypatch.setattr(st.dt, "datetime", type("Later", (st.dt.datetime,), {
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=st.GONE_AFTER_S + 1)
+    monkeypatch.setattr(dt, "datetime", type("Later", (dt.datetime,), {
         "now": classmethod(lambda cls, tz=None: later)}))
     state = st.driver_state(study)
     assert state["state"] == "gone" and not state["alive"]
@@ -211,8 +214,8 @@ def test_a_plain_path_is_an_sqlite_database_and_configs_match_within_rounding(tm
     assert st.resolve_url("postgresql+psycopg://u:p@h/db", None).startswith("postgresql")
     a = {"loss": {"edf": {"family": "gce", "q": 0.7}}}
     b = {"loss": {"edf": {"family": "gce", "q": 0.6999999999999991}}}
-    assert st._config_key(a) == st._config_key(b)
-    assert st._config_key(a) != st._config_key({"loss": {"edf": {"family": "gce", "q": 0.71}}})
+    assert st.config_key(a) == st.config_key(b)
+    assert st.config_key(a) != st.config_key({"loss": {"edf": {"family": "gce", "q": 0.71}}})
 
 
 def test_reasons_read_as_words():
@@ -238,14 +241,14 @@ def test_a_study_recorded_before_a_field_existed_still_resumes(tmp_path):
     # as a dm-search without emphasis schedules recorded it: none of their (unset) fields
     old = _drop(spec.identity(), NEW_FIELDS)
     assert old != spec.identity()
-    st._put_study_blob(study, st.StudyKey.IDENTITY, old)
+    st.put_study_blob(study, st.StudyKey.IDENTITY, old)
     assert not st.open_study(storage, spec, resume=True).created
     with pytest.raises(st.StudyClash, match="different spec"):  # a set field still differs
         st.open_study(storage, _spec(space={"families": {"dm": {"mode_end": 0.5}}}),
                       resume=True)
     # and its trials' configs still match the same configuration written today
     cfg = spec.base_config().to_dict()
-    assert st._config_key(_drop(cfg, NEW_FIELDS)) == st._config_key(cfg)
+    assert st.config_key(_drop(cfg, NEW_FIELDS)) == st.config_key(cfg)
 
 
 def test_a_study_that_kept_its_configs_in_user_attributes_still_reads_and_resumes(tmp_path):

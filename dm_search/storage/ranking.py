@@ -1,0 +1,221 @@
+"""Which trials count and how they rank: the stop reason, the full-budget trials, the score
+over the last epochs, the best trial (the race's winner where a race ran) and the summary."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    pass
+from dm_search.storage.keys import _BLOB, FINISHED, INTERRUPTED, TrialKey
+from dm_search.storage.read import (
+    driver_state,
+    final_stage,
+    has_config,
+    is_reference,
+    race,
+    study_provenance,
+    study_spec,
+    trial_config,
+    trial_edf,
+    trial_final,
+    trial_history,
+    trial_node,
+    trial_schedule,
+)
+from dm_search.storage.write import config_key
+
+__all__ = ["best_trial", "counted_trials", "epochs_trained", "is_eligible", "past_curves",
+           "race_epochs", "ran_full_budget", "ranked_trials", "reasons_in_words", "score_window",
+           "search_epochs", "stop_reason", "study_summary", "trial_score", "trial_summary"]
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Searched trials that used up budget: everything finished except interrupted ones and
+    the references (which n_trials does not count)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished() and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED
+               and not is_reference(t))
+
+
+def epochs_trained(study: optuna.Study) -> int:
+    """Epochs the study has trained, references and races included: what budget_epochs
+    counts."""
+    return search_epochs(study) + race_epochs(race(study))
+
+
+def search_epochs(study: optuna.Study) -> int:
+    """Epochs the study's trials have trained, references included (races not)."""
+    return sum(int(t.user_attrs.get(TrialKey.EPOCHS) or 0)
+               for t in study.get_trials(deepcopy=False))
+
+
+def race_epochs(record: dict[str, Any] | None) -> int:
+    """Epochs the races' runs trained, those of candidates an earlier race had included."""
+    record = record or {}
+    return sum(int(r.get("epochs") or 0)
+               for c in [*(record.get("candidates") or []), *(record.get("earlier") or [])]
+               for r in c.get("runs") or [])
+
+
+def past_curves(study: optuna.Study) -> list[list[float]]:
+    """Validation accuracy per epoch of the searched trials already in the study, in order."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        hist = trial_history(t)
+        curve = [float(h["val_acc"]) for h in hist if h.get("val_acc") is not None]
+        if curve and not is_reference(t):
+            out.append(curve)
+    return out
+
+
+# ------------------------------------------------------------------ reading results
+def stop_reason(t: FrozenTrial) -> str:
+    if t.state == TrialState.RUNNING:
+        return "running"
+    if t.state == TrialState.WAITING:
+        return "waiting"
+    reason = t.user_attrs.get(TrialKey.STOP)
+    full = t.system_attrs.get(_BLOB + TrialKey.STOP)
+    if reason and full and str(reason).endswith("\u2026") and full.startswith(reason[:-1]):
+        return str(full)  # the row shows it cut short (record_failure)
+    if reason:
+        return str(reason)
+    return "failed" if t.state == TrialState.FAIL else t.state.name.lower()
+
+
+def ran_full_budget(t: FrozenTrial) -> bool:
+    """Finished with a value after its whole budget: an early-stopped trial's value is an
+    early epoch's, not comparable with finished trials'."""
+    return (t.state == TrialState.COMPLETE and t.user_attrs.get(TrialKey.STOP) == FINISHED
+            and t.value is not None and math.isfinite(t.value))
+
+
+def is_eligible(t: FrozenTrial) -> bool:
+    """Only searched trials that ran their full budget can be 'best'; references are what the
+    best is compared with."""
+    return ran_full_budget(t) and not is_reference(t)
+
+
+def score_window(study: optuna.Study) -> int:
+    """Epochs whose validation accuracy make a run's score (1, the last epoch alone, for a
+    study recorded before scores were averaged)."""
+    return int((study_spec(study).get("race") or {}).get("window") or 1)
+
+
+def trial_score(t: FrozenTrial, window: int) -> float:
+    """A full-budget trial's score: the mean of its last ``window`` epochs' validation
+    accuracy (its value where no history is recorded)."""
+    from dm_search.study.racing import run_score
+
+    if window <= 1:
+        return float(t.value) if t.value is not None else math.nan
+    score = run_score([h["val_acc"] for h in trial_history(t) if h.get("val_acc") is not None],
+                      window)
+    return float(t.value) if not math.isfinite(score) and t.value is not None else score
+
+
+def ranked_trials(study: optuna.Study, window: int | None = None) -> list[FrozenTrial]:
+    """Eligible trials, best score first, one per distinct configuration."""
+    window = score_window(study) if window is None else window
+    eligible = [t for t in study.get_trials(deepcopy=False) if is_eligible(t)]
+    out, seen = [], set()
+    for t in sorted(eligible, key=lambda t: (-trial_score(t, window), t.number)):
+        key = config_key(trial_config(t)) if has_config(t) else str(t.number)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's winner: the race's where a race decided one, else the best score of a
+    single full-budget run."""
+    record = race(study) or {}
+    if record.get("winner") is not None:
+        for t in study.get_trials(deepcopy=False):
+            if t.number == record["winner"] and is_eligible(t):
+                return t
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
+
+
+def trial_summary(t: FrozenTrial) -> dict[str, Any]:
+    edf = trial_edf(t) or {}
+    final = trial_final(t)
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "stop_reason": stop_reason(t),
+        "value": t.value,
+        "edf": edf,
+        "schedule": trial_schedule(t),
+        "mode": t.user_attrs.get(TrialKey.MODE),
+        "spread": t.user_attrs.get(TrialKey.SPREAD),
+        "mean": t.user_attrs.get(TrialKey.MEAN),
+        "std": t.user_attrs.get(TrialKey.STD),
+        "reference": is_reference(t),
+        "epochs": t.user_attrs.get(TrialKey.EPOCHS),
+        "total_epochs": t.user_attrs.get(TrialKey.TOTAL),
+        "node": trial_node(t) or None,
+        "test_acc": final.get("test_acc"),
+        "memorised": final.get("memorised"),
+    }
+
+
+def reasons_in_words(by_reason: dict[str, int]) -> str:
+    """``{"finished": 8, "early-stopped": 12}`` as "8 finished, 12 early-stopped"."""
+    order = ["finished", "early-stopped", "duplicate", "failed", "interrupted", "running",
+             "waiting"]
+    keys = sorted(by_reason, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ", ".join(f"{by_reason[k]} {k}" for k in keys) or "none yet"
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Progress, best eligible trial and per-family breakdown, from the database only."""
+    trials = study.get_trials(deepcopy=False)
+    reasons: Counter[str] = Counter()
+    failures: Counter[str] = Counter()  # why trials failed (interrupted ones are not failures)
+    for t in trials:
+        r = stop_reason(t)
+        if r.startswith("failed") and r != INTERRUPTED:
+            failures[r.removeprefix("failed: ").split(":")[0] or "failed"] += 1
+        reasons["interrupted" if r == INTERRUPTED else "failed" if r.startswith("failed") else
+                "duplicate" if r.startswith("duplicate") else r] += 1
+    families: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        fam = (trial_edf(t) or {}).get("family")
+        if fam is None or is_reference(t):
+            continue
+        f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
+        f["trials"] += 1
+        if is_eligible(t):
+            f["finished"] += 1
+            if f["best_val_acc"] is None or t.value > f["best_val_acc"]:
+                f["best_val_acc"] = t.value
+    best = best_trial(study)
+    spec = study_spec(study)
+    return {
+        "name": study.study_name,
+        "n_trials": spec.get("n_trials"),
+        "trials": len(trials),
+        # Searched trials that ran or run: queued points and interrupted runs (which run
+        # again on resume) are not counted against n_trials.
+        "searched": sum(1 for t in trials if not is_reference(t)
+                        and t.state != TrialState.WAITING
+                        and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED),
+        "by_reason": dict(reasons),
+        "best": trial_summary(best) if best else None,
+        "references": [trial_summary(t) for t in trials if is_reference(t)],
+        "failures": dict(failures),
+        "families": families,
+        "race": race(study),
+        "final_stage": final_stage(study),
+        "driver": driver_state(study),
+        **{k: v for k, v in study_provenance(study).items() if k != "noise_rate"},
+    }
