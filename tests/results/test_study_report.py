@@ -356,8 +356,8 @@ def test_status_tells_a_gone_driver_and_how_to_resume(study, tmp_path, cli_runne
 
 
 def test_dashboard_finds_each_studys_artifacts_from_the_database(study, tmp_path, capsys):
-    from dm_search import cli
     from dm_search import storage as st
+    from dm_search.cli import result_commands as cli
     from dm_search.results.dashboard import ArtifactDirs
 
     url = f"sqlite:///{tmp_path}/studies.db"
