@@ -141,7 +141,7 @@ def edf_plot(
     Example: dm-search edf plot cce gce:q=0.7 dm:lam=0.5,beta=8 -o edfs.png
     """
     from dm_search import edf as edf_mod
-    from dm_search.results.figures import (
+    from dm_search.results.curves import (
         check_figure_path,
         edf_curves_info,
         plot_edf_curves,

@@ -17,7 +17,7 @@ from dm_search.driver.progress import Progress, config_label, hms
 from dm_search.driver.rendering import refresh_later, render_done, render_later
 from dm_search.driver.signals import StopRequest
 from dm_search.driver.worker import METRIC
-from dm_search.results import dashboard, figures
+from dm_search.results import dashboard, learning
 from dm_search.training.trainer import METRICS
 
 __all__ = ["Recorder", "as_number"]
@@ -104,7 +104,7 @@ class Recorder(tune.Callback):
             label = config_label(trial.config["trial_config"])
             render_later(number, lambda: dashboard.upload_figure(
                 optuna.trial.Trial(self.study, tid),
-                figures.plot_trial_curves(hist, f"trial {number}: {label}"),
+                learning.plot_trial_curves(hist, f"trial {number}: {label}"),
                 "learning_curves.svg", self.artifacts))
         if reason == st.EARLY and result.get("done"):
             # Stopped by the scheduler: record it as PRUNED (with this last epoch's value), so

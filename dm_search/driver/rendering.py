@@ -12,7 +12,7 @@ from typing import Any
 
 from dm_search import storage as st
 from dm_search.edf import EDF
-from dm_search.results import dashboard, figures
+from dm_search.results import curves, dashboard
 
 __all__ = ["RENDER_WAIT_S", "RecordingSpace", "attach", "refresh_later", "refreshes_done",
            "render_done", "render_later"]
@@ -46,7 +46,7 @@ class RecordingSpace:
         what = "start and end" if end else repr(edf)
         render_later(trial.number, lambda: dashboard.upload_figure(
             raw,
-            figures.plot_edf_curves(figures.edf_curves_info([*edfs, EDF("cce")]),
+            curves.plot_edf_curves(curves.edf_curves_info([*edfs, EDF("cce")]),
                                    title=f"trial {trial.number}: {what} against CE"),
             "edf_curve.svg", self.artifacts))
         return out

@@ -11,21 +11,18 @@ import plotly.graph_objects as go
 from dm_search import storage as st
 from dm_search.common.labels import final_warning, fmt, race_lines
 from dm_search.edf import EDF
+from dm_search.results.curves import plot_edf_curves
 from dm_search.results.figures import (
     READING,
-    best_edf_curves_info,
-    edf_of,
     family_info,
-    finished_trials,
     history_info,
-    is_finite,
     mode_spread_info,
-    plot_edf_curves,
     plot_families,
     plot_history,
     plot_mode_spread,
-    schedule_of,
 )
+from dm_search.results.learning import best_edf_curves_info
+from dm_search.results.query import edf_of, finished_trials, is_finite, schedule_of
 from dm_search.results.tables import final_rows, pct, race_rows, setup
 
 __all__ = ["DASHBOARD_FIGURES", "ArtifactDirs", "study_figures", "study_note", "trial_note",

@@ -15,28 +15,29 @@ import plotly.graph_objects as go
 from dm_search import storage as st
 from dm_search.common.labels import duration, final_warning, fmt, loss_label, lr_range, race_lines
 from dm_search.edf import EDF
+from dm_search.results.curves import plot_edf_curves, write_figure
 from dm_search.results.figures import (
     MIN_IMPORTANCE_TRIALS,
     READING,
-    best_edf_curves_info,
-    coordinates,
-    curves_info,
     family_info,
-    final_curves_info,
     history_info,
     importance_info,
     mode_spread_info,
     parallel_info,
-    plot_bands,
-    plot_curves,
-    plot_edf_curves,
     plot_families,
     plot_history,
     plot_importances,
     plot_mode_spread,
     plot_parallel,
-    write_figure,
 )
+from dm_search.results.learning import (
+    best_edf_curves_info,
+    curves_info,
+    final_curves_info,
+    plot_bands,
+    plot_curves,
+)
+from dm_search.results.query import coordinates
 from dm_search.results.tables import (
     family_rows,
     final_rows,

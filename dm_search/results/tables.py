@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from dm_search import storage as st
 from dm_search.common.labels import duration, final_labels, fmt
-from dm_search.results.figures import (
+from dm_search.results.query import (
     best_per_family,
     coordinates,
     edf_of,

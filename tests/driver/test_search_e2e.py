@@ -274,7 +274,7 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
 
     doc = read_export(tmp_path / "best.yaml")
     assert ("schedule" in doc) == (st.trial_schedule(best) is not None)
-    from dm_search.results.figures import curves_info
+    from dm_search.results.learning import curves_info
 
     emphasis = curves_info(study, "mode", k=len(searched))  # the report's emphasis figure
     moved = [ys for label, (_, ys) in zip(emphasis.labels, emphasis.series, strict=True)

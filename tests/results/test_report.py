@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from dm_search import EDF
-from dm_search.results.figures import edf_curves_info, plot_edf_curves
+from dm_search.results.curves import edf_curves_info, plot_edf_curves
 
 
 def test_edf_curves_info_has_unit_area_and_modes():

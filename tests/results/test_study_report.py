@@ -8,8 +8,8 @@ import pytest
 
 from dm_search.edf import EDF
 from dm_search.results import dashboard as dash
-from dm_search.results import figures as r
-from dm_search.results import tables
+from dm_search.results import figures, learning, tables
+from dm_search.results.curves import family_colour, plot_edf_curves
 from dm_search.results.export import read_export
 from dm_search.results.report import write_report
 
@@ -22,7 +22,7 @@ def study(tmp_path, make_study):
 
 
 def test_history_counts_only_full_budget_trials_as_best(study):
-    info = r.history_info(study)
+    info = figures.history_info(study)
     # the failed trial 6 has no value; the CE reference (trial 2) is a line, not a point
     assert info.number == [0, 1, 3, 4, 5, 7]
     assert info.references == [("cce (reference)", 0.55)]
@@ -32,43 +32,42 @@ def test_history_counts_only_full_budget_trials_as_best(study):
 
 
 def test_family_info_orders_by_best_and_separates_early_stops(study):
-    info = r.family_info(study)
+    info = figures.family_info(study)
     assert info.family == ["dm", "gce"]  # the CE reference is a line, not a family
     assert sorted(info.values[0]) == [0.74, 0.79, 0.80, 0.84] and info.early[0] == [0.9]
     assert info.references == [("cce (reference)", 0.55)]
-    fig = r.plot_families(info)
+    fig = figures.plot_families(info)
     assert [s.y0 for s in fig.layout.shapes] == [0.55]
     early = [tr for tr in fig.data if tr.type == "scatter"]
     assert len(early) == 1 and early[0].marker.color == "#aaa"
 
 
 def test_mode_spread_and_edf_curves(study):
-    ms = r.mode_spread_info(study)
+    ms = figures.mode_spread_info(study)
     assert ms.family.count("dm") == 5 and "cce" not in ms.family  # cce has no coordinates
     assert ms.mode[ms.number.index(1)] == pytest.approx(0.5)
     assert ms.spread[ms.number.index(1)] == 16.0
     assert ms.finished[ms.number.index(4)] is False
     # the best of each family, labelled with where it puts its emphasis and how it did: the
     # second-best dm trial (a near-duplicate of the best) is not drawn
-    curves = r.best_edf_curves_info(study)
+    curves = learning.best_edf_curves_info(study)
     assert curves.labels == ["dm, trial 1: mode 0.50, spread 16; mean 0.50, std 0.17, "
                              "val 84.0%", "gce, trial 3: mode 0.40; mean 0.45, std 0.23, "
                              "val 77.0%", "CE (cce), reference: val 55.0%"]
     # one colour per family, the same in every figure
-    assert curves.colours == [r.family_colour("dm"), r.family_colour("gce"),
-                              r.family_colour("cce")]
-    assert r.family_colour("dm") != r.family_colour("gce") != r.family_colour("cce")
+    assert curves.colours == [family_colour("dm"), family_colour("gce"), family_colour("cce")]
+    assert family_colour("dm") != family_colour("gce") != family_colour("cce")
 
 
 def test_mean_std_plane_puts_every_family_and_the_reference_on_one_pair_of_axes(study):
-    ms = r.mode_spread_info(study, "moments")
+    ms = figures.mode_spread_info(study, "moments")
     assert sorted(set(ms.family)) == ["cce", "dm", "gce"]
     ce = ms.family.index("cce")
     assert ms.reference is not None and ms.reference[ce] and sum(ms.reference) == 1
     assert ms.mode[ce] == pytest.approx(1 / 3) and ms.spread[ce] == pytest.approx(18 ** -0.5)
     one = ms.number.index(1)  # dm(lam=1, beta=16)
     assert ms.mode[one] == pytest.approx(0.5) and 0.15 < ms.spread[one] < 0.2
-    fig = r.plot_mode_spread(ms)
+    fig = figures.plot_mode_spread(ms)
     names = [tr.name for tr in fig.data]
     assert "cce (reference)" in names
     assert "mean of the emphasis density" in fig.layout.xaxis.title.text
@@ -78,10 +77,10 @@ def test_mean_std_plane_puts_every_family_and_the_reference_on_one_pair_of_axes(
 
 
 def test_learning_and_memorisation_curves(study):
-    info = r.curves_info(study, "val_acc", k=2)
+    info = learning.curves_info(study, "val_acc", k=2)
     assert info.labels[0].startswith("trial 1:") and info.labels[-1].startswith("trial 2:")
     assert info.series[0] == ([1, 2, 3, 4, 5, 6], [.5, .65, .72, .80, .83, .84])
-    mem = r.curves_info(study, "memorised", k=1)
+    mem = learning.curves_info(study, "memorised", k=1)
     assert len(mem.series) == 2  # best trial and the best CE trial
 
 
@@ -92,26 +91,26 @@ def test_memorisation_compares_with_the_longest_ce_trial_when_ce_was_stopped_ear
               ({"family": "cce"}, [.5], "early"),
               ({"family": "cce"}, [.5, .52, .5], "early")]
     study = make_study(f"sqlite:///{tmp_path}/ce.db", trials)
-    info = r.curves_info(study, "memorised", k=1)
+    info = learning.curves_info(study, "memorised", k=1)
     assert [lab.split(":")[0] for lab in info.labels] == ["trial 0", "trial 2"]
     assert info.series[1][0] == [1, 2, 3]
 
 
 def test_importances_and_final_table(study):
-    imp = r.importance_info(study)
+    imp = figures.importance_info(study)
     # gce has one parameter: no importance to rank
     assert set(imp) == {"dm"} and imp["dm"][0] == 4
     assert set(imp["dm"][1]) == {"dm.mode", "dm.spread"}
     assert sum(imp["dm"][1].values()) == pytest.approx(1.0)
-    assert [tr.name for tr in r.plot_importances(imp).data] == ["dm (n=4)"]
+    assert [tr.name for tr in figures.plot_importances(imp).data] == ["dm (n=4)"]
     final = tables.final_rows(study)
     assert final[0][1:] == (0.86, 0.0141, pytest.approx(0.06), 2, "3")
     assert final[1].label == "CE (cce)"
     # the learning curves name and colour the two runs as the table and other figures do
-    band = r.final_curves_info(study, "test_acc")
+    band = learning.final_curves_info(study, "test_acc")
     assert band.labels == [row.label for row in final]
-    assert [tr.line.color for tr in r.plot_bands(band, "t", "y").data if tr.name] == [
-        r.family_colour("dm"), r.family_colour("cce")]
+    assert [tr.line.color for tr in learning.plot_bands(band, "t", "y").data if tr.name] == [
+        family_colour("dm"), family_colour("cce")]
 
 
 def test_trial_note_is_readable(study):
@@ -444,7 +443,7 @@ def scheduled(tmp_path, make_study):
 
 
 def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(scheduled):
-    ms = r.mode_spread_info(scheduled)
+    ms = figures.mode_spread_info(scheduled)
     moving, fixed = ms.number.index(1), ms.number.index(2)
     assert ms.mode[moving] == pytest.approx(0.2)  # the marker is where the schedule starts
     path = ms.paths[moving]
@@ -457,13 +456,13 @@ def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(s
     assert t.user_attrs["mean_end"] == round(end.mean, 6)
     assert t.user_attrs["std_end"] == round(end.std, 6)
     assert t.user_attrs["ramp"] == "linear 0-1"
-    fig = r.plot_mode_spread(ms)
+    fig = figures.plot_mode_spread(ms)
     lines = [tr for tr in fig.data if tr.mode == "lines+markers"]
     assert len(lines) == 1 and lines[0].x[-1] == pytest.approx(0.6)
-    moments = r.mode_spread_info(scheduled, "moments")
+    moments = figures.mode_spread_info(scheduled, "moments")
     assert len(moments.paths[moments.number.index(1)]) == 11
 
-    curves = r.best_edf_curves_info(scheduled)
+    curves = learning.best_edf_curves_info(scheduled)
     labels = curves.labels
     assert labels[0].startswith("dm, trial 1, start: mode 0.20, spread 16; mean ")
     assert labels[1].startswith("dm, trial 1, end: mode 0.60, spread 16; mean ")
@@ -471,7 +470,7 @@ def test_schedules_show_their_path_on_the_plane_and_their_start_and_end_curves(s
     assert labels[2:] == ["gce, trial 3: mode 0.40; mean 0.45, std 0.23, val 77.0%",
                           "CE (cce), reference: val 55.0%"]
     assert curves.dash == ["dot", "solid", "solid", "solid"]
-    drawn = r.plot_edf_curves(curves)
+    drawn = plot_edf_curves(curves)
     colours = [tr.line.color for tr in drawn.data if tr.mode == "lines"]
     assert colours[0] == colours[1] != colours[2]  # one colour per trial
 
