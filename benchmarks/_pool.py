@@ -53,7 +53,7 @@ class Job:
     diagnostics: bool = False  # the per-epoch pass that measures memorisation
 
     def config(self) -> dict[str, Any]:
-        from dm_search.study.spec import loss_settings
+        from dm_search.study.families import loss_settings
         from dm_search.training.config import load_trial_config
 
         cfg = load_trial_config(BASE_CONFIG, base_overrides(self.setting)).to_dict()

@@ -42,7 +42,8 @@ from _pool import BASE_CONFIG, EPOCHS, HERE, Job, base_overrides, run_jobs
 from dm_search import storage as st
 from dm_search.common.labels import loss_label
 from dm_search.driver.runner import run_study
-from dm_search.study.spec import DEFAULT_FAMILY_RANGES, StudySpec
+from dm_search.edf import get as edf_family
+from dm_search.study.spec import StudySpec
 from dm_search.training.config import load_trial_config
 
 HAND: dict[str, dict[str, Any]] = {
@@ -54,7 +55,7 @@ HAND: dict[str, dict[str, Any]] = {
 }
 SPACES: dict[str, dict[str, Any]] = {
     "fixed": {"dm": {}},
-    "schedule": {"dm": {"mode_end": list(DEFAULT_FAMILY_RANGES["dm"]["mode"]),
+    "schedule": {"dm": {"mode_end": list((edf_family("dm").search_ranges or {})["mode"]),
                         "ramp": ["linear", "cosine"]}},
 }
 

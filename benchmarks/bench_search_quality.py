@@ -39,7 +39,8 @@ from _pool import BASE_CONFIG, EPOCHS, Job, base_overrides, run_jobs
 from bench_fidelity import PAPER_GRID
 
 from dm_search.driver.runner import run_study
-from dm_search.study import spec as spec_mod
+from dm_search.edf import get as edf_family
+from dm_search.study import families as spec_mod
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import load_trial_config
 
@@ -48,9 +49,9 @@ BUDGET = len(PAPER_GRID) * EPOCHS
 
 def _other_coords() -> dict[str, Any]:
     if spec_mod.DEFAULT_COORDS == "mode_spread":
-        r = spec_mod.DEFAULT_MOMENT_RANGES["dm"]
+        r = edf_family("dm").moment_ranges or {}
         return {"mean": list(r["mean"]), "std": list(r["std"])}
-    r = spec_mod.DEFAULT_FAMILY_RANGES["dm"]
+    r = edf_family("dm").search_ranges or {}
     return {"mode": list(r["mode"]), "spread": list(r["spread"])}
 
 

@@ -107,6 +107,11 @@ class EDF:
 
     family: ClassVar[str] = ""
     param_specs: ClassVar[tuple[ParamSpec, ...]] = ()
+    # Where a search looks when a spec lists the family without ranges of its own: its mode
+    # and spread (a number fixes one), and the mean and std of its emphasis density (mean only
+    # for a one-parameter family). None: the family has nothing to search.
+    search_ranges: ClassVar[Mapping[str, Any] | None] = None
+    moment_ranges: ClassVar[Mapping[str, Any] | None] = None
     description: ClassVar[str] = ""
 
     def __new__(cls, family: str | None = None, /, **params: Any) -> EDF:

@@ -5,6 +5,8 @@ mean/std of the emphasis density)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +30,11 @@ class DMEDF(EDF):
         # The paper only uses beta > 0; beta < 0 would put the weight on both ends at once.
         ParamSpec("beta", 8.0, 0.0, doc="beta >= 0 is the spread; 0 gives uniform weights."),
     )
+    # Wide enough to hold the paper's settings (modes 0 to 2/3). The spread starts at 4: on
+    # MNIST-1D no spread below 4 ever won, and spreads of 32 and more collapse training at
+    # modes up to 1/2 (benchmarks/RESULTS.md).
+    search_ranges: ClassVar[Mapping[str, Any]] = {"mode": (0.0, 0.75), "spread": (4.0, 24.0)}
+    moment_ranges: ClassVar[Mapping[str, Any]] = {"mean": (0.2, 0.7), "std": (0.12, 0.29)}
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         lam, beta = self._params["lam"], self._params["beta"]
@@ -58,6 +65,8 @@ class NormalEDF(EDF):
         ParamSpec("psi", 0.5, 0.0, 1.0, doc="psi is the emphasis mode."),
         ParamSpec("beta", 4.0, 0.0, doc="beta >= 0 is the spread; 0 gives uniform weights."),
     )
+    search_ranges: ClassVar[Mapping[str, Any]] = {"mode": (0.0, 1.0), "spread": (0.5, 24.0)}
+    moment_ranges: ClassVar[Mapping[str, Any]] = {"mean": (0.1, 0.9), "std": (0.12, 0.28)}
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         psi, beta = self._params["psi"], self._params["beta"]
@@ -83,6 +92,8 @@ class NormalEDF(EDF):
 class ExponentialEDF(EDF):
     description = "exp(beta * (1 - p)): beta > 0 favours hard examples, beta < 0 easy ones"
     param_specs = (ParamSpec("beta", 1.0, doc="any finite beta; 0 gives uniform weights."),)
+    search_ranges: ClassVar[Mapping[str, Any]] = {"mode": 0.0, "spread": (0.1, 8.0)}
+    moment_ranges: ClassVar[Mapping[str, Any]] = {"mean": (0.05, 0.5)}
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.exp(log_1mp).mul_(self._params["beta"])
@@ -115,6 +126,8 @@ class BetaEDF(EDF):
         ParamSpec("alpha", 2.0, 0.0, low_inclusive=False, doc="alpha > 0."),
         ParamSpec("eta", 2.0, 0.0, low_inclusive=False, doc="eta > 0."),
     )
+    search_ranges: ClassVar[Mapping[str, Any]] = {"mode": (0.0, 1.0), "spread": (0.5, 24.0)}
+    moment_ranges: ClassVar[Mapping[str, Any]] = {"mean": (0.1, 0.9), "std": (0.12, 0.28)}
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         a, e = self._params["alpha"] - 1.0, self._params["eta"] - 1.0
@@ -191,6 +204,8 @@ class GCEEDF(EDF):
     description = "2 p^q (1 - p): generalised cross-entropy's weighting"
     # q = 0.7 is the GCE authors' recommended setting.
     param_specs = (ParamSpec("q", 0.7, 0.0, 1.0, low_inclusive=False, doc="q in (0, 1]."),)
+    search_ranges: ClassVar[Mapping[str, Any]] = {"mode": (0.1, 0.5)}
+    moment_ranges: ClassVar[Mapping[str, Any]] = {"mean": (0.34, 0.5)}
 
     def _log_weight(self, log_p: Tensor, log_1mp: Tensor) -> Tensor:
         return torch.add(log_1mp, log_p, alpha=self._params["q"]).add_(_LOG2)

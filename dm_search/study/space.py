@@ -10,17 +10,8 @@ from typing import Any
 import optuna
 
 from dm_search.edf import EDF
-from dm_search.study.spec import (
-    FamilySpace,
-    StudySpec,
-    end_ranges,
-    family_coords,
-    family_ranges,
-    is_scheduled,
-    loss_settings,
-    moment_ranges,
-    ramp_space,
-)
+from dm_search.study.families import FamilyCoords, loss_settings
+from dm_search.study.spec import StudySpec
 from dm_search.training.config import TrialConfig, set_path
 
 __all__ = ["grid_points", "make_sampler", "make_space", "trial_config_for", "warm_start_points"]
@@ -45,41 +36,18 @@ def _suggest(trial: optuna.Trial, name: str, lo: float, hi: float, log: bool = F
     return trial.suggest_float(name, lo, hi, log=log)
 
 
-def _ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | None,
-                                                   tuple[float, float] | None]:
-    if family_coords(family, fs) == "moments":
-        return moment_ranges(family, fs)
-    return family_ranges(family, fs)
-
-
-def _coord_names(family: str, fs: FamilySpace) -> tuple[str, str]:
-    return ("mean", "std") if family_coords(family, fs) == "moments" else ("mode", "spread")
-
-
-def _member(family: str, fs: FamilySpace, a: float, b: float | None) -> EDF:
-    from dm_search.edf import moments
-
-    if family_coords(family, fs) == "moments":
-        return moments.nearest(family, a, b)
-    return EDF.from_mode_spread(family, mode=a, spread=b)
-
-
 def suggest_edf(trial: optuna.Trial, spec: StudySpec, family: str) -> EDF:
     """The family's coordinates, suggested conditionally on the family: (mode, spread), mapped
     to the parameters (dm: lam = mode / (1 - mode), beta = spread), or (mean, std), mapped to
     the member with those moments (the nearest reachable one where the pair is out of reach)."""
-    return _member(family, spec.space.families[family], *_suggest_coords(trial, spec, family))
+    return spec.coords(family).member(*_suggest_coords(trial, spec.coords(family)))
 
 
-def _suggest_coords(trial: optuna.Trial, spec: StudySpec, family: str,
-                    ) -> tuple[float, float | None]:
-    fs = spec.space.families[family]
-    r_a, r_b = _ranges(family, fs)
-    x, y = _coord_names(family, fs)
+def _suggest_coords(trial: optuna.Trial, fc: FamilyCoords) -> tuple[float, float | None]:
+    (x, y), (r_a, r_b) = fc.names, fc.start
     assert r_a is not None
-    a = _suggest(trial, f"{family}.{x}", *r_a)
-    b = None if r_b is None else _suggest(trial, f"{family}.{y}", *r_b,
-                                          log=fs.log_spread and y == "spread")
+    a = _suggest(trial, f"{fc.family}.{x}", *r_a)
+    b = None if r_b is None else _suggest(trial, f"{fc.family}.{y}", *r_b, log=fc.log(y))
     return a, b
 
 
@@ -88,26 +56,22 @@ def suggest_schedule(trial: optuna.Trial, spec: StudySpec, family: str,
     """The start EDF and, for a family searched as a schedule, ``{"edf_end", "ramp"}``: where
     it ends (each coordinate without an end range ends where it started), the ramp's shape and
     when it starts and ends. An end equal to the start is a fixed EDF (schedule None)."""
-    fs = spec.space.families[family]
-    a, b = _suggest_coords(trial, spec, family)
-    start = _member(family, fs, a, b)
-    if not is_scheduled(fs):
+    fc = spec.coords(family)
+    a, b = _suggest_coords(trial, fc)
+    start = fc.member(a, b)
+    if fc.end is None or fc.ramp is None:
         return start, None
-    x, y = _coord_names(family, fs)
-    r_a, r_b = end_ranges(family, fs, _ranges(family, fs))
+    (x, y), (r_a, r_b) = fc.names, fc.end
     a_end = a if r_a is None else _suggest(trial, f"{family}.{x}_end", *r_a)
-    b_end = b if r_b is None else _suggest(trial, f"{family}.{y}_end", *r_b,
-                                           log=fs.log_spread and y == "spread")
+    b_end = b if r_b is None else _suggest(trial, f"{family}.{y}_end", *r_b, log=fc.log(y))
     if (a_end, b_end) == (a, b):
         return start, None
-    shapes, r_start, r_end = ramp_space(fs)
+    shapes, r_start, r_end = fc.ramp
     shape = shapes[0] if len(shapes) == 1 else trial.suggest_categorical(f"{family}.ramp",
                                                                          shapes)
     ramp = {"shape": shape, "start": _suggest(trial, f"{family}.ramp_start", *r_start),
-            "end": _suggest(trial, f"{family}.ramp_end", *r_end),
-            "coords": family_coords(family, fs)}
-    end = _member(family, fs, a_end, b_end)
-    return start, {"edf_end": end.to_config(), "ramp": ramp}
+            "end": _suggest(trial, f"{family}.ramp_end", *r_end), "coords": fc.kind}
+    return start, {"edf_end": fc.member(a_end, b_end).to_config(), "ramp": ramp}
 
 
 class SearchSpace:
@@ -151,43 +115,14 @@ def _as_params(spec: StudySpec, edf: EDF, extra: dict[str, Any]) -> dict[str, An
     point: dict[str, Any] = {}
     if len(spec.space.families) > 1:
         point["family"] = edf.family
-    fs = spec.space.families[edf.family]
-    names = _coord_names(edf.family, fs)
-    ranges = _ranges(edf.family, fs)
-    ends = end_ranges(edf.family, fs, ranges) if is_scheduled(fs) else (None, None)
-    for name, r, r_end in zip(names, ranges, ends, strict=True):
-        if r is not None and r[0] != r[1]:
-            point[f"{edf.family}.{name}"] = getattr(edf, name)
-        if r_end is not None and r_end[0] != r_end[1]:
-            point[f"{edf.family}.{name}_end"] = getattr(edf, name)
+    point.update(spec.coords(edf.family).as_params(edf))
     point.update(extra)
     return point
 
 
-def _inside(edf: EDF, fs: FamilySpace) -> bool:
-    """Whether ``edf`` (as a fixed EDF, in a scheduled family) lies in the family's space."""
-    names = _coord_names(edf.family, fs)
-    ranges = _ranges(edf.family, fs)
-    ends = end_ranges(edf.family, fs, ranges) if is_scheduled(fs) else (None, None)
-    for name, r, r_end in zip(names, ranges, ends, strict=True):
-        v = getattr(edf, name)
-        for rr in (r, r_end):
-            if rr is not None and (v is None or not rr[0] <= v <= rr[1]):
-                return False
-    return True
-
-
 def family_dims(spec: StudySpec, family: str) -> int:
     """How many coordinates the family searches (its start, its end and its ramp): at least 1."""
-    fs = spec.space.families[family]
-    ranges = _ranges(family, fs)
-    n = sum(1 for r in ranges if r is not None and r[0] != r[1])
-    if is_scheduled(fs):
-        ends = end_ranges(family, fs, ranges)
-        n += sum(1 for r in ends if r is not None and r[0] != r[1])
-        shapes, r_start, r_end = ramp_space(fs)
-        n += (len(shapes) > 1) + (r_start[0] != r_start[1]) + (r_end[0] != r_end[1])
-    return max(1, n)
+    return spec.coords(family).dims()
 
 
 def family_due(spec: StudySpec, study: optuna.Study) -> str | None:
@@ -244,8 +179,7 @@ def warm_start_points(spec: StudySpec) -> list[dict[str, Any]]:
     out = []
     for raw in _PAPER_POINTS:
         edf = EDF.from_config(raw)
-        fs = spec.space.families.get(edf.family)
-        if fs is not None and _inside(edf, fs):
+        if edf.family in spec.space.families and spec.coords(edf.family).inside(edf):
             out.append(_as_params(spec, edf, {}))
     return out
 

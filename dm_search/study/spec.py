@@ -21,10 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dm_search import edf as edf_mod
 from dm_search.edf import EDF
+from dm_search.study.families import FamilyCoords, FamilySpace, resolve
 from dm_search.training.config import (
     ConfigError,
     FrozenModel,
@@ -34,75 +35,8 @@ from dm_search.training.config import (
     read_yaml,
 )
 
-__all__ = [
-    "DEFAULT_FAMILY_RANGES",
-    "FamilySpace",
-    "FinalSpec",
-    "ParamRange",
-    "SamplerSpec",
-    "SchedulerSpec",
-    "StudySpec",
-    "end_ranges",
-    "is_scheduled",
-    "load_spec",
-    "ramp_space",
-]
-
-
-# Ranges used when a family is listed without its own, wide enough to hold the paper's settings
-# (modes 0 to 2/3). dm's spread starts at 4: on MNIST-1D no spread below 4 ever won, and
-# spreads of 32 and more collapse training at modes up to 1/2 (benchmarks/RESULTS.md).
-DEFAULT_FAMILY_RANGES: dict[str, dict[str, Any]] = {
-    "dm": {"mode": (0.0, 0.75), "spread": (4.0, 24.0)},
-    "normal": {"mode": (0.0, 1.0), "spread": (0.5, 24.0)},
-    "beta": {"mode": (0.0, 1.0), "spread": (0.5, 24.0)},
-    "exponential": {"mode": 0.0, "spread": (0.1, 8.0)},
-    "gce": {"mode": (0.1, 0.5)},
-}
-# The same families' default ranges in (mean, std) of the emphasis density; one-parameter
-# families (exponential, gce) take a mean only.
-DEFAULT_MOMENT_RANGES: dict[str, dict[str, Any]] = {
-    "dm": {"mean": (0.2, 0.7), "std": (0.12, 0.29)},
-    "normal": {"mean": (0.1, 0.9), "std": (0.12, 0.28)},
-    "beta": {"mean": (0.1, 0.9), "std": (0.12, 0.28)},
-    "exponential": {"mean": (0.05, 0.5)},
-    "gce": {"mean": (0.34, 0.5)},
-}
-# Which coordinates a family listed without ranges is searched in.
-DEFAULT_COORDS: Literal["mode_spread", "moments"] = "mode_spread"
-# The loss-equivalent families run as the losses they stand for (no DN, exact direction), so
-# a study answers "is DM better than plain CE/GCE?"; the others run with DN as in the paper.
-BASELINE_FAMILIES = ("cce", "mae", "mse", "gce")
-
-
-Range = tuple[float, float] | float
-Shape = Literal["linear", "cosine", "step"]
-
-
-class FamilySpace(FrozenModel):
-    """Where to search one family: either its emphasis mode and spread, or the mean and std of
-    its emphasis density, each a [low, high] range or a single fixed value.
-
-    An emphasis schedule is searched by giving where the EDF ends: ``mode_end`` / ``spread_end``
-    (or ``mean_end`` / ``std_end``), each a range or a value; a coordinate without an end stays
-    where it started. ``ramp`` lists the shapes to choose from (default linear), and
-    ``ramp_start`` / ``ramp_end`` when the move starts and ends, as fractions of the budget
-    (default 0 and 1)."""
-
-    mode: Range | None = None
-    spread: Range | None = None
-    log_spread: bool = False
-    mean: Range | None = None
-    std: Range | None = None
-    mode_end: Range | None = None
-    spread_end: Range | None = None
-    mean_end: Range | None = None
-    std_end: Range | None = None
-    ramp: list[Shape] | Shape | None = None
-    ramp_start: Range | None = None
-    ramp_end: Range | None = None
-    normalise: Literal["batch", "none"] | None = None  # default: none for baselines, else batch
-    eps: float | None = Field(None, ge=0.0)  # default: 0 for baselines, else 5e-7
+__all__ = ["FamilySpace", "FinalSpec", "ParamRange", "RaceSpec", "SamplerSpec", "SchedulerSpec",
+           "SpaceSpec", "StudySpec", "load_spec"]
 
 
 class ParamRange(FrozenModel):
@@ -275,6 +209,8 @@ class StudySpec(FrozenModel):
     # Total epochs the study may train (references included): a trial starts only while the
     # epochs trained, those running trials may still need and its own fit. None: n_trials.
     budget_epochs: int | None = Field(None, ge=1)
+    # Each searched family's coordinates and ranges, resolved once by validation.
+    _coords: dict[str, FamilyCoords] = PrivateAttr(default_factory=dict)
 
     @field_validator("baselines")
     @classmethod
@@ -309,13 +245,15 @@ class StudySpec(FrozenModel):
     @model_validator(mode="after")
     def _valid_space(self) -> StudySpec:
         known = edf_mod.names()
+        coords: dict[str, FamilyCoords] = {}
         if not self.space.families and not self.space.grid:
             raise ValueError("space.families is empty: list at least one EDF family")
         for family, fs in self.space.families.items():
             if family not in known:
                 raise ValueError(f"space.families.{family}: unknown EDF family; known: "
                                  f"{', '.join(known)}")
-            _check_family(family, fs)
+            coords[family] = resolve(family, fs)
+        self._coords = coords
         base = self.base_config()
         for path, rng in self.space.params.items():
             try:
@@ -355,6 +293,10 @@ class StudySpec(FrozenModel):
                              "epochs")
         return self
 
+    def coords(self, family: str) -> FamilyCoords:
+        """Where the study searches ``family``, resolved when the spec was validated."""
+        return self._coords[family]
+
     def base_config(self) -> TrialConfig:
         return TrialConfig.from_dict(self.base, source="base")
 
@@ -385,211 +327,6 @@ class StudySpec(FrozenModel):
     def stored(self) -> dict[str, Any]:
         """The spec as recorded on the study: no storage URL (it may hold a password)."""
         return self.model_dump(mode="json", exclude={"storage"})
-
-
-def _shown(r: tuple[float, float]) -> str:
-    """A range as the spec wrote it: a number where it is one."""
-    return f"{r[0]:g}" if r[0] == r[1] else f"[{r[0]:g}, {r[1]:g}]"
-
-
-def _range(v: tuple[float, float] | float) -> tuple[float, float]:
-    return (v, v) if isinstance(v, int | float) else (float(v[0]), float(v[1]))
-
-
-def _check_family(family: str, fs: FamilySpace) -> None:
-    from dm_search.edf import moments
-
-    where = f"space.families.{family}"
-    kind = moments.has_moments(family)
-    if kind == "none":
-        raise ValueError(f"{where}: {family!r} has no parameters to search; list it under "
-                         f"baselines (e.g. baselines: [{family}]) and it runs once per study, at "
-                         "full budget, as a reference")
-    if family_coords(family, fs) == "moments":
-        _check_moment_family(family, fs, kind)
-        return
-    default = DEFAULT_FAMILY_RANGES[family]
-    if (fs.spread is not None or fs.spread_end is not None) and "spread" not in default:
-        raise ValueError(f"{where}: {family!r} has no spread; give only its mode")
-    mode_r, spread_r = family_ranges(family, fs)
-    assert mode_r is not None
-    if not (math.isfinite(mode_r[0]) and math.isfinite(mode_r[1]) and mode_r[0] <= mode_r[1]):
-        raise ValueError(f"{where}.mode: need low <= high; got {fs.mode!r}")
-    if spread_r is not None:
-        if not spread_r[0] <= spread_r[1]:
-            raise ValueError(f"{where}.spread: need low <= high; got {fs.spread!r}")
-        if fs.log_spread and spread_r[0] <= 0:
-            raise ValueError(f"{where}.spread: log_spread needs low > 0")
-    spreads: tuple[float | None, ...] = spread_r if spread_r is not None else (None,)
-    for m in mode_r:  # the range's corners must all be valid EDFs
-        for sp in spreads:
-            try:
-                EDF.from_mode_spread(family, mode=m, spread=sp)
-            except ValueError as err:
-                raise ValueError(f"{where}: the range reaches an invalid point ({err})") from None
-    _check_schedule(family, fs, (mode_r, spread_r))
-
-
-SCHEDULE_KEYS = ("mode_end", "spread_end", "mean_end", "std_end")
-RAMP_KEYS = ("ramp", "ramp_start", "ramp_end")
-
-
-def is_scheduled(fs: FamilySpace) -> bool:
-    """Whether the family is searched as an emphasis schedule (an end coordinate is given)."""
-    return any(getattr(fs, k) is not None for k in SCHEDULE_KEYS)
-
-
-def end_ranges(family: str, fs: FamilySpace,
-               start: tuple[tuple[float, float] | None, tuple[float, float] | None],
-               ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """Where a scheduled family's two coordinates end; a coordinate without an end range ends
-    where it started (None: it follows the start's suggestion)."""
-    names = ("mean_end", "std_end") if family_coords(family, fs) == "moments" else (
-        "mode_end", "spread_end")
-    out = [None if getattr(fs, n) is None else _range(getattr(fs, n)) for n in names]
-    return out[0], out[1] if start[1] is not None else None
-
-
-def ramp_space(fs: FamilySpace) -> tuple[list[str], tuple[float, float], tuple[float, float]]:
-    """(shapes to choose from, ramp start range, ramp end range) with the defaults filled in."""
-    shapes: list[str] = [fs.ramp] if isinstance(fs.ramp, str) else list(fs.ramp or ["linear"])
-    start = _range(fs.ramp_start if fs.ramp_start is not None else 0.0)
-    end = _range(fs.ramp_end if fs.ramp_end is not None else 1.0)
-    return shapes, start, end
-
-
-def _check_schedule(family: str, fs: FamilySpace,
-                    start: tuple[tuple[float, float] | None, tuple[float, float] | None]) -> None:
-    from dm_search.edf import EDFSchedule
-
-    where = f"space.families.{family}"
-    coords = family_coords(family, fs)
-    if not is_scheduled(fs):
-        given = [k for k in RAMP_KEYS if getattr(fs, k) is not None]
-        if given:
-            end = "mean_end" if coords == "moments" else "mode_end"
-            says = "says" if len(given) == 1 else "say"
-            raise ValueError(f"{where}: {', '.join(given)} {says} how the EDF moves, but no "
-                             f"end is given: add {end} (or another *_end range), or remove "
-                             f"{', '.join(given)}")
-        return
-    other = ("mode_end", "spread_end") if coords == "moments" else ("mean_end", "std_end")
-    wrong = [k for k in other if getattr(fs, k) is not None]
-    if wrong:
-        pair = "mean/std" if coords == "moments" else "mode/spread"
-        raise ValueError(f"{where}: {', '.join(wrong)} is in the other coordinates; a family "
-                         f"searched in {pair} ends in {pair} too ({', '.join(SCHEDULE_KEYS)})")
-    shapes, r_start, r_end = ramp_space(fs)
-    if not shapes:
-        raise ValueError(f"{where}.ramp: list at least one shape (linear, cosine, step)")
-    for name, r in (("ramp_start", r_start), ("ramp_end", r_end)):
-        if not 0.0 <= r[0] <= r[1] <= 1.0:
-            raise ValueError(f"{where}.{name}: a fraction of the budget, need 0 <= low <= high "
-                             f"<= 1; got {list(r)}")
-    if r_start[1] > r_end[0]:
-        raise ValueError(f"{where}: ramp_start {_shown(r_start)} reaches past ramp_end "
-                         f"{_shown(r_end)}: no ramp may start after it ends, so the highest "
-                         "ramp_start must not exceed the lowest ramp_end")
-    ends = end_ranges(family, fs, start)
-    names = ("mean_end", "std_end") if coords == "moments" else ("mode_end", "spread_end")
-    for name, end_r in zip(names, ends, strict=True):
-        if end_r is not None and not end_r[0] <= end_r[1]:
-            raise ValueError(f"{where}.{name}: need low <= high; got {list(end_r)}")
-    if coords == "moments":
-        return  # out-of-reach ends go to the nearest member, as starts do
-    modes, spreads = ends[0] or start[0], ends[1] or start[1]
-    assert modes is not None and start[0] is not None
-    first = EDF.from_mode_spread(family, mode=start[0][0],
-                                 spread=None if start[1] is None else start[1][0])
-    for m in modes:  # the end range's corners must all be valid ends of a schedule
-        for sp in (spreads if spreads is not None else (None,)):
-            try:
-                EDFSchedule(first, EDF.from_mode_spread(family, mode=m, spread=sp))
-            except ValueError as err:
-                raise ValueError(f"{where}: the end range reaches an invalid schedule ({err})"
-                                 ) from None
-
-
-def _check_moment_family(family: str, fs: FamilySpace, kind: str) -> None:
-    from dm_search.edf import moments
-
-    where = f"space.families.{family}"
-    if fs.mode is not None or fs.spread is not None:
-        raise ValueError(f"{where}: give either mode/spread or mean/std, not both")
-    mean_r, std_r = moment_ranges(family, fs)
-    if kind == "one" and fs.std_end is not None:
-        raise ValueError(f"{where}: {family!r} has one free parameter, so its std follows from "
-                         "its mean; give only mean_end")
-    if kind == "one" and std_r is not None:
-        raise ValueError(f"{where}: {family!r} has one free parameter, so its std follows from "
-                         "its mean; give only mean")
-    if kind == "two" and std_r is None:
-        raise ValueError(f"{where}: give both mean and std (or mode and spread)")
-    for name, r in (("mean", mean_r), ("std", std_r)):
-        if r is not None and not (0.0 <= r[0] <= r[1] <= 1.0):
-            raise ValueError(f"{where}.{name}: need 0 <= low <= high <= 1; got {r!r}")
-    region = moments.reach(family)
-    lo, hi = region.mean_range
-    if mean_r[1] < lo or mean_r[0] > hi:
-        raise ValueError(f"{where}.mean: {family!r} reaches no mean in {list(mean_r)}; "
-                         f"{region.describe()}")
-    if std_r is not None:
-        # Most of the rectangle must be reachable: the search clamps the rest to the boundary.
-        pts = [(m, sd) for m in _grid(mean_r) for sd in _grid(std_r)]
-        ok = 0
-        for m, sd in pts:
-            at = region.at(m)
-            ok += at is not None and at[0] <= sd <= at[1]
-        if ok < 0.5 * len(pts):
-            raise ValueError(f"{where}: most of mean {list(mean_r)} x std {list(std_r)} is out "
-                             f"of reach ({ok} of {len(pts)} grid points); {region.describe()}")
-    _check_schedule(family, fs, (mean_r, std_r))
-
-
-def _grid(r: tuple[float, float], n: int = 7) -> list[float]:
-    return [r[0] + (r[1] - r[0]) * i / (n - 1) for i in range(n)]
-
-
-def family_coords(family: str, fs: FamilySpace) -> Literal["mode_spread", "moments"]:
-    """The coordinates ``family`` is searched in: what the spec gives for its start, else for
-    its end, else the default."""
-    for moments, mode_spread in (((fs.mean, fs.std), (fs.mode, fs.spread)),
-                                 ((fs.mean_end, fs.std_end), (fs.mode_end, fs.spread_end))):
-        if any(v is not None for v in moments):
-            return "moments"
-        if any(v is not None for v in mode_spread):
-            return "mode_spread"
-    return DEFAULT_COORDS
-
-
-def family_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float] | None,
-                                                          tuple[float, float] | None]:
-    """(mode range, spread range) with the defaults filled in; None where not applicable."""
-    default = DEFAULT_FAMILY_RANGES.get(family)
-    if default is None:
-        return None, None
-    mode = _range(fs.mode if fs.mode is not None else default["mode"])
-    spread_v = fs.spread if fs.spread is not None else default.get("spread")
-    return mode, (None if spread_v is None else _range(spread_v))
-
-
-def moment_ranges(family: str, fs: FamilySpace) -> tuple[tuple[float, float],
-                                                         tuple[float, float] | None]:
-    """(mean range, std range) with the defaults filled in; std None for one-parameter
-    families."""
-    default = DEFAULT_MOMENT_RANGES[family]
-    given = fs.mean is not None or fs.std is not None
-    mean = _range(fs.mean if fs.mean is not None else default["mean"])
-    std_v = fs.std if given else default.get("std")
-    return mean, (None if std_v is None else _range(std_v))
-
-
-def loss_settings(family: str, fs: FamilySpace | None) -> tuple[str, float]:
-    """(normalise, eps) a trial of this family runs with."""
-    baseline = family in BASELINE_FAMILIES
-    normalise = (fs.normalise if fs and fs.normalise else ("none" if baseline else "batch"))
-    eps = fs.eps if fs and fs.eps is not None else (0.0 if baseline else 5e-7)
-    return normalise, eps
 
 
 ENV_PREFIX = "env:"
