@@ -1,0 +1,171 @@
+"""What the training loop needs besides a run: the errors a trial stops with, the device and
+threads, the budget in epochs, the optimiser, augmentation, evaluation in batches, and the
+checks of a config before anything is loaded."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dm_search.common.paths import file_in_the_way
+from dm_search.training.config import ConfigError, TrialConfig
+from dm_search.training.recipe import make_optimizer
+
+__all__ = ["augment", "budget", "check_config", "check_folder", "COLLAPSE_EPOCHS",
+           "COLLAPSE_FROM_EPOCH", "mean_of", "NAN", "optimizer_for", "predict", "resolve_device",
+           "threads_for", "total_epochs", "TrialCollapsed", "TrialDiverged"]
+NAN = float("nan")
+
+
+class TrialDiverged(RuntimeError):
+    """Training produced a non-finite loss; the trial stops."""
+
+    what = "diverged"
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"trial {self.what} in epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        # Sent between processes (a Ray task's or a process pool's error) with its own fields.
+        return type(self), (self.epoch, self.reason)
+
+
+class TrialCollapsed(TrialDiverged):
+    """The network died: chance accuracy with constant or exploding logits, or a loss that
+    never moved. A failure with its reason, never a poor-but-valid result."""
+
+    what = "collapsed"
+
+
+# A collapse is declared only from this epoch on, and after this many dead epochs in a row:
+# a slow start must never be mistaken for a dead network.
+COLLAPSE_FROM_EPOCH = 5
+COLLAPSE_EPOCHS = 3
+
+
+# ------------------------------------------------------------------ helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available here; "
+                          "use device: auto or cpu")
+    return dev
+
+
+def threads_for(cfg: TrialConfig) -> int:
+    if cfg.threads:
+        return cfg.threads
+    # Ray and most schedulers say how many CPUs a task has through OMP_NUM_THREADS.
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def budget(cfg: TrialConfig, num_train: int) -> tuple[int, int, int]:
+    """(batch size, steps per epoch, total steps) for ``num_train`` training examples.
+
+    The last partial batch is dropped: a batch of one breaks batch norm, and equal batches keep
+    derivative normalisation comparable from step to step.
+    """
+    bs = min(cfg.optim.batch_size, num_train)
+    steps_per_epoch = num_train // bs
+    if cfg.optim.iterations is not None:
+        return bs, steps_per_epoch, cfg.optim.iterations
+    return bs, steps_per_epoch, (cfg.optim.epoch_budget or 1) * steps_per_epoch
+
+
+def total_epochs(cfg: TrialConfig, num_train: int) -> int:
+    _, per_epoch, total = budget(cfg, num_train)
+    return math.ceil(total / per_epoch)
+
+
+def optimizer_for(cfg: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # The recipe's own optimiser: what an export hands to users is what trained here.
+    return make_optimizer(cfg.optim, model.parameters())
+
+
+def augment(x: Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Batched random crop (after zero padding by ``crop_pad``) and horizontal flip of
+    images ``(N, C, H, W)`` on their device. Random draws come from a CPU generator."""
+    if x.dim() != 4 or (crop_pad == 0 and not flip):
+        return x
+    n, _, h, w = x.shape
+    if crop_pad:
+        padded = F.pad(x, (crop_pad,) * 4)
+        oy = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+        idx = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(mask, x.flip(3), x)
+    return x.contiguous()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: Tensor, y: Tensor, batch: int, amp: Any,
+             channels_last: bool) -> tuple[Tensor, Tensor]:
+    """(correct (N,) bool, p of the given label (N,)) in eval mode."""
+    model.eval()
+    correct, probs = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with amp:
+            logits = model(xb).float()
+        yb = y[i:i + batch]
+        correct.append(logits.argmax(1) == yb)
+        probs.append(torch.log_softmax(logits, 1).gather(1, yb[:, None]).squeeze(1).exp())
+    model.train()
+    if not correct:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(correct), torch.cat(probs)
+
+
+def mean_of(t: Tensor) -> float:
+    # In float64 an accuracy k/n is the nearest double to k/n, which prints as 0.825, where a
+    # float32 mean printed as 0.824999988079071 in every table and the dashboard.
+    return float(t.double().mean()) if t.numel() else NAN
+
+
+def check_config(cfg: TrialConfig) -> None:
+    """What a trial would fail on at once, found before anything is spent: the dataset (name,
+    files, label noise), the model (name, options), the EDF and the checkpoint folder. Raises
+    ConfigError naming the field."""
+    from dm_search.training.data import DatasetUnavailable, check_available
+    from dm_search.training.models import check_options
+
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("data", lambda: check_available(cfg.data)),
+        ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
+        ("loss.edf", cfg.loss.build_edf),
+        ("checkpoint.dir", lambda: check_folder(cfg.checkpoint.dir)),
+    ]
+    for field_name, check in checks:
+        try:
+            check()
+        except (ValueError, DatasetUnavailable) as err:
+            raise ConfigError(f"{field_name}: {err}") from None
+
+
+def check_folder(folder: str | None) -> None:
+    # Found after an epoch of training otherwise, when the first checkpoint is saved.
+    blocked = file_in_the_way(folder) if folder else None
+    if blocked is not None:
+        raise ValueError(f"{folder} cannot be created: {blocked} is a file, not a folder")
