@@ -38,7 +38,7 @@ from dm_search.training.helpers import (
 from dm_search.training.models import create_model
 from dm_search.training.recipe import lr_factor
 
-__all__ = ["check_alive", "evaluate", "restore", "Run", "save_state", "set_up", "train_epoch"]
+__all__ = ["Run", "check_alive", "evaluate", "restore", "save_state", "set_up", "train_epoch"]
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -17,9 +17,23 @@ from dm_search.common.paths import file_in_the_way
 from dm_search.training.config import ConfigError, TrialConfig
 from dm_search.training.recipe import make_optimizer
 
-__all__ = ["augment", "budget", "check_config", "check_folder", "COLLAPSE_EPOCHS",
-           "COLLAPSE_FROM_EPOCH", "mean_of", "NAN", "optimizer_for", "predict", "resolve_device",
-           "threads_for", "total_epochs", "TrialCollapsed", "TrialDiverged"]
+__all__ = [
+    "COLLAPSE_EPOCHS",
+    "COLLAPSE_FROM_EPOCH",
+    "NAN",
+    "TrialCollapsed",
+    "TrialDiverged",
+    "augment",
+    "budget",
+    "check_config",
+    "check_folder",
+    "mean_of",
+    "optimizer_for",
+    "predict",
+    "resolve_device",
+    "threads_for",
+    "total_epochs",
+]
 NAN = float("nan")
 
 
