@@ -73,7 +73,7 @@ def log_weight(log_p: Tensor, log_1mp: Tensor, coef: Tensor) -> Tensor:
 def _forward(z: Tensor, t: Tensor, coef: Tensor, eps: Tensor, batch_dn: Tensor, *,
              ignore_index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(value, weights (N,), gradient (N, C), any label outside [0, C)): the eager forward's
-    arithmetic (loss._dm_forward) in one graph. A label outside [0, C) is replaced by 0 before
+    arithmetic (loss.dm_forward) in one graph. A label outside [0, C) is replaced by 0 before
     it indexes anything (never an out-of-bounds access in the kernel) and reported instead.
 
     The target is masked by comparing column indices up to :data:`MASK_BELOW` classes, and by
