@@ -21,15 +21,15 @@ from dm_search._version import __version__
 if TYPE_CHECKING:
     from dm_search.edf import EDF, EDFSchedule
     from dm_search.loss import DMLoss, TrainingCollapsed, dm_loss
-    from dm_search.results.export import load_loss, load_recipe
+    from dm_search.training.exported import load_loss, load_recipe
 
 __all__ = ["EDF", "DMLoss", "EDFSchedule", "TrainingCollapsed", "__version__", "dm_loss",
            "load_loss", "load_recipe"]
 
 _LAZY = {"EDF": "dm_search.edf", "EDFSchedule": "dm_search.edf",
          "DMLoss": "dm_search.loss", "dm_loss": "dm_search.loss",
-         "TrainingCollapsed": "dm_search.loss", "load_loss": "dm_search.results.export",
-         "load_recipe": "dm_search.results.export"}
+         "TrainingCollapsed": "dm_search.loss", "load_loss": "dm_search.training.exported",
+         "load_recipe": "dm_search.training.exported"}
 
 
 def __getattr__(name: str) -> Any:

@@ -83,7 +83,8 @@ def export(
     Only trials that ran their full budget are eligible. Example:
     dm-search export quickstart -o best_edf.yaml
     """
-    from dm_search.results.export import ExportError, export_trial, write_export
+    from dm_search.results.export import export_trial
+    from dm_search.training.exported import ExportError, write_export
 
     if fmt not in (None, "yaml", "json"):
         raise fail(f"--format must be yaml or json; got {fmt!r}")

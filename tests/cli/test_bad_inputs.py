@@ -193,7 +193,7 @@ def _snapshot(root: Path) -> dict[str, Any]:
 
 def _call_api(path: str) -> tuple[Any, str]:
     from dm_search import load_loss
-    from dm_search.results.export import ExportError
+    from dm_search.training.exported import ExportError
 
     try:
         load_loss(path)

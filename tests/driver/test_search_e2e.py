@@ -270,7 +270,7 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
     exported = search.run_cli("export", "sched", "--storage", f"sqlite:///{tmp_path}/studies.db",
                               "-o", str(tmp_path / "best.yaml"))
     assert exported.returncode == 0, exported.stderr
-    from dm_search.results.export import read_export
+    from dm_search.training.exported import read_export
 
     doc = read_export(tmp_path / "best.yaml")
     assert ("schedule" in doc) == (st.trial_schedule(best) is not None)

@@ -6,8 +6,9 @@ import torch
 
 from dm_search import EDF, DMLoss, load_loss
 from dm_search import storage as st
-from dm_search.results.export import ExportError, export_trial, read_export, write_export
+from dm_search.results.export import export_trial
 from dm_search.training.config import TrialConfig
+from dm_search.training.exported import ExportError, read_export, write_export
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

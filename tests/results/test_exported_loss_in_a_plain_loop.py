@@ -10,7 +10,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dm_search import TrainingCollapsed, load_loss, load_recipe
-from dm_search.results.export import export_trial, write_export
+from dm_search.results.export import export_trial
+from dm_search.training.exported import write_export
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from dm_search.edf import EDF
 from dm_search.results import dashboard as dash
 from dm_search.results import figures, learning, tables
 from dm_search.results.curves import family_colour, plot_edf_curves
-from dm_search.results.export import read_export
 from dm_search.results.report import write_report
+from dm_search.training.exported import read_export
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
