@@ -6,16 +6,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from dm_search._version import __version__
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["app", "console", "edf_app", "err_console"]
 

@@ -4,13 +4,11 @@ live dashboard."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-if TYPE_CHECKING:
-    pass
 from dm_search.cli.app import app, console, err_console, fail, load_study, open_store, writable
 from dm_search.cli.summary import _ramp
 

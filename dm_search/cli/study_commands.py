@@ -17,7 +17,9 @@ from dm_search.common.labels import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from dm_search.storage import Resume
+    from dm_search.study.spec import StudySpec
+
 from dm_search.cli.app import app, console, fail, json_safe, kind_hint, studies_in
 from dm_search.cli.summary import print_summary, report_failures
 
@@ -73,27 +75,39 @@ def submit(
         study_spec = load_spec(spec, name=name)
     except ConfigError as err:
         raise fail(kind_hint(Path(spec), "submit") or str(err)) from None
-    from dm_search.driver import cluster, runner, signals
-    from dm_search.driver import detach as detached
-
     if detach:
-        if not address:
-            raise fail("--detach needs --address: the cluster's job server, "
-                        "e.g. http://127.0.0.1:8265")
-        try:
-            job = detached.submit_detached(study_spec, address=address, storage_url=storage,
-                                           resume=mode)
-        except ConfigError as err:
-            raise fail(str(err)) from None
-        console.print(f"submitted study {study_spec.name!r} as Ray job {job}")
-        console.print(f"follow it with: ray job logs --address {address} --follow {job}")
+        _submit_detached(study_spec, address, storage, mode)
         return
+    _run_here(study_spec, _resume_command(spec, name, storage, address), storage, address, mode)
+
+
+def _submit_detached(study_spec: StudySpec, address: str | None, storage: str | None,
+                     mode: Resume) -> None:
+    from dm_search.driver import detach as detached
+    from dm_search.training.config import ConfigError
+
+    if not address:
+        raise fail("--detach needs --address: the cluster's job server, "
+                   "e.g. http://127.0.0.1:8265")
+    try:
+        job = detached.submit_detached(study_spec, address=address, storage_url=storage,
+                                       resume=mode)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    console.print(f"submitted study {study_spec.name!r} as Ray job {job}")
+    console.print(f"follow it with: ray job logs --address {address} --follow {job}")
+
+
+def _run_here(study_spec: StudySpec, again: str, storage: str | None, address: str | None,
+              mode: Resume) -> None:
+    """Run the study from this process, showing progress; ``again`` resumes it."""
+    from dm_search.driver import cluster, runner, signals
+    from dm_search.training.config import ConfigError
 
     def say(msg: str) -> None:
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
         console.print(f"[dim]{stamp}[/dim] {msg}", highlight=False, soft_wrap=True)
 
-    again = _resume_command(spec, name, storage, address)
     try:
         outcome = runner.run_study(study_spec, storage_url=storage, address=address,
                                    resume=mode, say=say, resume_command=again)
@@ -102,8 +116,8 @@ def submit(
     except signals.StudyInterrupted as stopped:
         print_summary(stopped.summary)
         fail(f"study {study_spec.name!r} stopped by {stopped} ({stopped.marked} running "
-              f"trial(s) recorded as interrupted; completed ones are kept). Resume it with: "
-              f"{again}")
+             f"trial(s) recorded as interrupted; completed ones are kept). Resume it with: "
+             f"{again}")
         # Exit now: everything is on record, and Ray's exit handler could wait a minute on
         # processes the signal has already ended.
         cluster.leave_ray()
@@ -112,7 +126,7 @@ def submit(
         os._exit(stopped.exit_code)
     except KeyboardInterrupt:  # before the study opened, or a second Ctrl-C
         raise fail(f"study {study_spec.name!r} stopped by Ctrl-C. Resume it with: {again}",
-                    code=130) from None
+                   code=130) from None
     print_summary(outcome.summary)
     report_failures(outcome.summary)
 

@@ -3,11 +3,10 @@ and failures."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.markup import escape
 from rich.table import Table
 
+from dm_search.cli.app import console, err_console, fail
 from dm_search.common.labels import (
     duration,
     edf_repr,
@@ -17,10 +16,6 @@ from dm_search.common.labels import (
     lr_range_line,
     race_lines,
 )
-
-if TYPE_CHECKING:
-    pass
-from dm_search.cli.app import console, err_console, fail
 
 __all__ = []
 

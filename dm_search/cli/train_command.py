@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from dm_search.common.labels import (
-    fmt,
-)
+from dm_search.cli.app import app, console, fail, kind_hint, writable, write_json
+from dm_search.common.labels import fmt
 
 if TYPE_CHECKING:
-    pass
-from dm_search.cli.app import app, console, fail, kind_hint, writable, write_json
+    from dm_search.training.config import TrialConfig
 
 __all__ = ["train"]
 
@@ -36,18 +34,10 @@ def train(
 
     Example: dm-search train examples/mnist1d_dm.yaml --set loss.edf.beta=12
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from dm_search.training.config import ConfigError, load_trial_config
     from dm_search.training.data import DatasetUnavailable, prepare_data
-    from dm_search.training.trainer import TrialDiverged, check_config, run_trial, total_epochs
+    from dm_search.training.trainer import check_config
 
     try:
         cfg = load_trial_config(config, set_ or [])
@@ -61,15 +51,37 @@ def train(
     console.print(f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
                   f"  model={cfg.model.name}  loss={edf} normalise={cfg.loss.normalise}",
                   soft_wrap=True)
+    try:
+        data = prepare_data(cfg.data)
+    except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    result = _train_with_progress(cfg, data, quiet)
+    _print_result(result)
+    if json_out is not None:
+        write_json(result.to_dict(), json_out)
+
+
+def _train_with_progress(cfg: TrialConfig, data: Any, quiet: bool) -> Any:
+    """run_trial with a progress bar (epochs, loss, accuracies, where the emphasis is)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dm_search.training.config import ConfigError
+    from dm_search.training.data import DatasetUnavailable
+    from dm_search.training.trainer import TrialDiverged, run_trial, total_epochs
+
+    schedule = cfg.loss.build_schedule()
     progress = Progress(
         TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet,
     )
-    try:
-        data = prepare_data(cfg.data)
-    except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
-        raise fail(str(err)) from None
     with progress:
         task = progress.add_task("train", total=total_epochs(cfg, len(data.y_train)), info="")
 
@@ -81,16 +93,12 @@ def train(
             progress.update(task, completed=int(m["epoch"]), info=info)
 
         try:
-            result = run_trial(cfg, report=report, data=data)
+            return run_trial(cfg, report=report, data=data)
         except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
             # OSError: the data cache or a checkpoint could not be written (permissions)
             raise fail(str(err)) from None
         except TrialDiverged as err:
             raise fail(f"{err}. Lower optim.lr or pick a gentler EDF.", code=1) from None
-
-    _print_result(result)
-    if json_out is not None:
-        write_json(result.to_dict(), json_out)
 
 
 def _print_result(result: Any) -> None:

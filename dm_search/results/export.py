@@ -46,54 +46,13 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
     """
     from dm_search import storage as st
 
-    if trial_number is None:
-        trial = st.best_trial(study)
-        if trial is None:
-            raise ExportError(f"study {study.study_name!r} has no trial that ran its full budget "
-                              "yet; let it run, or resume it if it stopped (dm-search status "
-                              "says which, and how)")
-    else:
-        numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
-        if trial_number not in numbers:
-            raise ExportError(f"study {study.study_name!r} has no trial {trial_number}; its "
-                              f"trials are 0..{max(numbers, default=-1)}")
-        trial = numbers[trial_number]
-        twin = st.duplicate_of(trial)
-        if twin is not None:
-            raise ExportError(f"trial {trial_number} repeats trial {twin}'s configuration and was "
-                              f"not trained; export trial {twin} instead (--trial {twin})")
-        if not st.ran_full_budget(trial):
-            raise ExportError(
-                f"trial {trial_number} is {st.stop_reason(trial)} "
-                f"({st.trial_epochs(trial)[0] or 0} of "
-                f"{st.trial_epochs(trial)[1] or '?'} epochs): only trials that ran their "
-                "full budget can be exported"
-            )
+    trial = _exported_trial(study, trial_number)
     cfg = st.trial_config(trial)
     edf = EDF.from_config(cfg["loss"]["edf"])
-    final_metrics = st.trial_final(trial)
     result: dict[str, Any] = {"val_acc": trial.value,
-                              "test_acc_at_search": final_metrics.get("test_acc")}
+                              "test_acc_at_search": st.trial_final(trial).get("test_acc")}
     result.update(_race_result(st.race(study) or {}, trial.number))
-    final = st.final_stage(study)
-    if final and final.get("best", {}).get("trial") == trial.number:
-        result["final_test_acc_mean"] = final["best"]["test_acc_mean"]
-        result["final_test_acc_std"] = final["best"]["test_acc_std"]
-        accs = [r["test_acc"] for r in final["best"].get("runs") or []]
-        result["final_test_accs"] = accs
-        result["final_spread_points"] = round(spread(accs), 3)
-        result["final_unstable"] = unstable(accs, final.get("unstable_points", UNSTABLE_POINTS))
-        result["ce_test_acc_mean"] = final["ce"]["test_acc_mean"]
-        result["ce_test_acc_std"] = final["ce"]["test_acc_std"]
-        result["final_seeds"] = final["seeds"]
-        if final.get("lr_sensitivity"):
-            span = lr_range(final)
-            result["lr_sensitivity"] = [
-                {"lr": r["lr_best"], "factor": r["factor"], "test_acc": r["best"],
-                 "ce_lr": r["lr_ce"], "ce_test_acc": r["ce"], "seeds": r["seeds"]}
-                for r in final["lr_sensitivity"]]
-            # Where the EDF's advantage holds: outside it, CE is the safer loss.
-            result["beats_ce_for_lr"] = list(span) if span else None
+    result.update(_final_result(st.final_stage(study), trial.number))
     data = cfg["data"]
     # The epochs asked for; with an iteration budget, the epochs those came to.
     total = cfg["optim"].get("epochs") or st.trial_epochs(trial)[1] or 1
@@ -104,6 +63,7 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         extra["schedule"] = {"edf_end": end.to_config(), "ramp": schedule["ramp"],
                              "mode_end": end.mode, "spread_end": end.spread,
                              "mean_end": round(end.mean, 6), "std_end": round(end.std, 6)}
+    provenance = st.study_provenance(study)
     return {
         SCHEMA_KEY: SCHEDULE_VERSION if schedule else SCHEMA_VERSION,
         "edf": edf.to_config(),
@@ -123,9 +83,65 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
             "noise": data["noise"],
             "val_fraction": data["val_fraction"],
             "model": cfg["model"]["name"],
-            "dataset_fingerprint": st.study_provenance(study)["fingerprint"],
+            "dataset_fingerprint": provenance["fingerprint"],
             "dm_search_version": __version__,
-            "study_version": st.study_provenance(study)["version"],
+            "study_version": provenance["version"],
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
+
+
+def _exported_trial(study: Any, trial_number: int | None) -> Any:
+    """The trial to export, or ExportError saying why there is none."""
+    from dm_search import storage as st
+
+    if trial_number is None:
+        trial = st.best_trial(study)
+        if trial is None:
+            raise ExportError(f"study {study.study_name!r} has no trial that ran its full budget "
+                              "yet; let it run, or resume it if it stopped (dm-search status "
+                              "says which, and how)")
+        return trial
+    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial_number not in numbers:
+        raise ExportError(f"study {study.study_name!r} has no trial {trial_number}; its "
+                          f"trials are 0..{max(numbers, default=-1)}")
+    trial = numbers[trial_number]
+    twin = st.duplicate_of(trial)
+    if twin is not None:
+        raise ExportError(f"trial {trial_number} repeats trial {twin}'s configuration and was "
+                          f"not trained; export trial {twin} instead (--trial {twin})")
+    if not st.ran_full_budget(trial):
+        raise ExportError(
+            f"trial {trial_number} is {st.stop_reason(trial)} "
+            f"({st.trial_epochs(trial)[0] or 0} of "
+            f"{st.trial_epochs(trial)[1] or '?'} epochs): only trials that ran their "
+            "full budget can be exported"
+        )
+    return trial
+
+
+def _final_result(final: dict[str, Any] | None, number: int) -> dict[str, Any]:
+    """What the final stage measured for trial ``number`` (nothing if it retrained another)."""
+    if not final or final.get("best", {}).get("trial") != number:
+        return {}
+    accs = [r["test_acc"] for r in final["best"].get("runs") or []]
+    result: dict[str, Any] = {
+        "final_test_acc_mean": final["best"]["test_acc_mean"],
+        "final_test_acc_std": final["best"]["test_acc_std"],
+        "final_test_accs": accs,
+        "final_spread_points": round(spread(accs), 3),
+        "final_unstable": unstable(accs, final.get("unstable_points", UNSTABLE_POINTS)),
+        "ce_test_acc_mean": final["ce"]["test_acc_mean"],
+        "ce_test_acc_std": final["ce"]["test_acc_std"],
+        "final_seeds": final["seeds"],
+    }
+    if final.get("lr_sensitivity"):
+        span = lr_range(final)
+        result["lr_sensitivity"] = [
+            {"lr": r["lr_best"], "factor": r["factor"], "test_acc": r["best"],
+             "ce_lr": r["lr_ce"], "ce_test_acc": r["ce"], "seeds": r["seeds"]}
+            for r in final["lr_sensitivity"]]
+        # Where the EDF's advantage holds: outside it, CE is the safer loss.
+        result["beats_ce_for_lr"] = list(span) if span else None
+    return result

@@ -244,39 +244,62 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
 
     summary = st.study_summary(study)
     figs = _figures(study)
+    shown = figs["result"] + figs["search"]
+    drawn = [_figure_html(f, i == 0) for i, f in enumerate(shown)]
+    n_result = len(figs["result"])
+    parts = [*_head(study, summary), *_best_section(summary), *_race_section(study),
+             *_final_section(study), *drawn[:n_result], "<h2 id='search'>Search</h2>",
+             *_search_tables(study, summary), *drawn[n_result:]]
+    if not any(f.id == "importances" for f in figs["search"]):
+        parts.append(f"<p>No parameter importances: no family has two sampled parameters and "
+                     f"{MIN_IMPORTANCE_TRIALS} full-budget trials to rank them with.</p>")
+    parts += [*_trials_section(study), "<h2 id='spec'>Spec</h2>",
+              f"<pre>{_esc(dump_yaml(st.study_spec(study)).rstrip())}</pre>", "</body></html>"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(_number(parts)))
+    if static is not None:
+        folder = Path(static)
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in shown:
+            for suffix in (".svg", ".png"):
+                write_figure(f.fig, folder / f"{f.id}{suffix}", size=STATIC_SIZE)
+    return path
+
+
+def _head(study: Any, summary: dict[str, Any]) -> list[str]:
     name = _esc(study.study_name)
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-             f"<title>dm-search report: {name}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Study {name}</h1>",
-             f"<p>{summary['trials']} trials: {_esc(st.reasons_in_words(summary['by_reason']))}"
-             f" ({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched trials ran"
-             f"{_references_in_words(len(summary.get('references') or []))})."
-             f" Report generated {generated()}.</p>",
-             "<h2 id='set-up'>Set-up</h2><dl class='setup'>",
-             *[f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in setup(study)],
-             "</dl>", "<h2 id='result'>Result</h2>"]
+    return ["<!doctype html><html><head><meta charset='utf-8'>",
+            "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+            f"<title>dm-search report: {name}</title><style>{_STYLE}</style></head><body>",
+            f"<h1>Study {name}</h1>",
+            f"<p>{summary['trials']} trials: {_esc(st.reasons_in_words(summary['by_reason']))}"
+            f" ({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched trials ran"
+            f"{_references_in_words(len(summary.get('references') or []))})."
+            f" Report generated {generated()}.</p>",
+            "<h2 id='set-up'>Set-up</h2><dl class='setup'>",
+            *[f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in setup(study)],
+            "</dl>", "<h2 id='result'>Result</h2>"]
+
+
+def _best_section(summary: dict[str, Any]) -> list[str]:
     best = summary["best"]
-    if best:
-        edf = EDF.from_config(best["edf"])
-        label = loss_label({"edf": best["edf"], **(best["schedule"] or {})})
-        parts.append(
-            f"<p><b>Best full-budget trial {best['number']}</b>: {_esc(label)} "
-            f"({_esc(coordinates(edf))}, in units of p), in its search run (one seed, "
-            f"trained on the training split): clean validation accuracy {pct(best['value'])}, "
-            f"test accuracy {pct(best.get('test_acc'))}, memorised "
-            f"{pct(best.get('memorised'), 1)} of the corrupted labels. The final stage below "
-            "retrains it on the whole training set with several seeds. Export it as a loss "
-            f"with <code>dm-search export {name} -o best_edf.yaml</code>.</p>")
-    else:
-        parts.append("<p>No searched trial has run its full budget yet.</p>")
-    parts += _race_section(study)
-    parts += _final_section(study)
-    first = True
-    for f in figs["result"]:
-        parts.append(_figure_html(f, first))
-        first = False
-    parts.append("<h2 id='search'>Search</h2>")
+    if not best:
+        return ["<p>No searched trial has run its full budget yet.</p>"]
+    edf = EDF.from_config(best["edf"])
+    label = loss_label({"edf": best["edf"], **(best["schedule"] or {})})
+    return [
+        f"<p><b>Best full-budget trial {best['number']}</b>: {_esc(label)} "
+        f"({_esc(coordinates(edf))}, in units of p), in its search run (one seed, "
+        f"trained on the training split): clean validation accuracy {pct(best['value'])}, "
+        f"test accuracy {pct(best.get('test_acc'))}, memorised "
+        f"{pct(best.get('memorised'), 1)} of the corrupted labels. The final stage below "
+        "retrains it on the whole training set with several seeds. Export it as a loss "
+        f"with <code>dm-search export {_esc(summary['name'])} -o best_edf.yaml</code>.</p>"]
+
+
+def _search_tables(study: Any, summary: dict[str, Any]) -> list[str]:
+    parts = []
     fam = family_rows(study)
     if fam:
         parts.append(_table(
@@ -298,31 +321,15 @@ def write_report(study: Any, path: str | Path, *, static: str | Path | None = No
             "trials are (one seed, the training split): what every searched EDF is compared "
             "with. The final stage's CE is this one retrained on the whole training set.",
             table_id="references"))
-    for f in figs["search"]:
-        parts.append(_figure_html(f, first))
-        first = False
-    if not any(f.id == "importances" for f in figs["search"]):
-        parts.append(f"<p>No parameter importances: no family has two sampled parameters and "
-                     f"{MIN_IMPORTANCE_TRIALS} full-budget trials to rank them with.</p>")
-    parts.append("<h2 id='trials'>Every trial</h2>")
-    parts.append(_table(
+    return parts
+
+
+def _trials_section(study: Any) -> list[str]:
+    return ["<h2 id='trials'>Every trial</h2>", _table(
         ["trial", "family", "EDF", "coordinates (p units; spread: concentration)",
          "val acc", "test acc", "memorised", "epochs", "stop reason", "wall time"],
         [(f"{r.number}{' (ref)' if r.reference else ''}", r.family, r.edf, r.coords,
           pct(r.val), pct(r.test), pct(r.memorised, 1), r.epochs, r.stop, duration(r.wall_s))
          for r in trial_rows(study)], "Every trained trial: full-budget ones first, each group "
         "by validation accuracy. An early-stopped trial's accuracies are those of the epoch it "
-        "stopped at.", left=4, table_id="trials-table"))
-    parts += ["<h2 id='spec'>Spec</h2>",
-              f"<pre>{_esc(dump_yaml(st.study_spec(study)).rstrip())}</pre>",
-              "</body></html>"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(_number(parts)))
-    if static is not None:
-        folder = Path(static)
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in figs["result"] + figs["search"]:
-            for suffix in (".svg", ".png"):
-                write_figure(f.fig, folder / f"{f.id}{suffix}", size=STATIC_SIZE)
-    return path
+        "stopped at.", left=4, table_id="trials-table")]

@@ -4,13 +4,10 @@ blobs kept as JSON text, the stop reasons, and the study attributes of the drive
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "BLOBS",

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-if TYPE_CHECKING:
-    pass
 from dm_search.storage.keys import _BLOB, FINISHED, INTERRUPTED, TrialKey
 from dm_search.storage.read import (
     driver_state,

@@ -9,15 +9,12 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dm_search.common.records import without_unset
-
-if TYPE_CHECKING:
-    pass
 from dm_search.storage.keys import (
     DRIVER,
     EARLY,
