@@ -87,6 +87,12 @@ def edf_describe(
     console.print(f"spread: {'-' if s is None else f'{s:g}'}")
     console.print(f"emphasis density (w normalised on [0, 1]): mean {edf.mean:.4f}, "
                   f"std {edf.std:.4f}")
+    console.print(_weight_table(edf, points))
+    _print_reach(edf.family)
+
+
+def _weight_table(edf: EDF, points: int) -> Table:
+    """w(p) at ``points`` evenly spaced p, with a bar of its share of the peak."""
     import torch
 
     p = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
@@ -102,19 +108,23 @@ def edf_describe(
         rel = wi / peak if peak > 0 else 0.0
         bar = "#" * round(30 * rel) if rel == rel and rel != float("inf") else "inf"
         table.add_row(f"{pi:.2f}", f"{wi:.4g}", f"{rel:.3f}", bar)
-    console.print(table)
+    return table
+
+
+def _print_reach(family: str) -> None:
+    """The (mean, std) pairs the family reaches."""
     from dm_search.edf import moments
 
-    kind = moments.has_moments(edf.family)
-    region = moments.reach(edf.family)
+    kind = moments.has_moments(family)
+    region = moments.reach(family)
     lo, hi = region.mean_range
     if kind == "none":
-        console.print(f"{edf.family} has no free parameters: one (mean, std) point")
+        console.print(f"{family} has no free parameters: one (mean, std) point")
     elif kind == "one":
-        console.print(f"{edf.family} reaches mean {lo:.3f} to {hi:.3f}; one free parameter, so "
+        console.print(f"{family} reaches mean {lo:.3f} to {hi:.3f}; one free parameter, so "
                       "its std follows from its mean (search it with mean only)")
     else:
-        reach = Table(title=f"(mean, std) pairs {edf.family} reaches")
+        reach = Table(title=f"(mean, std) pairs {family} reaches")
         for col in ("mean", "lowest std", "highest std"):
             reach.add_column(col, justify="right")
         for c, a, b in region.bins:

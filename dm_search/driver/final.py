@@ -43,45 +43,57 @@ def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], N
                    if (st.trial_edf(t) or {}).get("family") == "cce"), None)
     ce_cfg = (TrialConfig.from_dict(st.trial_config(ce_ref)) if ce_ref is not None
               else trial_config_for(spec, EDF("cce")))
-
-    def full(cfg: TrialConfig, seed: int, lr_factor: float = 1.0) -> dict[str, Any]:
-        d = cfg.to_dict()
-        d["seed"] = seed
-        d["data"] = {**d["data"], "val_fraction": 0.0}
-        d["optim"] = {**d["optim"], "lr": cfg.optim.lr * lr_factor}
-        return d
-
     f = spec.final
     say(f"final stage: retraining trial {best.number} ({config_label(best_cfg.to_dict())}) and "
         f"plain CE on the full training set, {f.seeds} seed(s) each"
         + (f"; then at lr x {', '.join(f'{x:g}' for x in f.lr_factors)} "
            f"({f.lr_seeds} seed(s) each)" if f.lr_factors else ""))
+    result = _retrain(spec, best.number, best_cfg, ce_cfg)
+    st.record_final_stage(study, result)
+    say(final_stage_line(result))
+    for line in (final_warning(result), lr_range_line(result)):
+        if line:
+            say(line)
+
+
+def _full(cfg: TrialConfig, seed: int, lr_factor: float = 1.0) -> dict[str, Any]:
+    """``cfg`` on the whole training set (no validation split), with ``seed`` and its lr
+    scaled by ``lr_factor``."""
+    d = cfg.to_dict()
+    d["seed"] = seed
+    d["data"] = {**d["data"], "val_fraction": 0.0}
+    d["optim"] = {**d["optim"], "lr": cfg.optim.lr * lr_factor}
+    return d
+
+
+def _agg(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    acc = [r["test_acc"] for r in runs]
+    return {"runs": runs, "test_acc_mean": statistics.mean(acc),
+            "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "spread": round(racing.spread(acc), 3), "unstable": racing.unstable(acc)}
+
+
+def _retrain(spec: StudySpec, number: int, best_cfg: TrialConfig,
+             ce_cfg: TrialConfig) -> dict[str, Any]:
+    """Every final run on the cluster at once, so that they share its slots; the result as
+    the study records it."""
+    f = spec.final
     task = ray.remote(worker.final_run).options(num_cpus=spec.resources.cpu,
-                                          num_gpus=spec.resources.gpu)
-    # Everything is submitted at once, so that the runs share the cluster's slots.
-    refs_best = [task.remote(full(best_cfg, s)) for s in range(f.seeds)]
-    refs_ce = [task.remote(full(ce_cfg, s)) for s in range(f.seeds)]
-    refs_lr = {x: ([task.remote(full(best_cfg, s, x)) for s in range(f.lr_seeds)],
-                   [task.remote(full(ce_cfg, s, x)) for s in range(f.lr_seeds)])
+                                                num_gpus=spec.resources.gpu)
+    refs_best = [task.remote(_full(best_cfg, s)) for s in range(f.seeds)]
+    refs_ce = [task.remote(_full(ce_cfg, s)) for s in range(f.seeds)]
+    refs_lr = {x: ([task.remote(_full(best_cfg, s, x)) for s in range(f.lr_seeds)],
+                   [task.remote(_full(ce_cfg, s, x)) for s in range(f.lr_seeds)])
                for x in f.lr_factors}
-    runs_best: list[dict[str, Any]] = ray.get(refs_best)
-    runs_ce: list[dict[str, Any]] = ray.get(refs_ce)
-
-    def agg(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        acc = [r["test_acc"] for r in runs]
-        return {"runs": runs, "test_acc_mean": statistics.mean(acc),
-                "test_acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                "spread": round(racing.spread(acc), 3), "unstable": racing.unstable(acc)}
-
     result: dict[str, Any] = {
         "seeds": f.seeds,
         "unstable_points": racing.UNSTABLE_POINTS,
-        "best": {"trial": best.number, "edf": best_cfg.loss.edf,
+        "best": {"trial": number, "edf": best_cfg.loss.edf,
                  **({"edf_end": best_cfg.loss.edf_end,
                      "ramp": best_cfg.to_dict()["loss"]["ramp"]} if best_cfg.loss.edf_end
                     else {}),
-                 **agg(runs_best)},
-        "ce": {"edf": {"family": "cce"}, **agg(runs_ce)},
+                 **_agg(ray.get(refs_best))},
+        "ce": {"edf": {"family": "cce"}, **_agg(ray.get(refs_ce))},
     }
     result["gain"] = result["best"]["test_acc_mean"] - result["ce"]["test_acc_mean"]
     if f.lr_factors:
@@ -89,16 +101,9 @@ def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], N
                  "best": result["best"]["test_acc_mean"], "ce": result["ce"]["test_acc_mean"],
                  "seeds": f.seeds}]
         for x, (rb, rc) in refs_lr.items():
-            b, c = agg(ray.get(rb)), agg(ray.get(rc))
+            b, c = _agg(ray.get(rb)), _agg(ray.get(rc))
             rows.append({"factor": x, "lr_best": best_cfg.optim.lr * x,
                          "lr_ce": ce_cfg.optim.lr * x, "best": b["test_acc_mean"],
                          "ce": c["test_acc_mean"], "seeds": f.lr_seeds})
         result["lr_sensitivity"] = sorted(rows, key=lambda r: r["factor"])
-    st.record_final_stage(study, result)
-    say(final_stage_line(result))
-    warning = final_warning(result)
-    if warning:
-        say(warning)
-    line = lr_range_line(result)
-    if line:
-        say(line)
+    return result

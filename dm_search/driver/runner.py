@@ -184,29 +184,9 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
                                 study_name=spec.name, storage=storage)
     study_searcher = StudySearcher(searcher, spec, study, stop)
     search_alg = ConcurrencyLimiter(study_searcher, max_concurrent=spec.max_concurrent)
-    # Non-default searchers get one pending trial at a time unless told otherwise, which
-    # would serialise the study.
-    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # A duplicate trial returns without training, so its only result has no val_acc.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # A failed trial gets one line with its reason from the recorder; Ray's traceback stays in
-    # the trial's error file under the study directory.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # A resumed study's progress line starts from what the database already holds.
-    for t in study.get_trials(deepcopy=False):
-        reason = st.stop_reason(t)
-        if reason == st.FINISHED:
-            progress.finished += 1
-        elif reason == st.EARLY or reason.startswith("duplicate"):
-            progress.early += 1
-        elif reason.startswith("failed") and reason != st.INTERRUPTED:
-            progress.failed += 1
+    _tune_environment(spec)
+    _count_recorded(study, progress)
     recorder = Recorder(study, progress, spec.max_concurrent, say, artifacts, stop)
-    # Ctrl-C and SIGTERM are the study's to handle (see stopping_on_signals): Tune's own
-    # handler would print how to restore a Tune run, which is not how a study resumes.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
@@ -232,3 +212,32 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
         tuner.fit()
     finally:
         stop.in_tune = False
+
+
+def _tune_environment(spec: StudySpec) -> None:
+    """Tune's settings that a study needs, set before the Tuner is built."""
+    # Non-default searchers get one pending trial at a time unless told otherwise, which
+    # would serialise the study.
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(spec.max_concurrent)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A duplicate trial returns without training, so its only result has no val_acc.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # A failed trial gets one line with its reason from the recorder; Ray's traceback stays in
+    # the trial's error file under the study directory.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C and SIGTERM are the study's to handle (see stopping_on_signals): Tune's own
+    # handler would print how to restore a Tune run, which is not how a study resumes.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+
+def _count_recorded(study: optuna.Study, progress: Progress) -> None:
+    """A resumed study's progress line starts from what the database already holds."""
+    for t in study.get_trials(deepcopy=False):
+        reason = st.stop_reason(t)
+        if reason == st.FINISHED:
+            progress.finished += 1
+        elif reason == st.EARLY or reason.startswith("duplicate"):
+            progress.early += 1
+        elif reason.startswith("failed") and reason != st.INTERRUPTED:
+            progress.failed += 1

@@ -221,17 +221,7 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
     symbols = ["circle", "diamond", "triangle-up", "triangle-down", "pentagon", "hexagon"]
     refs = info.reference or [False] * len(info.family)
     fig = go.Figure()
-    for i, path in enumerate(info.paths or []):
-        if len(path) < 2:
-            continue
-        # An emphasis schedule: its marker is where it starts; the line shows where it went.
-        fig.add_trace(go.Scatter(
-            x=[x for x, _ in path], y=[y for _, y in path], mode="lines+markers",
-            line={"color": "#999", "width": 1.5, "dash": "dot"},
-            marker={"size": [0] * (len(path) - 1) + [9], "symbol": "arrow",
-                    "angleref": "previous", "color": "#666"},
-            hoverinfo="text", showlegend=False,
-            text=[f"trial {info.number[i]}: schedule path"] * len(path)))
+    _add_schedule_paths(fig, info)
     grey = "#c8c8c8"
     for k, fam in enumerate(sorted(set(info.family))):
         # Early-stopped trials are grey: an accuracy after 10 epochs on the colour scale of
@@ -279,6 +269,20 @@ def plot_mode_spread(info: ModeSpreadInfo) -> go.Figure:
                       template="plotly_white",
                       legend={"orientation": "h", "yanchor": "top", "y": -0.15})
     return fig
+
+
+def _add_schedule_paths(fig: go.Figure, info: ModeSpreadInfo) -> None:
+    """An emphasis schedule's line: its marker is where it starts; the line, where it went."""
+    for i, path in enumerate(info.paths or []):
+        if len(path) < 2:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in path], y=[y for _, y in path], mode="lines+markers",
+            line={"color": "#999", "width": 1.5, "dash": "dot"},
+            marker={"size": [0] * (len(path) - 1) + [9], "symbol": "arrow",
+                    "angleref": "previous", "color": "#666"},
+            hoverinfo="text", showlegend=False,
+            text=[f"trial {info.number[i]}: schedule path"] * len(path)))
 
 
 def _colour_range(info: ModeSpreadInfo) -> dict[str, float]:

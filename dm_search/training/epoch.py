@@ -177,7 +177,7 @@ def restore(run: Run) -> None:
 
 def train_epoch(run: Run, epoch: int) -> dict[str, float]:
     """One pass over the shuffled training set; returns the epoch's training metrics."""
-    cfg, t, device, bs = run.cfg, run.tensors, run.device, run.batch_size
+    t, device, bs = run.tensors, run.device, run.batch_size
     t0 = time.perf_counter()
     run.model.train()
     n = len(t["y_train"])
@@ -196,21 +196,9 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
             break
         if scheduled:  # a function of the step alone: a resumed run follows the same path
             run.loss_fn.set_step(run.step, run.total_steps)
-        lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.total_steps, run.warmup)
-        for group in run.opt.param_groups:
-            group["lr"] = lr
         idx = perm[b * bs:(b + 1) * bs]
-        xb = augment(t["x_train"][idx], run.crop_pad, run.flip, run.g_aug)
-        if run.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
         yb = t["y_train"][idx]
-        with run.amp:
-            logits = run.net(xb)
-        logits = logits.float()
-        loss = run.loss_fn(logits, yb)
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
+        loss, logits = _step(run, t["x_train"][idx], yb)
         # Running sums stay on the device: no synchronisation inside the epoch.
         w = run.loss_fn.last_weights
         assert w is not None
@@ -243,6 +231,25 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
         "logit_spread": float(spread_sum) / batches,
         "logit_absmax": float(absmax),
     }
+
+
+def _step(run: Run, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """One optimiser step on a batch at the step's learning rate; (loss, float32 logits)."""
+    cfg = run.cfg
+    lr = cfg.optim.lr * lr_factor(cfg.optim, run.step, run.total_steps, run.warmup)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    xb = augment(x, run.crop_pad, run.flip, run.g_aug)
+    if run.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with run.amp:
+        logits = run.net(xb)
+    logits = logits.float()
+    loss = run.loss_fn(logits, y)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    return loss, logits
 
 
 def evaluate(run: Run) -> dict[str, float]:
