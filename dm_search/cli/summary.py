@@ -50,7 +50,7 @@ def _ramp(schedule: dict) -> str:
 
 
 def print_summary(summary: dict, driver: bool = False) -> None:
-    from dm_search.storage import reasons_in_words
+    from dm_search.common.labels import reasons_in_words
 
     console.print(
         f"[bold]{summary['name']}[/bold]: {summary['searched']} of {summary['n_trials'] or '?'} "

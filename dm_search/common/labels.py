@@ -129,3 +129,11 @@ def race_lines(record: Mapping[str, Any]) -> list[str]:
             "depends on the seed" for c in record["candidates"]
             if c.get("unstable") and c["trial"] == record.get("winner")]
     return [head, *lines, *warn]
+
+
+def reasons_in_words(by_reason: dict[str, int]) -> str:
+    """``{"finished": 8, "early-stopped": 12}`` as "8 finished, 12 early-stopped"."""
+    order = ["finished", "early-stopped", "duplicate", "failed", "interrupted", "running",
+             "waiting"]
+    keys = sorted(by_reason, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ", ".join(f"{by_reason[k]} {k}" for k in keys) or "none yet"

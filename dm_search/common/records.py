@@ -1,11 +1,16 @@
-"""How recorded documents (trial configs, study specs, checkpoints) are compared across
-versions of dm-search. Imports nothing heavy: the light commands compare specs too."""
+"""What a trial's value is called, and how recorded documents (trial configs, study specs,
+checkpoints) are compared across versions of dm-search. Imports nothing heavy: the light
+commands compare specs too."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["without_unset"]
+__all__ = ["METRIC", "without_unset"]
+
+# What a trial's value is, wherever it is recorded, reported or ranked: the clean validation
+# accuracy of its last epoch.
+METRIC = "val_acc"
 
 
 def without_unset(data: Any) -> Any:

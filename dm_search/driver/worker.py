@@ -15,11 +15,11 @@ import ray
 from ray import tune
 
 from dm_search.common.provenance import hardware
+from dm_search.common.records import METRIC
 from dm_search.training.config import TrialConfig
 from dm_search.training.data import PreparedData, prepare_data
 from dm_search.training.trainer import TrialDiverged, run_trial, total_epochs
 
-METRIC = "val_acc"
 _DATA_CACHE: dict[str, PreparedData] = {}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dm_search import storage as st
-from dm_search.common.labels import final_warning, fmt, race_lines
+from dm_search.common.labels import final_warning, fmt, race_lines, reasons_in_words
 from dm_search.edf import EDF
 from dm_search.results.curves import plot_edf_curves
 from dm_search.results.figures import (
@@ -129,7 +129,7 @@ def study_note(study: Any) -> str:
     summary = st.study_summary(study)
     spec = st.study_spec(study)
     lines = [f"# {study.study_name}", "",
-             f"Trials: {st.reasons_in_words(summary['by_reason'])} "
+             f"Trials: {reasons_in_words(summary['by_reason'])} "
              f"({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched).", "",
              "## Set-up", *[f"- {name}: {text}" for name, text in setup(study)]]
     best = summary.get("best")

@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 import plotly.graph_objects as go
 
 from dm_search import storage as st
-from dm_search.common.labels import duration, final_warning, fmt, loss_label, lr_range, race_lines
+from dm_search.common.labels import (
+    duration,
+    final_warning,
+    fmt,
+    loss_label,
+    lr_range,
+    race_lines,
+    reasons_in_words,
+)
 from dm_search.edf import EDF
 from dm_search.results.curves import plot_edf_curves, write_figure
 from dm_search.results.figures import (
@@ -273,7 +281,7 @@ def _head(study: Any, summary: dict[str, Any]) -> list[str]:
             "<meta name='viewport' content='width=device-width,initial-scale=1'>",
             f"<title>dm-search report: {name}</title><style>{_STYLE}</style></head><body>",
             f"<h1>Study {name}</h1>",
-            f"<p>{summary['trials']} trials: {_esc(st.reasons_in_words(summary['by_reason']))}"
+            f"<p>{summary['trials']} trials: {_esc(reasons_in_words(summary['by_reason']))}"
             f" ({summary['searched']} of {fmt(summary['n_trials'], 'd')} searched trials ran"
             f"{_references_in_words(len(summary.get('references') or []))})."
             f" Report generated {generated()}.</p>",

@@ -47,7 +47,6 @@ from dm_search.storage.ranking import (
     race_epochs,
     ran_full_budget,
     ranked_trials,
-    reasons_in_words,
     score_window,
     search_epochs,
     stop_reason,
@@ -149,7 +148,7 @@ __all__ = [
     "race_epochs",
     "ran_full_budget",
     "ranked_trials",
-    "reasons_in_words",
+
     "record_dataset",
     "record_driver",
     "record_duplicate",

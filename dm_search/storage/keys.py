@@ -9,6 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from dm_search.common.records import METRIC
+
 __all__ = [
     "BLOBS",
     "DRIVER",
@@ -124,7 +126,7 @@ MAX_RUNS = 20
 SHORT_REASON = 40
 
 
-METRIC_NAME = "val_acc"  # what a trial's value is: the last epoch's clean validation accuracy
+METRIC_NAME = METRIC  # the name Optuna shows for a trial's value
 
 
 # ------------------------------------------------------------------ where a study's files are

@@ -29,7 +29,7 @@ from dm_search.storage.read import (
 from dm_search.storage.write import config_key
 
 __all__ = ["best_trial", "counted_trials", "epochs_trained", "is_eligible", "past_curves",
-           "race_epochs", "ran_full_budget", "ranked_trials", "reasons_in_words", "score_window",
+           "race_epochs", "ran_full_budget", "ranked_trials", "score_window",
            "search_epochs", "stop_reason", "study_summary", "trial_score", "trial_summary"]
 
 
@@ -164,14 +164,6 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
         "test_acc": final.get("test_acc"),
         "memorised": final.get("memorised"),
     }
-
-
-def reasons_in_words(by_reason: dict[str, int]) -> str:
-    """``{"finished": 8, "early-stopped": 12}`` as "8 finished, 12 early-stopped"."""
-    order = ["finished", "early-stopped", "duplicate", "failed", "interrupted", "running",
-             "waiting"]
-    keys = sorted(by_reason, key=lambda k: (order.index(k) if k in order else len(order), k))
-    return ", ".join(f"{by_reason[k]} {k}" for k in keys) or "none yet"
 
 
 def study_summary(study: optuna.Study) -> dict[str, Any]:

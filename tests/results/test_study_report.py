@@ -1,3 +1,5 @@
+
+
 import datetime as dt
 import re
 import shutil
@@ -6,6 +8,7 @@ from html.parser import HTMLParser
 import optuna
 import pytest
 
+from dm_search.common.labels import reasons_in_words
 from dm_search.edf import EDF
 from dm_search.results import dashboard as dash
 from dm_search.results import figures, learning, tables
@@ -298,7 +301,7 @@ def test_the_study_note_says_what_was_searched_what_won_and_how_to_read_it(study
     note = dash.study_note(study)
     assert note.startswith("# made\n")
     summary = st.study_summary(study)
-    assert f"Trials: {st.reasons_in_words(summary['by_reason'])}" in note
+    assert f"Trials: {reasons_in_words(summary['by_reason'])}" in note
     assert "{" not in note.split("## Spec")[0]  # counts as words, never a Python dict
     assert "mnist1d, symmetric noise at 40%" in note
     best = summary["best"]

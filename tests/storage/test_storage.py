@@ -1,3 +1,5 @@
+
+
 import datetime as dt
 import re
 
@@ -6,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from dm_search import storage as st
+from dm_search.common.labels import reasons_in_words
 from dm_search.study.spec import StudySpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -219,9 +222,9 @@ def test_a_plain_path_is_an_sqlite_database_and_configs_match_within_rounding(tm
 
 
 def test_reasons_read_as_words():
-    assert st.reasons_in_words({"early-stopped": 12, "finished": 8, "duplicate": 1}) == \
+    assert reasons_in_words({"early-stopped": 12, "finished": 8, "duplicate": 1}) == \
         "8 finished, 12 early-stopped, 1 duplicate"
-    assert st.reasons_in_words({}) == "none yet"
+    assert reasons_in_words({}) == "none yet"
 
 
 def _drop(data, keys):
