@@ -23,11 +23,14 @@ from dm_search.training.config import TrialConfig
 __all__ = ["run_final_stage"]
 
 
-def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -> None:
+def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], None],
+                    ) -> dict[str, Any] | None:
+    """Retrain the best trial and CE on the whole training set; the result when it ran now
+    (None when skipped, or done already for this best trial)."""
     best = st.best_trial(study)
     if best is None:
         say("final stage skipped: no trial ran its full budget")
-        return
+        return None
     done = st.final_stage(study)
     done_factors = [r["factor"] for r in (done or {}).get("lr_sensitivity") or [] if
                     r["factor"] != 1.0]
@@ -35,7 +38,7 @@ def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], N
             done.get("seeds") == spec.final.seeds and \
             tuple(done_factors) == spec.final.lr_factors:
         say("final stage already done for the current best trial")
-        return
+        return None
     best_cfg = TrialConfig.from_dict(st.trial_config(best))
     # The CE the best is compared with: the study's CE reference where it has one (the same
     # recipe it was measured with during the search), else plain CE on the base config.
@@ -54,6 +57,7 @@ def run_final_stage(spec: StudySpec, study: optuna.Study, say: Callable[[str], N
     for line in (final_warning(result), lr_range_line(result)):
         if line:
             say(line)
+    return result
 
 
 def _full(cfg: TrialConfig, seed: int, lr_factor: float = 1.0) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dm_search.driver.rendering import refresh_later, render_done, render_later
 from dm_search.driver.signals import StopRequest
 from dm_search.driver.worker import METRIC
 from dm_search.results import dashboard, learning
+from dm_search.results.tracking import Tracking, trial_params
 from dm_search.training.trainer import METRICS
 
 __all__ = ["Recorder", "as_number"]
@@ -29,9 +30,12 @@ class Recorder(tune.Callback):
 
     def __init__(self, study: optuna.Study, progress: Progress, concurrency: int,
                  say: Callable[[str], None], artifacts: Any,
-                 stop: StopRequest | None = None) -> None:
+                 stop: StopRequest | None = None, *, tracker: Tracking | None = None,
+                 searched: list[str] | None = None) -> None:
         self.study = study
         self.stop = stop or StopRequest()
+        self.tracker = tracker or Tracking([], say)
+        self.searched = searched or []
         self.artifacts = artifacts
         self.last_refresh = 0.0
         self.storage = study._storage
@@ -74,7 +78,12 @@ class Recorder(tune.Callback):
         if trial.config.get("duplicate_of") is not None:
             return
         ref = " (reference)" if trial.config.get("reference") else ""
-        self.say(f"trial {number} started{ref}: {config_label(trial.config['trial_config'])}")
+        label = config_label(trial.config["trial_config"])
+        self.say(f"trial {number} started{ref}: {label}")
+        if self.tracker:
+            self.tracker.trial_started(
+                f"trial_{number}", "reference" if ref else "trial", f"trial {number}: {label}",
+                trial_params(trial.config["trial_config"], self.searched))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -99,6 +108,7 @@ class Recorder(tune.Callback):
                 self.fingerprint_saved = True
         reason = st.record_epoch(self.storage, tid, epoch=epoch, total=total, history=hist,
                                  node=node)
+        self.tracker.epoch(f"trial_{number}", epoch, hist[-1])
         if reason == st.FINISHED or result.get("done"):
             # The trial's last moment as a running trial: artifacts need one.
             label = config_label(trial.config["trial_config"])
@@ -143,6 +153,7 @@ class Recorder(tune.Callback):
         if self.stop.signum is not None and not (total and epoch >= total):
             self.say(f"trial {number} interrupted after {epoch}/{total} epochs: it runs again "
                      "on resume")
+            self.tracker.trial_ended(f"trial_{number}", st.INTERRUPTED, failed=True)
             return
         if total and epoch >= total:
             self.progress.finished += 1
@@ -157,6 +168,8 @@ class Recorder(tune.Callback):
             what = "early-stopped"
         self.say(f"trial {number} {what}: val_acc {as_number(value):.4f} after "
                  f"{epoch}/{total} epochs | {self._line()}")
+        self.tracker.trial_ended(f"trial_{number}", st.FINISHED if what.startswith("finished")
+                                 else st.EARLY)
         self._refresh(number)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -164,10 +177,12 @@ class Recorder(tune.Callback):
         self.progress.running.discard(number)
         if self.stop.signum is not None:
             self.say(f"trial {number} interrupted: it runs again on resume")
+            self.tracker.trial_ended(f"trial_{number}", st.INTERRUPTED, failed=True)
             return
         self.progress.failed += 1
         error = (trial.last_result or {}).get("error", "see the Ray logs")
         self.say(f"trial {number} failed: {error} | {self._line()}")
+        self.tracker.trial_ended(f"trial_{number}", f"failed: {error}"[:250], failed=True)
         self._refresh(number)
 
 

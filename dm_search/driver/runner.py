@@ -39,7 +39,9 @@ from dm_search.driver.recorder import Recorder
 from dm_search.driver.rendering import RecordingSpace, attach, refreshes_done
 from dm_search.driver.scheduling import RuleScheduler, StudySearcher
 from dm_search.driver.signals import Heartbeat, StopRequest, StudyInterrupted, stopping_on_signals
+from dm_search.driver.tracked import check_tracking, end_tracking, start_tracking
 from dm_search.results import dashboard
+from dm_search.results.tracking import Tracking
 from dm_search.study.space import grid_points, make_sampler, make_space, warm_start_points
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import ConfigError
@@ -83,6 +85,7 @@ def run_study(
         check_config(spec.base_config())  # an unknown dataset would fail every trial
     except ConfigError as err:
         raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
+    check_tracking(spec)  # a missing extra, named before anything is written
     url = st.resolve_url(storage_url, spec)
     # Tune pickles what it is handed to disk: from here on the URL (and any password in it)
     # lives only in the sealed storage.
@@ -107,23 +110,27 @@ def run_study(
     heartbeat = Heartbeat(study, resume_command)
     st.record_driver(study, "running", resume_command)
     heartbeat.start()
+    tracker = start_tracking(spec, say)
     try:
         with stopping_on_signals(stop, say):
-            outcome = _drive(spec, study, storage, opened, stop, say)
+            outcome = _drive(spec, study, storage, opened, stop, say, tracker)
     except KeyboardInterrupt:
         marked = st.repair_interrupted(study)
+        end_tracking(tracker, spec, study, failed=True)
         heartbeat.finish("interrupted")
         raise StudyInterrupted(stop.signum or signal.SIGINT, st.study_summary(study),
                                marked) from None
     except BaseException:
+        end_tracking(tracker, spec, study, failed=True)
         heartbeat.finish("failed")
         raise
+    end_tracking(tracker, spec, study)
     heartbeat.finish("done")
     return outcome
 
 
 def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened,
-           stop: StopRequest, say: Callable[[str], None]) -> StudyOutcome:
+           stop: StopRequest, say: Callable[[str], None], tracker: Tracking) -> StudyOutcome:
     """The study's trials, then its final stage; KeyboardInterrupt after a stop request."""
     if opened.created:
         points = grid_points(spec) if spec.sampler.name == "grid" else []
@@ -142,7 +149,7 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
     if over_budget and not missing:
         say(f"the search's budget of {search_budget} epochs is spent")
     elif remaining > 0 or missing:
-        _search(spec, study, storage, max(remaining, 0), progress, say, stop)
+        _search(spec, study, storage, max(remaining, 0), progress, say, stop, tracker)
         if stop.signum is not None:
             raise KeyboardInterrupt
         if spec.budget_epochs is not None and st.counted_trials(study) < spec.n_trials:
@@ -158,7 +165,9 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
     if spec.race.enabled:
         racing_stage.run_race(spec, study, say)
     if spec.final.enabled:
-        run_final_stage(spec, study, say)
+        final = run_final_stage(spec, study, say)
+        if final is not None:
+            tracker.final_stage(final)
     refreshes_done()
     attach(lambda: dashboard.update_dashboard(study))
     return StudyOutcome(spec.name, opened.created, opened.repaired, max(remaining, 0),
@@ -166,7 +175,8 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
 
 
 def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
-            progress: Progress, say: Callable[[str], None], stop: StopRequest) -> None:
+            progress: Progress, say: Callable[[str], None], stop: StopRequest,
+            tracker: Tracking) -> None:
     artifact_path = st.artifact_dir(st.resolve_url(None, spec), spec.study_dir)
     assert artifact_path is not None
     artifact_path.mkdir(parents=True, exist_ok=True)
@@ -186,7 +196,8 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
     search_alg = ConcurrencyLimiter(study_searcher, max_concurrent=spec.max_concurrent)
     _tune_environment(spec)
     _count_recorded(study, progress)
-    recorder = Recorder(study, progress, spec.max_concurrent, say, artifacts, stop)
+    recorder = Recorder(study, progress, spec.max_concurrent, say, artifacts, stop,
+                        tracker=tracker, searched=list(spec.space.params))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,7 @@ from dm_search.training.config import (
 )
 
 __all__ = ["FamilySpace", "FinalSpec", "ParamRange", "RaceSpec", "SamplerSpec", "SchedulerSpec",
-           "SpaceSpec", "StudySpec", "load_spec"]
+           "SpaceSpec", "StudySpec", "TrackingSpec", "load_spec"]
 
 
 class ParamRange(FrozenModel):
@@ -180,10 +181,39 @@ class RaceSpec(FrozenModel):
         return self.candidates * self.seeds if self.enabled else 0
 
 
+class MLflowSpec(FrozenModel):
+    """Where MLflow keeps the study's runs."""
+
+    # A tracking server (http://HOST:5000) or a database (sqlite:///mlflow.db); default:
+    # $MLFLOW_TRACKING_URI, else mlflow.db in the study's folder.
+    tracking_uri: str | None = None
+    experiment: str | None = None  # default: the study's name
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, v: str | None) -> str | None:
+        if v is not None and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", v):
+            # The spec is recorded on the study: a password in it would reach the database.
+            raise ValueError("tracking_uri holds a password, which the study would record: "
+                             "give it in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                             "instead, and the URI without it")
+        return v
+
+
+class TrackingSpec(FrozenModel):
+    """Optional trackers that show the study's runs (off by default; each needs its extra:
+    ``pip install "dm-search[mlflow]"``, ``"dm-search[tensorboard]"``)."""
+
+    mlflow: MLflowSpec | None = None
+    tensorboard: bool = False  # event files under <study_dir>/tensorboard/<name>/
+
+
 # What may change between submissions of one study: its budget, where and how it runs, the
-# races and the final stage (which train after the search and change none of its results).
+# races and the final stage (which train after the search and change none of its results),
+# and the trackers that show it.
 IDENTITY_EXCLUDES = {"name", "storage", "study_dir", "n_trials", "budget_epochs",
-                     "max_concurrent", "resources", "max_failures", "final", "race"}
+                     "max_concurrent", "resources", "max_failures", "final", "race",
+                     "tracking"}
 
 
 class StudySpec(FrozenModel):
@@ -203,6 +233,7 @@ class StudySpec(FrozenModel):
     warm_start: bool = True
     race: RaceSpec = RaceSpec()
     final: FinalSpec = FinalSpec()
+    tracking: TrackingSpec = TrackingSpec()
     # Reference EDFs ("cce", "gce:q=0.7"): each runs once per study at full budget, never
     # early-stopped, and is shown beside the search's results.
     baselines: list[str] = Field(default_factory=lambda: ["cce"])
