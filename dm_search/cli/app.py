@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,53 @@ from dm_search._version import __version__
 
 __all__ = ["app", "console", "edf_app", "err_console"]
 
+# What --help shows after an option that takes a value: a word a person reads, never a type
+# placeholder such as <str>; flags show nothing.
+_LABELS = {"storage": "URL", "address": "ADDRESS", "name": "NAME", "output": "FILE",
+           "static": "DIR", "json_out": "FILE", "set_": "KEY=VALUE", "param": "KEY=VALUE",
+           "fmt": "yaml|json", "trial": "N", "host": "HOST", "port": "PORT",
+           "artifact_dir": "DIR", "points": "N", "title": "TEXT", "config": "FILE",
+           "spec": "SPEC", "study": "STUDY", "family": "FAMILY", "specs": "EDF..."}
+
+
+def _label(param: Any, shown: str | None) -> str:
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    if param.name in _LABELS:
+        return _LABELS[param.name]
+    bare = (shown or "").strip("<>")
+    return {"int": "N", "int range": "N", "float": "NUMBER", "path": "PATH",
+            "list[str]": "TEXT..."}.get(bare, bare.upper() or "TEXT")
+
+
+def _readable(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "dm_search_readable", False):
+            continue
+        typed = param.display_type_rich
+
+        # The rich help asks each parameter how to show its value: answer with a label.
+        def show(ctx: Any, param: Any = param, typed: Any = typed) -> str:
+            return _label(param, typed(ctx))
+
+        param.display_type_rich = show
+        param.dm_search_readable = True
+    return params
+
+
+class _Group(typer.core.TyperGroup):
+    """A command group whose help, and its commands' help, show readable value names."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _readable(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and not isinstance(cmd, typer.core.TyperGroup):
+            _readable(cmd.get_params(ctx))
+        return cmd
+
+
 app = typer.Typer(
     name="dm-search",
     help=(
@@ -23,17 +71,20 @@ app = typer.Typer(
         "robust classifier under noisy labels, with Derivative Manipulation."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    cls=_Group,
     pretty_exceptions_enable=False,
 )
 edf_app = typer.Typer(
-    help="Inspect and plot emphasis density functions (EDFs).", no_args_is_help=True
+    help="Inspect and plot emphasis density functions (EDFs).", no_args_is_help=True,
+    cls=_Group,
 )
 app.add_typer(edf_app, name="edf")
 
 # Lines are never wrapped by Rich: piped output would break at 80 columns in mid-phrase and
-# in the middle of paths, which users copy; the terminal wraps what does not fit.
-console = Console(soft_wrap=True)
+# in the middle of paths, which users copy; the terminal wraps what does not fit. Output to a
+# pipe or a file has no width: a table there takes the width of its content, never cut.
+# Rich honours NO_COLOR (and FORCE_COLOR) itself.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 err_console = Console(stderr=True)
 
 

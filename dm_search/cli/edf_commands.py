@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,10 +43,19 @@ def _build(
 
 
 @edf_app.command("list")
-def edf_list() -> None:
+def edf_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
     """List the EDF families with their parameters and defaults."""
     from dm_search import edf as edf_mod
 
+    if json_out:
+        typer.echo(json.dumps([
+            {"family": name, "description": edf_mod.get(name).description,
+             "parameters": [{"name": s.name, "default": s.default, "allowed": s.allowed()}
+                            for s in edf_mod.get(name).param_specs]}
+            for name in edf_mod.names()], indent=2))
+        return
     table = Table(title="EDF families")
     table.add_column("family")
     table.add_column("w(p)")
@@ -73,6 +84,7 @@ def edf_describe(
     ] = None,
     std: Annotated[float | None, typer.Option(help="Std of the emphasis density.")] = None,
     points: Annotated[int, typer.Option(min=2, help="Rows in the w(p) table.")] = 11,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
     """Print an EDF's parameters, emphasis mode and spread, the mean and std of its emphasis
     density, a table of w(p), and the (mean, std) pairs the family can reach.
@@ -80,6 +92,9 @@ def edf_describe(
     Example: dm-search edf describe dm --param lam=0.5 --param beta=8
     """
     edf = _build(family, param or [], mode, spread, mean, std)
+    if json_out:
+        typer.echo(json.dumps(_described(edf, points), indent=2))
+        return
     console.print(f"[bold]{edf!r}[/bold]  {type(edf).description}")
     console.print(f"config: {edf.to_config()}")
     m, s = edf.mode, edf.spread
@@ -89,6 +104,18 @@ def edf_describe(
                   f"std {edf.std:.4f}")
     console.print(_weight_table(edf, points))
     _print_reach(edf.family)
+
+
+def _described(edf: EDF, points: int) -> dict:
+    """What describe prints, as plain values (an infinite weight as null)."""
+    import torch
+
+    p = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    w = [v if math.isfinite(v) else None for v in edf.weight(p).tolist()]
+    return {"edf": edf.to_config(), "description": type(edf).description, "mode": edf.mode,
+            "spread": edf.spread, "mean": edf.mean, "std": edf.std,
+            "weights": [{"p": round(pi, 6), "w": wi} for pi, wi in zip(p.tolist(), w,
+                                                                      strict=True)]}
 
 
 def _weight_table(edf: EDF, points: int) -> Table:

@@ -178,11 +178,27 @@ def status(
 @app.command("list")
 def list_studies(
     storage: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
     """List the studies in the database with their progress and best validation accuracy."""
+    import json
+
     from dm_search import storage as st
 
     studies, url = studies_in(storage)
+    if json_out:
+        rows = []
+        for s in studies:
+            summary = st.study_summary(s)
+            best = summary["best"]
+            rows.append({"study": s.study_name, "searched": summary["searched"],
+                         "n_trials": summary["n_trials"],
+                         "full_budget": sum(f["finished"] for f in summary["families"].values()),
+                         "best_val_acc": best["value"] if best else None,
+                         "best_edf": best["edf"] if best else None,
+                         "created": summary["created"]})
+        typer.echo(json.dumps(json_safe(rows), indent=2, allow_nan=False))
+        return
     table = Table(title=f"studies in {st.mask_url(url)}")
     for col in ("study", "searched trials", "full budget", "best val acc", "best EDF",
                 "created"):
