@@ -117,7 +117,7 @@ def studies() -> None:
 
     from dm_search import storage as st
     from dm_search.driver.runner import run_study
-    from dm_search.study.spec import load_spec
+    from dm_search.study.reading import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = Path(tempfile.mkdtemp(prefix="bench-lr-"))

@@ -149,7 +149,7 @@ def test_environment_is_consistent_and_holds_no_secret():
 
 
 def test_rayjob_runs_a_spec_the_configmap_holds():
-    from dm_search.study.spec import load_spec
+    from dm_search.study.reading import load_spec
 
     entry = shlex.split(_kuberay("rayjob.yaml")["spec"]["entrypoint"])
     spec_path = Path(entry[2])

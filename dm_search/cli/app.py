@@ -23,7 +23,8 @@ _LABELS = {"storage": "URL", "address": "ADDRESS", "name": "NAME", "output": "FI
            "static": "DIR", "json_out": "FILE", "set_": "KEY=VALUE", "param": "KEY=VALUE",
            "fmt": "yaml|json", "trial": "N", "host": "HOST", "port": "PORT",
            "artifact_dir": "DIR", "points": "N", "title": "TEXT", "config": "FILE",
-           "spec": "SPEC", "study": "STUDY", "family": "FAMILY", "specs": "EDF..."}
+           "spec": "SPEC", "study": "STUDY", "folder": "DIR", "family": "FAMILY",
+           "specs": "EDF..."}
 
 
 def _label(param: Any, shown: str | None) -> str:

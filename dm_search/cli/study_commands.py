@@ -29,8 +29,9 @@ __all__ = ["list_studies", "status", "submit"]
 @app.command()
 def submit(
     spec: Annotated[
-        str, typer.Argument(help="Study spec YAML (see search_spaces/), or env:VAR to read it "
-                                 "from an environment variable.")
+        str, typer.Argument(help="Study spec YAML, a shipped spec's name (quickstart, "
+                                 "paper_grid, ...), or env:VAR to read it from an environment "
+                                 "variable.")
     ],
     name: Annotated[str | None, typer.Option(help="Study name (overrides the spec's).")] = None,
     storage: Annotated[
@@ -64,7 +65,7 @@ def submit(
     Example: dm-search submit search_spaces/quickstart.yaml
     """
     from dm_search.storage import Resume
-    from dm_search.study.spec import load_spec
+    from dm_search.study.reading import load_spec
     from dm_search.training.config import ConfigError
 
     if resume and resume_if_exists:

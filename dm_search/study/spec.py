@@ -16,13 +16,10 @@ A minimal spec (see ``search_spaces/template.yaml`` for every field)::
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from dm_search import edf as edf_mod
 from dm_search.edf import EDF
@@ -32,13 +29,10 @@ from dm_search.training.config import (
     FrozenModel,
     TrialConfig,
     apply_overrides,
-    format_validation_error,
-    read_yaml,
 )
 
 __all__ = ["FamilySpace", "FinalSpec", "ParamRange", "RaceSpec", "SamplerSpec", "SchedulerSpec",
-           "SpaceSpec", "StudySpec", "TrackingSpec", "load_spec"]
-
+           "SpaceSpec", "StudySpec", "TrackingSpec"]
 
 class ParamRange(FrozenModel):
     """Another trial hyperparameter, addressed by its dotted path (e.g. optim.lr)."""
@@ -358,58 +352,3 @@ class StudySpec(FrozenModel):
     def stored(self) -> dict[str, Any]:
         """The spec as recorded on the study: no storage URL (it may hold a password)."""
         return self.model_dump(mode="json", exclude={"storage"})
-
-
-ENV_PREFIX = "env:"
-ENV_STUDY_DIR = "DM_SEARCH_STUDY_DIR"
-
-
-def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
-    """Read a study spec; ``base`` may be a path to a trial config (relative to the spec).
-
-    ``env:NAME`` reads the spec's YAML from the environment variable NAME (how a detached
-    study reaches the cluster without any file)."""
-    if str(path).startswith(ENV_PREFIX):
-        var = str(path)[len(ENV_PREFIX):]
-        if var not in os.environ:
-            raise ConfigError(f"spec {path}: environment variable {var} is not set")
-        folder = Path(tempfile.mkdtemp(prefix="dm-search-spec-"))
-        (folder / "spec.yaml").write_text(os.environ[var])
-        path = folder / "spec.yaml"
-    path = Path(path)
-    data = read_yaml(path, sections="name, base, space", example="search_spaces/quickstart.yaml")
-    base = data.get("base")
-    if isinstance(base, str):
-        base_path = Path(base)
-        if not base_path.is_absolute() and not base_path.is_file():
-            base_path = path.parent / base
-        if not base_path.exists():  # a folder is read_yaml's to explain
-            raise ConfigError(f"{path}: base: the trial config {base!r} does not exist (looked "
-                              f"in {base_path}); give a path relative to the spec, or the config "
-                              "inline")
-        try:
-            data["base"] = read_yaml(base_path)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: base: {err}") from None
-    if "base_set" in data:
-        overrides = data.pop("base_set")
-        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-            raise ConfigError(f"{path}: base_set must be a list of a.b=value strings, e.g. "
-                              f"base_set: [optim.epochs=30]; got {overrides!r}")
-        if isinstance(data.get("base"), dict):
-            try:
-                data["base"] = apply_overrides(data["base"], overrides)
-            except ConfigError as err:
-                raise ConfigError(f"{path}: base_set: {err}") from None
-    if name is not None:
-        data["name"] = name
-    if os.environ.get(ENV_STUDY_DIR):
-        # Deployments put every study's files on one shared volume, whatever the spec says.
-        data["study_dir"] = os.environ[ENV_STUDY_DIR]
-    try:
-        return StudySpec.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path))) from None
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-

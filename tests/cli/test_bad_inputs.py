@@ -101,7 +101,7 @@ class World:
     def create_study(self, spec: str, url: str | None = None) -> str:
         """Create ``spec``'s study (no trials) as a first submission would; returns the URL."""
         from dm_search import storage as st
-        from dm_search.study.spec import load_spec
+        from dm_search.study.reading import load_spec
 
         url = url or self.default_url()
         st.open_study(st.open_storage(url), load_spec(spec), resume=False)

@@ -39,7 +39,7 @@ def test_a_spec_asking_for_a_missing_tracker_is_refused_before_anything_runs(
     import ray
 
     from dm_search.driver import runner
-    from dm_search.study.spec import load_spec
+    from dm_search.study.reading import load_spec
     from dm_search.training.config import ConfigError
 
     real = tracking.importlib.util.find_spec

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from dm_search.study.spec import StudySpec, load_spec
+from dm_search.study.reading import load_spec
+from dm_search.study.spec import StudySpec
 from dm_search.training.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
