@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dm_search.cli import app
 from dm_search.study.reading import load_spec, shipped_specs
@@ -47,14 +48,14 @@ def test_a_name_that_is_neither_a_file_nor_shipped_says_which_are(tmp_path, cli_
 
 
 @pytest.mark.slow
-def test_a_built_wheel_installed_in_a_fresh_environment_inits_and_trains(tmp_path):
+def test_a_built_wheel_installed_in_a_fresh_environment_inits_and_runs_a_study(tmp_path):
     wheels = tmp_path / "wheels"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
                             "--no-build-isolation", "-w", str(wheels), "-q"],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     wheel = next(wheels.glob("dm_search-*.whl"))
-    venv = tmp_path / "fresh env"
+    venv = tmp_path / "fresh-env"  # Ray starts its workers by a shell line: no spaces
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     site = Path(subprocess.check_output(
@@ -86,7 +87,15 @@ def test_a_built_wheel_installed_in_a_fresh_environment_inits_and_trains(tmp_pat
               "data.num_samples=400", "--quiet", "--json", "result.json", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (work / "result.json").exists()
-    assert run("submit", "--help").returncode == 0
+    # ... and a tiny study of it runs on Ray from the installed package.
+    spec = yaml.safe_load((work / "starter" / "study.yaml").read_text())
+    spec.update(n_trials=2, base_set=["optim.epochs=2", "data.num_samples=400"],
+                final={"enabled": False}, race={"enabled": False}, study_dir=str(work / "runs"))
+    (work / "starter" / "study.yaml").write_text(yaml.safe_dump(spec))
+    out = run("submit", "starter/study.yaml", "--storage", f"sqlite:///{work}/s.db",
+              timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "done 3/3" in out.stdout  # two searched trials and the CE reference
 
 
 def load_spec_there(py: Path, work: Path, env: dict, spec: str) -> str:
