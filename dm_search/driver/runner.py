@@ -81,22 +81,11 @@ def run_study(
     """
     # Optuna's own INFO lines ("A new study created ...") would interleave with the progress.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        check_config(spec.base_config())  # an unknown dataset would fail every trial
-    except ConfigError as err:
-        raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
-    check_tracking(spec)  # a missing extra, named before anything is written
     url = st.resolve_url(storage_url, spec)
     # Tune pickles what it is handed to disk: from here on the URL (and any password in it)
     # lives only in the sealed storage.
     spec = spec.model_copy(update={"storage": None})
-    st.check_submission_at(url, spec, resume=resume)  # before starting Ray (slow)
-    study_dir = Path(spec.study_dir)
-    problem = folder_problem(study_dir)
-    if problem:
-        raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
-                          f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "
-                          "a writable folder")
+    _check_before_ray(spec, url, resume)
     connect_ray(address)
     check_resources(spec, address, say)
     storage = st.open_storage(url)
@@ -127,6 +116,22 @@ def run_study(
     end_tracking(tracker, spec, study)
     heartbeat.finish("done")
     return outcome
+
+
+def _check_before_ray(spec: StudySpec, url: str, resume: st.Resume | bool) -> None:
+    """What can be refused before Ray starts (which takes seconds): ConfigError saying what."""
+    try:
+        check_config(spec.base_config())  # an unknown dataset would fail every trial
+    except ConfigError as err:
+        raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
+    check_tracking(spec)  # a missing extra, named before anything is written
+    st.check_submission_at(url, spec, resume=resume)
+    study_dir = Path(spec.study_dir)
+    problem = folder_problem(study_dir)
+    if problem:
+        raise ConfigError(f"study_dir {str(study_dir)!r} cannot hold the study's files "
+                          f"({problem}); set study_dir in the spec (or $DM_SEARCH_STUDY_DIR) to "
+                          "a writable folder")
 
 
 def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened,
