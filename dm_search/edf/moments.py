@@ -17,7 +17,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, least_squares
 
 from dm_search.edf.base import EDF, get
 
@@ -131,6 +130,10 @@ def reach(family: str) -> Reach:
 def nearest(family: str, mean: float, std: float | None = None) -> EDF:
     """The family member whose (mean, std) is closest to the pair asked for (the pair itself
     where it is reachable). Searches use it so that every sampled point trains some EDF."""
+    # scipy loads here, not with the package: every import of dm_search.edf (a Ray worker,
+    # `dm-search train`, a user's `from dm_search import EDF`) would pay half a second for it.
+    from scipy.optimize import brentq, least_squares
+
     kind = has_moments(family)
     if kind == "none":
         return EDF(family)

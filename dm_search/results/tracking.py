@@ -236,7 +236,8 @@ class Tracking:
         self._each("trial_started", key, role, name, params)
 
     def epoch(self, key: str, step: int, metrics: Mapping[str, Any]) -> None:
-        self._each("epoch", key, step, _finite(metrics))
+        if self.backends:  # called at every epoch of every study, tracked or not
+            self._each("epoch", key, step, _finite(metrics))
 
     def trial_ended(self, key: str, stop_reason: str, *, failed: bool = False) -> None:
         self._each("trial_ended", key, {"stop_reason": stop_reason}, failed)

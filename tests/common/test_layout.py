@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "ray", "optuna", "plotly")
+HEAVY = ("torch", "ray", "optuna", "plotly", "scipy.optimize")
 
 PROBE = """
 import importlib, json, sys
@@ -29,7 +29,8 @@ def _loaded(*modules: str) -> dict[str, bool]:
 
 
 @pytest.mark.parametrize(("modules", "heavy"), [
-    # A Ray worker process loads what training needs, never the sampler or the plotting.
+    # A Ray worker process loads what training needs, never the sampler, the plotting or the
+    # moments solver.
     (["dm_search.driver.worker"], {"torch", "ray"}),
     # A user's script that takes the exported loss home needs torch alone.
     (["dm_search.training.exported"], {"torch"}),
