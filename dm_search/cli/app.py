@@ -128,10 +128,10 @@ TRIAL_KEYS = {"data", "model", "loss", "optim"}
 def kind_hint(path: Path, command: str) -> str:
     """A study spec given to train, or a trial config to submit, fails on every key: say which
     command the file is for instead of listing them ("" when the file is not that mix-up)."""
-    import yaml
+    from dm_search.training.config import safe_load_bounded
 
     try:
-        keys = set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        keys = set(safe_load_bounded(path.read_text(encoding="utf-8"), str(path)) or {})
     except Exception:  # unreadable: the error already says so
         return ""
     if command == "train" and keys & SPEC_KEYS:

@@ -48,11 +48,12 @@ def train(
         writable(json_out, "--json")  # now, not after the training whose result it holds
     schedule = cfg.loss.build_schedule()
     edf = repr(cfg.loss.build_edf()) if schedule is None else schedule.label()
-    console.print(f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
-                  f"  model={cfg.model.name}  loss={edf} normalise={cfg.loss.normalise}",
-                  soft_wrap=True)
+    where = (f"[bold]{cfg.data.name}[/bold] noise={cfg.data.noise.kind}:{cfg.data.noise.rate}"
+             if cfg.data else "[bold]the trainer's own data[/bold]")
+    how = f"  trainer={cfg.trainer}" if cfg.trainer else f"  model={cfg.model.name}"
+    console.print(f"{where}{how}  loss={edf} normalise={cfg.loss.normalise}", soft_wrap=True)
     try:
-        data = prepare_data(cfg.data)
+        data = prepare_data(cfg.data) if cfg.data else None
     except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
         raise fail(str(err)) from None
     result = _train_with_progress(cfg, data, quiet)
@@ -72,7 +73,9 @@ def _train_with_progress(cfg: TrialConfig, data: Any, quiet: bool) -> Any:
         TimeRemainingColumn,
     )
 
+    from dm_search.common.plugins import describe_error
     from dm_search.training.config import ConfigError
+    from dm_search.training.context import ReportError
     from dm_search.training.data import DatasetUnavailable
     from dm_search.training.trainer import TrialDiverged, run_trial, total_epochs
 
@@ -83,7 +86,8 @@ def _train_with_progress(cfg: TrialConfig, data: Any, quiet: bool) -> Any:
         console=console, disable=quiet,
     )
     with progress:
-        task = progress.add_task("train", total=total_epochs(cfg, len(data.y_train)), info="")
+        epochs = cfg.optim.epoch_budget if data is None else total_epochs(cfg, len(data.y_train))
+        task = progress.add_task("train", total=epochs, info="")
 
         def report(m: dict[str, float]) -> None:
             info = (f"loss {m['train_loss']:.3f}  val {fmt(m['val_acc'])}  "
@@ -96,9 +100,16 @@ def _train_with_progress(cfg: TrialConfig, data: Any, quiet: bool) -> Any:
             return run_trial(cfg, report=report, data=data)
         except (ConfigError, DatasetUnavailable, OSError, ValueError) as err:
             # OSError: the data cache or a checkpoint could not be written (permissions)
-            raise fail(str(err)) from None
+            if cfg.trainer is None or isinstance(err, ConfigError | ReportError):
+                raise fail(str(err)) from None
+            raise fail(f"trainer {cfg.trainer} raised {describe_error(err)}", code=1) from None
         except TrialDiverged as err:
             raise fail(f"{err}. Lower optim.lr or pick a gentler EDF.", code=1) from None
+        except Exception as err:
+            if cfg.trainer is None:
+                raise
+            # A loop of one's own that raises: its last line and where, not a traceback.
+            raise fail(f"trainer {cfg.trainer} raised {describe_error(err)}", code=1) from None
 
 
 def _print_result(result: Any) -> None:

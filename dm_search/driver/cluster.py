@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -16,8 +17,8 @@ import ray
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import ConfigError
 
-__all__ = ["ClusterUnavailable", "ResourcesUnavailable", "check_resources", "connect_ray",
-           "leave_ray"]
+__all__ = ["ClusterUnavailable", "ResourcesUnavailable", "check_resources", "code_environment",
+           "connect_ray", "leave_ray"]
 
 
 def _check_reachable(address: str) -> None:
@@ -36,13 +37,31 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """ray.init locally (this machine's CPUs) or at ``address``; clear error if unreachable."""
+def code_environment(code: str | None, study_dir: str) -> dict[str, Any] | None:
+    """Ray's runtime environment that ships ``code`` (a folder) to every worker as its
+    working directory; None without one. The study's own files, version control and caches
+    stay behind (Ray also leaves out what the folder's .gitignore lists)."""
+    if code is None:
+        return None
+    root = Path(code).resolve()
+    excludes = [".git", "**/__pycache__", "*.db", "*.db-journal"]
+    study = Path(study_dir).resolve()
+    if study.is_relative_to(root) and study != root:
+        excludes.append("/" + study.relative_to(root).as_posix())
+    return {"working_dir": str(root), "excludes": excludes}
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None,
+                runtime_env: dict[str, Any] | None = None) -> None:
+    """ray.init locally (this machine's CPUs) or at ``address``; clear error if unreachable.
+    ``runtime_env`` ships code to every worker (see :func:`code_environment`)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     # Its "trial already finished" warning follows our own PRUNED record of early stops.
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
     # The study reports failed trials itself, one line each, and decides its exit code.

@@ -4,9 +4,10 @@ after the submitting shell closes."""
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from dm_search import storage as st
-from dm_search.driver.cluster import ClusterUnavailable
+from dm_search.driver.cluster import ClusterUnavailable, code_environment
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import dump_yaml
 
@@ -33,7 +34,9 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
         ) from None
     # The resolved spec (base config inlined, no storage URL) travels in the job's environment:
     # no file to upload, and no working directory that Ray may clean up under the driver.
-    resolved = spec.model_dump(mode="json", exclude={"storage"})
+    # The code's folder goes as the job's working directory, which every worker of the job
+    # shares: the spec names no folder of the submitting machine.
+    resolved = spec.model_dump(mode="json", exclude={"storage", "code"})
     env = {ENV_SPEC: dump_yaml(resolved)}
     if storage_url:
         env[st.ENV_STORAGE] = storage_url
@@ -42,4 +45,6 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
         cmd.append("--resume")
     elif resume == st.Resume.EITHER:
         cmd.append("--resume-if-exists")
-    return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env={"env_vars": env}))
+    runtime_env: dict[str, Any] = {"env_vars": env,
+                                   **(code_environment(spec.code, spec.study_dir) or {})}
+    return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env=runtime_env))

@@ -65,7 +65,8 @@ def _full(cfg: TrialConfig, seed: int, lr_factor: float = 1.0) -> dict[str, Any]
     scaled by ``lr_factor``."""
     d = cfg.to_dict()
     d["seed"] = seed
-    d["data"] = {**d["data"], "val_fraction": 0.0}
+    if d["data"] is not None:  # a trainer's own data: trial.final tells it
+        d["data"] = {**d["data"], "val_fraction": 0.0}
     d["optim"] = {**d["optim"], "lr": cfg.optim.lr * lr_factor}
     return d
 
@@ -84,10 +85,11 @@ def _retrain(spec: StudySpec, number: int, best_cfg: TrialConfig,
     f = spec.final
     task = ray.remote(worker.final_run).options(num_cpus=spec.resources.cpu,
                                                 num_gpus=spec.resources.gpu)
-    refs_best = [task.remote(_full(best_cfg, s)) for s in range(f.seeds)]
-    refs_ce = [task.remote(_full(ce_cfg, s)) for s in range(f.seeds)]
-    refs_lr = {x: ([task.remote(_full(best_cfg, s, x)) for s in range(f.lr_seeds)],
-                   [task.remote(_full(ce_cfg, s, x)) for s in range(f.lr_seeds)])
+    given = worker.handed_over()
+    refs_best = [task.remote(_full(best_cfg, s), *given) for s in range(f.seeds)]
+    refs_ce = [task.remote(_full(ce_cfg, s), *given) for s in range(f.seeds)]
+    refs_lr = {x: ([task.remote(_full(best_cfg, s, x), *given) for s in range(f.lr_seeds)],
+                   [task.remote(_full(ce_cfg, s, x), *given) for s in range(f.lr_seeds)])
                for x in f.lr_factors}
     result: dict[str, Any] = {
         "seeds": f.seeds,

@@ -134,7 +134,7 @@ def _round(todo: list[dict[str, Any]], cfgs: dict[int, dict[str, Any]], task: An
     for c in todo:
         cfg = dict(cfgs[c["trial"]])
         cfg["seed"] = int(cfg.get("seed") or 0) + SEED_STEP * rnd
-        pending[task.remote(cfg)] = c
+        pending[task.remote(cfg, *worker.handed_over())] = c
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         c = pending.pop(done[0])

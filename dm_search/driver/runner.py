@@ -29,10 +29,11 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from dm_search import storage as st
+from dm_search.common import plugins
 from dm_search.common.paths import folder_problem
 from dm_search.driver import race as racing_stage
 from dm_search.driver import worker
-from dm_search.driver.cluster import check_resources, connect_ray
+from dm_search.driver.cluster import check_resources, code_environment, connect_ray
 from dm_search.driver.final import run_final_stage
 from dm_search.driver.progress import Progress, QuietProgress
 from dm_search.driver.recorder import Recorder
@@ -86,7 +87,7 @@ def run_study(
     # lives only in the sealed storage.
     spec = spec.model_copy(update={"storage": None})
     _check_before_ray(spec, url, resume)
-    connect_ray(address)
+    connect_ray(address, runtime_env=code_environment(spec.code, spec.study_dir))
     check_resources(spec, address, say)
     storage = st.open_storage(url)
     opened = st.open_study(storage, spec, resume=resume)
@@ -120,6 +121,7 @@ def run_study(
 
 def _check_before_ray(spec: StudySpec, url: str, resume: st.Resume | bool) -> None:
     """What can be refused before Ray starts (which takes seconds): ConfigError saying what."""
+    plugins.add_code_paths([spec.code] if spec.code else [])
     try:
         check_config(spec.base_config())  # an unknown dataset would fail every trial
     except ConfigError as err:
@@ -205,8 +207,11 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
                         tracker=tracker, searched=list(spec.space.params))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    given = worker.handed_over()
+    trainable = tune.with_parameters(worker.trainable, provided=given[0]) if given else \
+        worker.trainable
     tuner = tune.Tuner(
-        tune.with_resources(worker.trainable, resources),
+        tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(search_alg=search_alg,
                                     scheduler=RuleScheduler(spec, st.past_curves(study)),
                                     num_samples=remaining + len(study_searcher.pending),

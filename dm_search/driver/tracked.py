@@ -32,8 +32,10 @@ def start_tracking(spec: StudySpec, say: Callable[[str], None]) -> Tracking:
     if tracker:
         base = spec.base_config()
         tracker.study_started(spec.name, {
-            "dataset": base.data.name, "noise": f"{base.data.noise.kind}:{base.data.noise.rate}",
-            "model": base.model.name, "families": ",".join(spec.space.families),
+            "dataset": base.data.name if base.data else "(the trainer's own)",
+            "noise": f"{base.data.noise.kind}:{base.data.noise.rate}" if base.data else "",
+            "model": base.model.name, "trainer": base.trainer or "built-in",
+            "families": ",".join(spec.space.families),
             "searched": ",".join(spec.space.params), "sampler": spec.sampler.name,
             "scheduler": spec.scheduler.name, "n_trials": spec.n_trials,
             "budget_epochs": spec.budget_epochs, "baselines": ",".join(spec.baselines)})

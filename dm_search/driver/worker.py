@@ -9,22 +9,27 @@ from __future__ import annotations
 import json
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
+from dm_search.common import plugins
 from dm_search.common.provenance import hardware
 from dm_search.common.records import METRIC
 from dm_search.training.config import TrialConfig
+from dm_search.training.context import ReportError, TrialStopped
 from dm_search.training.data import PreparedData, prepare_data
 from dm_search.training.trainer import TrialDiverged, run_trial, total_epochs
 
 _DATA_CACHE: dict[str, PreparedData] = {}
 
 
-def _prepared(cfg: TrialConfig) -> PreparedData:
+def _prepared(cfg: TrialConfig) -> PreparedData | None:
     # Reused actors keep their data: a study's trials usually share one dataset and split.
+    if cfg.data is None:
+        return None  # a trainer of one's own that loads its own
     key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -40,28 +45,41 @@ def _prepared(cfg: TrialConfig) -> PreparedData:
 PIPELINE_MAX_EPOCH_S = 2.0
 
 
-class _Halted(Exception):
-    """The trial was stopped while its training thread ran ahead."""
+def provide(provided: dict[str, Any] | None) -> None:
+    """Functions the driver handed over as objects (a trainer defined in the script or notebook
+    that runs the study), under the references the trial configs name them by."""
+    for ref, fn in (provided or {}).items():
+        plugins.provide(ref, fn)
 
 
-def trainable(config: dict[str, Any]) -> None:
+def handed_over() -> tuple[dict[str, Any], ...]:
+    """The extra argument of the worker's functions: the functions this driver was handed as
+    objects, or nothing (the usual case: references that workers import themselves)."""
+    given = plugins.provided()
+    return (given,) if given else ()
+
+
+def trainable(config: dict[str, Any], provided: dict[str, Any] | None = None) -> None:
     """One Ray Tune trial: train ``config["trial_config"]``, reporting every epoch."""
     if config.get("duplicate_of") is not None:
         return  # the same configuration was trained already: its result is on record
+    provide(provided)
     cfg = TrialConfig.from_dict(config["trial_config"])
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     if cfg.threads is None:
         cfg = cfg.model_copy(update={"threads": max(1, int(cpus))})
     data = _prepared(cfg)
+    epochs = cfg.optim.epoch_budget if data is None else total_epochs(cfg, len(data.y_train))
     extra = {
-        "total_epochs": total_epochs(cfg, len(data.y_train)),
+        "total_epochs": epochs,
         "node_ip": ray.util.get_node_ip_address(),
         "node_id": ray.get_runtime_context().get_node_id(),
         # A JSON string: Tune would flatten a dict into one metric per key.
         "node_hardware": json.dumps(hardware(gpu=cfg.device != "cpu")),
-        "fingerprint": data.fingerprint,
-        "noise_rate": data.noise_rate,
+        "fingerprint": data.fingerprint if data is not None else "",
+        "noise_rate": data.noise_rate if data is not None else math.nan,
     }
+    folder = Path(tune.get_context().get_trial_dir() or ".") / "checkpoint"
     last: dict[str, float] = {}
     pipe = _Pipe()
 
@@ -71,8 +89,8 @@ def trainable(config: dict[str, Any]) -> None:
 
     def train() -> None:
         try:
-            run_trial(cfg, report=report, data=data)
-        except _Halted:
+            run_trial(cfg, report=report, data=data, checkpoint_dir=folder)
+        except TrialStopped:
             pass
         except BaseException as err:  # handed to the trial's own thread
             pipe.put(err, wait=False)
@@ -88,7 +106,7 @@ def trainable(config: dict[str, Any]) -> None:
                 # so the reason travels in one last report before the error marks the trial
                 # failed.
                 tune.report({**{k: last.get(k, math.nan) for k in ("epoch", METRIC)}, **extra,
-                             "error": f"{type(item).__name__}: {item}"[:500]})
+                             "error": describe(item)[:500]})
                 raise item
             tune.report(item)  # Tune ends a stopped trial here (SystemExit)
             pipe.ack()
@@ -99,7 +117,8 @@ def trainable(config: dict[str, Any]) -> None:
 
 class _Pipe:
     """One trial's results, from its training thread to the thread Tune reports from. The
-    training thread runs at most one result ahead; halt() makes its next put raise _Halted."""
+    training thread runs at most one result ahead; halt() makes its next put raise
+    TrialStopped."""
 
     END = object()
 
@@ -113,7 +132,7 @@ class _Pipe:
     def put(self, item: Any, *, wait: bool) -> None:
         with self._cond:
             if self._halted and item is not _Pipe.END:
-                raise _Halted
+                raise TrialStopped
             self._items.append(item)
             self._put += 1
             self._cond.notify_all()
@@ -123,7 +142,7 @@ class _Pipe:
             behind = 0 if wait else 1
             self._cond.wait_for(lambda: self._halted or self._acked >= self._put - behind)
             if self._halted:
-                raise _Halted
+                raise TrialStopped
 
     def get(self) -> Any:
         with self._cond:
@@ -141,10 +160,23 @@ class _Pipe:
             self._cond.notify_all()
 
 
-def final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def describe(err: BaseException) -> str:
+    """A failed run's reason: the exception's last line; for a loop of one's own (any error
+    that is not one of the trainer's) also the file and line it was raised at."""
+    if isinstance(err, TrialDiverged):
+        return f"{type(err).__name__}: {err}"
+    return plugins.describe_error(err)
+
+
+def final_run(cfg_dict: dict[str, Any], provided: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run of the final stage (a Ray task): its test accuracy and memorisation."""
+    provide(provided)
     cfg = TrialConfig.from_dict(cfg_dict)
-    r = run_trial(cfg)
+    r = run_trial(cfg, final=True)
+    if cfg.trainer is not None and not math.isfinite(r.final["test_acc"]):
+        raise ReportError(f"trainer {cfg.trainer!r} reported no test_acc in the final stage: "
+                          "when trial.final is true, report test_acc (the final stage compares "
+                          "test accuracy)")
     return {"seed": cfg.seed, "test_acc": r.final["test_acc"], "memorised": r.final["memorised"],
             "best_test_acc": max(m["test_acc"] for m in r.history), "epochs": r.epochs_completed,
             "wall_s": round(r.wall_s, 2), "node": hardware(gpu=cfg.device != "cpu"),
@@ -153,9 +185,10 @@ def final_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
                         for m in r.history]}
 
 
-def race_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+def race_run(cfg_dict: dict[str, Any], provided: dict[str, Any] | None = None) -> dict[str, Any]:
     """One re-evaluation run of a race candidate (a Ray task): the search's split and data, a
     new training seed; every epoch's validation accuracy, and the last test accuracy."""
+    provide(provided)
     cfg = TrialConfig.from_dict(cfg_dict)
     history: list[dict[str, float]] = []
     try:
@@ -166,8 +199,10 @@ def race_run(cfg_dict: dict[str, Any]) -> dict[str, Any]:
         return {"seed": cfg.seed, "val_accs": [round(float(m[METRIC]), 5) for m in history],
                 "test_acc": None, "epochs": len(history), "wall_s": None,
                 "failed": f"{type(err).__name__}: {err}"[:200]}
+    test = float(r.final["test_acc"])
     return {"seed": cfg.seed, "val_accs": [round(float(m[METRIC]), 5) for m in r.history],
-            "test_acc": round(float(r.final["test_acc"]), 5), "epochs": r.epochs_completed,
+            "test_acc": round(test, 5) if math.isfinite(test) else None,
+            "epochs": r.epochs_completed,
             "wall_s": round(r.wall_s, 2)}
 
 

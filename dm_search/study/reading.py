@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,7 +19,8 @@ from dm_search.training.config import (
     read_yaml,
 )
 
-__all__ = ["ENV_PREFIX", "ENV_STUDY_DIR", "load_spec", "shipped_specs", "spec_path"]
+__all__ = ["ENV_PREFIX", "ENV_STUDY_DIR", "load_spec", "shipped_specs", "spec_from_dict",
+           "spec_path"]
 
 
 ENV_PREFIX = "env:"
@@ -46,13 +48,15 @@ def spec_path(text: str | Path) -> Path:
                       "a starter spec)")
 
 
-def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
+def load_spec(path: str | Path, *, name: str | None = None,
+              trainer: str | None = None) -> StudySpec:
     """Read a study spec; ``base`` may be a path to a trial config (relative to the spec).
 
     ``path`` may name a shipped spec (``quickstart``). ``env:NAME`` reads the spec's YAML from
     the environment variable NAME (how a detached study reaches the cluster without any
-    file)."""
-    if not str(path).startswith(ENV_PREFIX):
+    file). ``name`` and ``trainer`` (a training loop's reference) replace the spec's."""
+    from_env = str(path).startswith(ENV_PREFIX)
+    if not from_env:
         path = spec_path(path)
     if str(path).startswith(ENV_PREFIX):
         var = str(path)[len(ENV_PREFIX):]
@@ -63,29 +67,53 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
         path = folder / "spec.yaml"
     path = Path(path)
     data = read_yaml(path, sections="name, base, space", example="search_spaces/quickstart.yaml")
+    # A spec read from the environment (a detached study) runs in the folder its code was
+    # shipped to; a file's relative paths are relative to the file.
+    return spec_from_dict(data, name=name, trainer=trainer,
+                          folder=Path.cwd() if from_env else path.parent, source=str(path))
+
+
+def spec_from_dict(data: dict[str, Any], *, name: str | None = None, trainer: str | None = None,
+                   folder: Path | None = None, source: str = "spec") -> StudySpec:
+    """A study spec from its mapping, as :func:`load_spec` reads a file's: ``base`` may be a
+    trial config's path and ``code`` a folder, both relative to ``folder`` (default: the
+    working directory)."""
+    data = dict(data)
+    folder = folder or Path.cwd()
     base = data.get("base")
     if isinstance(base, str):
         base_path = Path(base)
         if not base_path.is_absolute() and not base_path.is_file():
-            base_path = path.parent / base
+            base_path = folder / base
         if not base_path.exists():  # a folder is read_yaml's to explain
-            raise ConfigError(f"{path}: base: the trial config {base!r} does not exist (looked "
-                              f"in {base_path}); give a path relative to the spec, or the config "
-                              "inline")
+            raise ConfigError(f"{source}: base: the trial config {base!r} does not exist "
+                              f"(looked in {base_path}); give a path relative to the spec, or "
+                              "the config inline")
         try:
             data["base"] = read_yaml(base_path)
         except ConfigError as err:
-            raise ConfigError(f"{path}: base: {err}") from None
+            raise ConfigError(f"{source}: base: {err}") from None
     if "base_set" in data:
         overrides = data.pop("base_set")
         if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-            raise ConfigError(f"{path}: base_set must be a list of a.b=value strings, e.g. "
+            raise ConfigError(f"{source}: base_set must be a list of a.b=value strings, e.g. "
                               f"base_set: [optim.epochs=30]; got {overrides!r}")
         if isinstance(data.get("base"), dict):
             try:
                 data["base"] = apply_overrides(data["base"], overrides)
             except ConfigError as err:
-                raise ConfigError(f"{path}: base_set: {err}") from None
+                raise ConfigError(f"{source}: base_set: {err}") from None
+    if trainer is not None:
+        base = data.get("base")
+        data["base"] = {**(base if isinstance(base, dict) else {}), "trainer": trainer}
+    code = data.get("code")
+    if isinstance(code, str):
+        resolved = (folder / Path(code).expanduser()).resolve()
+        if not resolved.is_dir():
+            raise ConfigError(f"{source}: code: {code!r} is not a folder (looked in "
+                              f"{resolved}); give the folder of your trainer's module, relative "
+                              "to the spec")
+        data["code"] = str(resolved)
     if name is not None:
         data["name"] = name
     if os.environ.get(ENV_STUDY_DIR):
@@ -94,6 +122,6 @@ def load_spec(path: str | Path, *, name: str | None = None) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path))) from None
+        raise ConfigError(format_validation_error(err, source)) from None
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{source}: {err}") from None

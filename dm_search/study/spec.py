@@ -202,12 +202,12 @@ class TrackingSpec(FrozenModel):
     tensorboard: bool = False  # event files under <study_dir>/tensorboard/<name>/
 
 
-# What may change between submissions of one study: its budget, where and how it runs, the
-# races and the final stage (which train after the search and change none of its results),
-# and the trackers that show it.
+# What may change between submissions of one study: its budget, where and how it runs (its
+# code's folder too), the races and the final stage (which train after the search and change
+# none of its results), and the trackers that show it.
 IDENTITY_EXCLUDES = {"name", "storage", "study_dir", "n_trials", "budget_epochs",
                      "max_concurrent", "resources", "max_failures", "final", "race",
-                     "tracking"}
+                     "tracking", "code"}
 
 
 class StudySpec(FrozenModel):
@@ -228,6 +228,10 @@ class StudySpec(FrozenModel):
     race: RaceSpec = RaceSpec()
     final: FinalSpec = FinalSpec()
     tracking: TrackingSpec = TrackingSpec()
+    # The folder of your own code (trainer, model, loader), relative to the spec's folder:
+    # it is importable by the driver and shipped to every Ray worker (Ray's runtime
+    # environment, working_dir), so a cluster's nodes need not have it.
+    code: str | None = None
     # Reference EDFs ("cce", "gce:q=0.7"): each runs once per study at full budget, never
     # early-stopped, and is shown beside the search's results.
     baselines: list[str] = Field(default_factory=lambda: ["cce"])
@@ -258,7 +262,7 @@ class StudySpec(FrozenModel):
     @classmethod
     def _valid_base(cls, v: dict[str, Any]) -> dict[str, Any]:
         cfg = TrialConfig.from_dict(v, source="base")
-        if cfg.data.val_fraction <= 0:
+        if cfg.data is not None and cfg.data.val_fraction <= 0:
             raise ValueError("a search needs a clean validation split: base.data.val_fraction > 0")
         if cfg.loss.edf_end is not None:
             # Every trial's EDF, schedule included, comes from the space: this would be dropped.

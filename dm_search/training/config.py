@@ -90,7 +90,13 @@ class DataConfig(FrozenModel):
     root: str | None = None  # data directory; default $DM_SEARCH_DATA or ~/.cache/dm-search
     download: bool = True  # torchvision datasets only
     num_samples: int | None = Field(None, ge=10)  # generated datasets (mnist1d): train + test
-    path: str | None = None  # npz dataset file
+    path: str | None = None  # npz dataset file; imagefolder's folder
+    # Passed to the loader: imagefolder's (image_size), or a loader of your own's
+    # (name: "my_module:load") as keyword arguments.
+    options: dict[str, Any] | None = None
+    # DataLoader worker processes for datasets streamed from disk (imagefolder, or a loader
+    # that returns torch Datasets); default: the trial's CPUs, at most 4.
+    workers: int | None = Field(None, ge=0)
 
 
 class ModelConfig(FrozenModel):
@@ -219,8 +225,16 @@ class CheckpointConfig(FrozenModel):
     resume: bool = True  # continue from the latest checkpoint in dir when there is one
 
 
+def _reference(v: str | None, what: str) -> str | None:
+    if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+        raise ValueError(f"{what} must look like module:function (e.g. my_module:{what}); got "
+                         f"{v!r}")
+    return v
+
+
 class TrialConfig(FrozenModel):
-    data: DataConfig = DataConfig()
+    # None only with a trainer of your own, which may bring its own data.
+    data: DataConfig | None = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -235,6 +249,37 @@ class TrialConfig(FrozenModel):
     # torch.compile the model and fuse the loss (DMLoss(compile=True)). None is off; it says
     # how a trial runs, not what it trains, so comparisons of configs leave it out.
     compile: bool | None = None
+    # A training loop of your own, "module:function": it is called with a TrialContext
+    # (dm_search.TrialContext) and reports each epoch through it.
+    trainer: str | None = None
+    # Your own hyperparameters, handed to your trainer, model or loader as trial.params;
+    # search them as space.params: {params.NAME: ...}.
+    # (None, not {}, when unset: a config recorded before this field existed compares equal.)
+    params: dict[str, Any] | None = None
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_ref(cls, v: str | None) -> str | None:
+        return _reference(v, "trainer")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_default(cls, data: Any) -> Any:
+        # A trainer of your own that loads its data itself gives no data section: it gets
+        # trial.data = None. The built-in loop always trains on a dataset.
+        if isinstance(data, dict) and data.get("trainer") and "data" not in data:
+            return {**data, "data": None}
+        return data
+
+    @model_validator(mode="after")
+    def _data_needed(self) -> TrialConfig:
+        if self.data is None and self.trainer is None:
+            raise ValueError("data: the built-in training loop needs a dataset (data: {name: "
+                             "...}); only a trainer of your own may go without one")
+        if self.trainer is not None and self.optim.iterations is not None:
+            raise ValueError("optim.iterations: a trainer of your own counts epochs; give "
+                             "optim.epochs instead")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -328,6 +373,56 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
+# A config file is a page of settings: these bounds are far above any real one and keep a
+# hostile or broken file (nested aliases: a few hundred bytes that expand to billions of
+# nodes) from holding a command for minutes and gigabytes.
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 200_000
+
+
+def safe_load_bounded(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)`` in bounded time and memory: the document's size with every
+    alias expanded is counted on the parsed graph (each node once) before anything is built.
+    Raises ConfigError saying what was too large."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is {len(text) / 1e6:.1f} MB; a config is at most "
+                          f"{MAX_YAML_BYTES // 2**20} MiB")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node that contains itself counts once (PyYAML builds a cycle)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        total = min(total, MAX_YAML_NODES + 1)
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_YAML_NODES:
+        raise ConfigError(f"{source} expands to more than {MAX_YAML_NODES:,} values once its "
+                          "aliases (*name) are expanded; a config this size is a mistake or an "
+                          "attack: write the values out, or use fewer nested aliases")
+
+
 def read_yaml(path: str | Path, *, sections: str = "data, model, loss, optim",
               example: str = "examples/mnist1d_dm.yaml") -> dict[str, Any]:
     """A YAML file's mapping; ``sections`` and ``example`` tell the user what it should hold
@@ -339,7 +434,7 @@ def read_yaml(path: str | Path, *, sections: str = "data, model, loss, optim",
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_bounded(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     except (OSError, UnicodeDecodeError) as err:

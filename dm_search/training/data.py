@@ -1,7 +1,10 @@
-"""Datasets as in-memory tensors, and the paper's split: clean validation carved out of the
-training set BEFORE label noise is applied to the rest; the test set is untouched.
+"""Datasets as in-memory tensors (or streamed from disk), and the paper's split: clean
+validation carved out of the training set BEFORE label noise is applied to the rest; the test
+set is untouched.
 
-Registry: ``@register("name")`` on a loader ``(cfg: DataConfig, root: Path) -> RawData``.
+Registry: ``@register("name")`` on a loader ``(cfg: DataConfig, root: Path) -> RawData``. A
+loader of one's own is named ``"my_module:load"`` (or registered by an installed package under
+the ``dm_search.datasets`` entry point) and called as ``load(**data.options)`` (``sources``).
 """
 
 from __future__ import annotations
@@ -11,44 +14,40 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dm_search.common import plugins
 from dm_search.common.paths import file_in_the_way
 from dm_search.common.registry import Registry
 from dm_search.training import noise as noise_mod
 from dm_search.training.config import DataConfig
+from dm_search.training.inputs import Inputs, RawData, Stream, take
+from dm_search.training.sources import imagefolder, imagefolder_dirs, user_data
 
 __all__ = [
+    "ENTRY_POINTS",
     "DatasetUnavailable",
+    "Inputs",
     "PreparedData",
     "RawData",
+    "Stream",
     "data_root",
     "get",
     "load_raw",
     "names",
     "prepare_data",
     "register",
+    "take",
+    "user_data",
 ]
 
 
 class DatasetUnavailable(RuntimeError):
     """The dataset's files are missing and could not be downloaded."""
-
-
-@dataclass
-class RawData:
-    """A dataset as tensors. ``x_*`` are float32, already normalised; ``y_*`` int64."""
-
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    num_classes: int
-    crop_pad: int = 0  # default augmentation for this dataset
-    flip: bool = False
 
 
 @dataclass
@@ -65,13 +64,13 @@ class PreparedData:
         fingerprint: sha256 prefix over the tensors and the noise, for provenance.
     """
 
-    x_train: Tensor
+    x_train: Inputs
     y_train: Tensor
     y_train_clean: Tensor
     corrupted: Tensor
-    x_val: Tensor
+    x_val: Inputs
     y_val: Tensor
-    x_test: Tensor
+    x_test: Inputs
     y_test: Tensor
     num_classes: int
     noise_rate: float
@@ -81,7 +80,14 @@ class PreparedData:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if isinstance(self.x_train, Stream):
+            return self.x_train.shape()
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the inputs are read from disk as training goes (not held in memory)."""
+        return isinstance(self.x_train, Stream)
 
 
 Loader = Callable[[DataConfig, Path], RawData]
@@ -249,6 +255,8 @@ def _torchvision_loader(name: str) -> Loader:
 for _name in _TORCHVISION:
     register(_name)(_torchvision_loader(_name))
 
+register("imagefolder")(imagefolder)
+
 # Classes of the datasets whose count is known without loading them (an npz's comes from its
 # labels), and of the datasets a named asymmetric noise map flips between.
 _CLASSES = {"mnist1d": 10, "digits": 10, **{n: v[0] for n, v in _TORCHVISION.items()}}
@@ -259,7 +267,17 @@ _MAP_CLASSES = {"cifar10": 10, "cifar100": 100}
 def check_available(cfg: DataConfig) -> None:
     """What can be known without loading: a registered dataset, its file or folder where it
     cannot be made or downloaded. Raises ValueError / DatasetUnavailable saying the fix."""
-    get(cfg.name)  # unknown names list the known ones
+    loader = get_loader(cfg.name)  # unknown names list the known ones
+    if not is_builtin(cfg.name):
+        problem = plugins.call_problem(loader, (), dict(cfg.options or {}))
+        if problem:
+            raise ValueError(f"dataset loader {cfg.name!r} is called as load(**data.options) "
+                             f"and cannot be: {problem}")
+    elif cfg.options and cfg.name != "imagefolder":
+        raise ValueError(f"dataset {cfg.name!r} takes no options (data.options is for "
+                         "imagefolder and loaders of your own)")
+    if cfg.name == "imagefolder":
+        imagefolder_dirs(cfg)
     if cfg.name == "mnist1d" or cfg.name in _TORCHVISION:  # they write into data.root
         blocked = file_in_the_way(data_root(cfg))
         if blocked is not None:
@@ -294,8 +312,29 @@ def check_available(cfg: DataConfig) -> None:
                 "machine with network access.")
 
 
+ENTRY_POINTS = "dm_search.datasets"
+
+
+def get_loader(name: str) -> Callable[..., Any]:
+    """A built-in loader, a loader of your own ("my_module:load") or one an installed package
+    registers under the ``dm_search.datasets`` entry point (those two take the options)."""
+    return plugins.resolve(name, "dataset loader", get, ENTRY_POINTS)
+
+
+def is_builtin(name: str) -> bool:
+    return name in names()
+
+
 def load_raw(cfg: DataConfig) -> RawData:
-    return get(cfg.name)(cfg, data_root(cfg))
+    if is_builtin(cfg.name):
+        return get(cfg.name)(cfg, data_root(cfg))
+    loader = get_loader(cfg.name)
+    try:
+        result = loader(**(cfg.options or {}))
+    except Exception as err:
+        raise ValueError(f"dataset loader {cfg.name!r} raised "
+                         f"{plugins.describe_error(err)}") from err
+    return user_data(result, cfg.name)
 
 
 # ------------------------------------------------------------------ label noise kinds
@@ -388,10 +427,10 @@ def prepare_data(cfg: DataConfig, raw: RawData | None = None) -> PreparedData:
 
     noisy = apply_noise(_NoiseInput(cfg, y_all, tr_idx, k, g))
 
-    x_train, x_val = raw.x_train[tr_idx], raw.x_train[val_idx]
+    x_train, x_val = take(raw.x_train, tr_idx), take(raw.x_train, val_idx)
     h = hashlib.sha256()
     for t in (x_train, noisy.labels, raw.y_train[val_idx], raw.x_test, raw.y_test):
-        h.update(t.contiguous().numpy().tobytes())
+        h.update(t.digest() if isinstance(t, Stream) else t.contiguous().numpy().tobytes())
     return PreparedData(
         x_train=x_train,
         y_train=noisy.labels,

@@ -34,7 +34,10 @@ from dm_search.training.helpers import (
     predict,
     resolve_device,
     threads_for,
+    workers_for,
+    x_batches,
 )
+from dm_search.training.inputs import Stream
 from dm_search.training.models import create_model
 from dm_search.training.recipe import lr_factor
 
@@ -83,7 +86,7 @@ class Run:
     device: torch.device
     amp: Any
     channels_last: bool
-    tensors: dict[str, Tensor]  # the splits and the corrupted mask, on the device
+    tensors: dict[str, Any]  # the splits and the corrupted mask, on the device (or streamed)
     crop_pad: int
     flip: bool
     model: nn.Module
@@ -104,6 +107,7 @@ class Run:
     step: int = 0
     start_epoch: int = 0
     chance: float | None = None  # accuracy of a constant answer on the evaluation split
+    workers: int = 0  # DataLoader processes reading streamed inputs
 
 
 def set_up(cfg: TrialConfig, data: PreparedData | None) -> Run:
@@ -111,17 +115,17 @@ def set_up(cfg: TrialConfig, data: PreparedData | None) -> Run:
     device = resolve_device(cfg.device)
     torch.set_num_threads(threads_for(cfg))
     if data is None:
+        assert cfg.data is not None, "the built-in loop trains on a dataset (validated)"
         data = prepare_data(cfg.data)
     use_bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
     if cfg.precision == "bf16" and device.type != "cuda":
         use_bf16 = device.type == "cpu"  # an explicit request is honoured on the CPU too
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
-    tensors = {
-        "x_train": data.x_train.to(device), "y_train": data.y_train.to(device),
-        "corrupted": data.corrupted.to(device),
-        "x_val": data.x_val.to(device), "y_val": data.y_val.to(device),
-        "x_test": data.x_test.to(device), "y_test": data.y_test.to(device),
-    }
+    # Streamed inputs stay where they are: DataLoader workers read them batch by batch.
+    tensors = {k: v if isinstance(v, Stream) else v.to(device) for k, v in {
+        "x_train": data.x_train, "y_train": data.y_train, "corrupted": data.corrupted,
+        "x_val": data.x_val, "y_val": data.y_val, "x_test": data.x_test, "y_test": data.y_test,
+    }.items()}
     # Model initialisation is the one place that draws from torch's global generator; fork it
     # so that a trial neither depends on nor disturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
@@ -129,7 +133,7 @@ def set_up(cfg: TrialConfig, data: PreparedData | None) -> Run:
         model = create_model(cfg.model.name, data.input_shape, data.num_classes,
                              **cfg.model.options)
     model.to(device)
-    channels_last = device.type == "cuda" and data.x_train.dim() == 4
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
         model.to(memory_format=torch.channels_last)
     bs, steps_per_epoch, total_steps = budget(cfg, len(data.y_train))
@@ -152,6 +156,7 @@ def set_up(cfg: TrialConfig, data: PreparedData | None) -> Run:
         ckpt_path=Path(cfg.checkpoint.dir) / _CKPT if cfg.checkpoint.dir else None,
         cfg_dict=cfg.to_dict(),
         has_noise=bool(data.corrupted.any()),
+        workers=workers_for(cfg) if data.streamed else 0,
     )
 
 
@@ -181,7 +186,8 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
     t0 = time.perf_counter()
     run.model.train()
     n = len(t["y_train"])
-    perm = torch.randperm(n, generator=run.g_shuffle).to(device)
+    perm_cpu = torch.randperm(n, generator=run.g_shuffle)
+    perm = perm_cpu.to(device)
     ce_sum = torch.zeros((), device=device)
     dm_sum = torch.zeros((), device=device)
     w_noisy = torch.zeros((), device=device)
@@ -191,14 +197,15 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
     absmax = torch.zeros((), device=device)
     seen = 0
     scheduled = run.loss_fn.schedule is not None
-    for b in range(run.steps_per_epoch):
-        if run.step >= run.total_steps:
-            break
+    steps = max(0, min(run.steps_per_epoch, run.total_steps - run.step))
+    xs = x_batches(t["x_train"], [perm_cpu[b * bs:(b + 1) * bs] for b in range(steps)],
+                   device, run.workers)
+    for b, xb in zip(range(steps), xs, strict=True):
         if scheduled:  # a function of the step alone: a resumed run follows the same path
             run.loss_fn.set_step(run.step, run.total_steps)
         idx = perm[b * bs:(b + 1) * bs]
         yb = t["y_train"][idx]
-        loss, logits = _step(run, t["x_train"][idx], yb)
+        loss, logits = _step(run, xb, yb)
         # Running sums stay on the device: no synchronisation inside the epoch.
         w = run.loss_fn.last_weights
         assert w is not None
@@ -257,7 +264,7 @@ def evaluate(run: Run) -> dict[str, float]:
     t, ebs = run.tensors, run.cfg.eval_batch_size
 
     def on(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return predict(run.net, x, y, ebs, run.amp, run.channels_last)
+        return predict(run.net, x, y, ebs, run.amp, run.channels_last, run.workers)
 
     val_correct, _ = on(t["x_val"], t["y_val"])
     test_correct, _ = on(t["x_test"], t["y_test"])

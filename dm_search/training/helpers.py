@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dm_search.common import plugins
 from dm_search.common.paths import file_in_the_way
 from dm_search.training.config import ConfigError, TrialConfig
+from dm_search.training.inputs import Inputs, Stream
 from dm_search.training.recipe import make_optimizer
 
 __all__ = [
@@ -27,12 +29,15 @@ __all__ = [
     "budget",
     "check_config",
     "check_folder",
+    "get_trainer",
     "mean_of",
     "optimizer_for",
     "predict",
     "resolve_device",
     "threads_for",
     "total_epochs",
+    "workers_for",
+    "x_batches",
 ]
 NAN = float("nan")
 
@@ -88,6 +93,14 @@ def threads_for(cfg: TrialConfig) -> int:
     return os.cpu_count() or 1
 
 
+def workers_for(cfg: TrialConfig) -> int:
+    """DataLoader processes for streamed inputs: data.workers, else the trial's CPUs (at most
+    4: reading and decoding small images rarely needs more)."""
+    if cfg.data is not None and cfg.data.workers is not None:
+        return cfg.data.workers
+    return min(4, threads_for(cfg))
+
+
 def budget(cfg: TrialConfig, num_train: int) -> tuple[int, int, int]:
     """(batch size, steps per epoch, total steps) for ``num_train`` training examples.
 
@@ -131,14 +144,35 @@ def augment(x: Tensor, crop_pad: int, flip: bool, generator: torch.Generator) ->
     return x.contiguous()
 
 
+def x_batches(x: Inputs, index_batches: list[Tensor], device: torch.device,
+              workers: int = 0) -> Iterator[Tensor]:
+    """The inputs of each batch of indices, on ``device``: sliced from memory, or read from
+    disk by ``workers`` DataLoader processes (a few batches ahead of the training)."""
+    if not isinstance(x, Stream):
+        yield from (x[idx.to(x.device)] for idx in index_batches)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(x, batch_sampler=[idx.tolist() for idx in index_batches],
+                        num_workers=workers, collate_fn=torch.stack,
+                        pin_memory=device.type == "cuda")
+    for xb in loader:
+        yield xb.to(device, non_blocking=True)
+
+
 @torch.inference_mode()
-def predict(model: nn.Module, x: Tensor, y: Tensor, batch: int, amp: Any,
-             channels_last: bool) -> tuple[Tensor, Tensor]:
+def predict(model: nn.Module, x: Inputs, y: Tensor, batch: int, amp: Any,
+            channels_last: bool, workers: int = 0) -> tuple[Tensor, Tensor]:
     """(correct (N,) bool, p of the given label (N,)) in eval mode."""
     model.eval()
     correct, probs = [], []
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+    starts = range(0, len(y), batch)
+    if isinstance(x, Stream):
+        order = torch.arange(len(y))
+        xs = x_batches(x, [order[i:i + batch] for i in starts], y.device, workers)
+    else:
+        xs = (x[i:i + batch] for i in starts)  # views: no copy of the split
+    for i, xb in zip(starts, xs, strict=True):
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with amp:
@@ -158,15 +192,41 @@ def mean_of(t: Tensor) -> float:
     return float(t.double().mean()) if t.numel() else NAN
 
 
+def get_trainer(ref: str) -> Callable[..., Any]:
+    """The trainer ``ref`` names, checked to be callable with one argument."""
+    fn = plugins.load_reference(ref, "trainer")
+    problem = plugins.call_problem(fn, (None,), {})
+    if problem:
+        raise plugins.UserCodeError(f"trainer {ref!r} is called as train(trial) and cannot "
+                                    f"be: {problem}")
+    return fn
+
+
 def check_config(cfg: TrialConfig) -> None:
-    """What a trial would fail on at once, found before anything is spent: the dataset (name,
-    files, label noise), the model (name, options), the EDF and the checkpoint folder. Raises
-    ConfigError naming the field."""
-    from dm_search.training.data import DatasetUnavailable, check_available
+    """What a trial would fail on at once, found before anything is spent: the trainer, the
+    dataset (name, files, label noise; a loader of one's own is called once and what it returns
+    checked), the model (name, options), the EDF and the checkpoint folder. Raises ConfigError
+    naming the field."""
+    from dm_search.training.data import (
+        DatasetUnavailable,
+        check_available,
+        is_builtin,
+        load_raw,
+    )
     from dm_search.training.models import check_options
 
+    def check_data() -> None:
+        if cfg.data is None:
+            return
+        check_available(cfg.data)
+        if not is_builtin(cfg.data.name):
+            # A loader of one's own is called once here: what it returns (shapes, labels)
+            # would otherwise fail every trial, one at a time, on the cluster.
+            load_raw(cfg.data)
+
     checks: list[tuple[str, Callable[[], object]]] = [
-        ("data", lambda: check_available(cfg.data)),
+        ("trainer", lambda: cfg.trainer and get_trainer(cfg.trainer)),
+        ("data", check_data),
         ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
         ("loss.edf", cfg.loss.build_edf),
         ("checkpoint.dir", lambda: check_folder(cfg.checkpoint.dir)),

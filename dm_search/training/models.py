@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dm_search.common import plugins
 from dm_search.common.registry import Registry
 
-__all__ = ["check_options", "create_model", "names", "register"]
+__all__ = ["ENTRY_POINTS", "check_options", "create_model", "get_factory", "names", "register"]
 
 Factory = Callable[..., nn.Module]
 _REGISTRY: Registry[Factory] = Registry("model")
@@ -33,22 +34,42 @@ def create_model(
 
     Unknown names list the known ones; unknown options list the accepted ones.
     """
-    check_options(name, options)
-    factory = _REGISTRY.get(name)
-    return factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
+    factory = check_options(name, options)
+    model = factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model factory {name!r} returned a {type(model).__name__}, not a "
+                        "torch.nn.Module")
+    return model
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
-    """A registered model and options it accepts, checked without building it."""
-    factory = _REGISTRY.get(name)
+def get_factory(name: str) -> Factory:
+    """A registered model, a factory of your own ("my_module:make_net") or one an installed
+    package registers under the ``dm_search.models`` entry point."""
+    return plugins.resolve(name, "model factory", _REGISTRY.get, ENTRY_POINTS)
+
+
+ENTRY_POINTS = "dm_search.models"
+
+
+def check_options(name: str, options: dict[str, Any]) -> Factory:
+    """The model's factory, once it is known to accept ``options``; checked without building
+    the model."""
+    factory = get_factory(name)
     params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = [p for p in params if p not in ("input_shape", "num_classes")]
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown and not takes_any:
         raise ValueError(
             f"model {name!r} got unknown option(s) {', '.join(unknown)}; it accepts: "
             f"{', '.join(accepted) or 'none'}."
         )
+    problem = plugins.call_problem(factory, (), {"input_shape": (1,), "num_classes": 2,
+                                                 **options})
+    if problem:
+        raise ValueError(f"model factory {name!r} is called as factory(input_shape=..., "
+                         f"num_classes=..., **model.options) and cannot be: {problem}")
+    return factory
 
 
 def _need_dims(name: str, input_shape: tuple[int, ...], dims: int, what: str) -> None:

@@ -27,13 +27,16 @@ Metrics that do not apply (no corrupted examples, no validation split) are NaN.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dm_search._version import __version__
 from dm_search.training.config import TrialConfig
+from dm_search.training.context import UserRun, run_user_trainer
 from dm_search.training.data import PreparedData
 from dm_search.training.epoch import (
     Run,
@@ -95,13 +98,19 @@ def run_trial(
     report: Report | None = None,
     *,
     data: PreparedData | None = None,
+    final: bool = False,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrialResult:
     """Train and evaluate one configuration, calling ``report(metrics)`` after every epoch.
+    With ``cfg.trainer``, the training loop is the user's own (``context``).
 
     Args:
         cfg: the validated trial configuration.
         report: called once per epoch with the metrics listed in the module docstring.
         data: already prepared data (saves loading it again for several trials in one process).
+        final: a final-stage run (a loop of one's own is told, through ``trial.final``).
+        checkpoint_dir: a loop of one's own's checkpoint folder (default: checkpoint.dir, else
+            a new temporary folder).
 
     Returns:
         The :class:`TrialResult`, with the whole per-epoch history.
@@ -115,6 +124,13 @@ def run_trial(
         >>> result = run_trial(cfg, report=print)  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    if cfg.trainer is not None:
+        # What a loop of one's own leaves out is NaN, as the built-in loop's inapplicable ones.
+        full = None if report is None else (
+            lambda m: report({**dict.fromkeys(METRICS, NAN), **m}))
+        user = run_user_trainer(cfg, full, data=data, final=final,
+                                checkpoint_dir=checkpoint_dir)
+        return _user_result(cfg, user, time.perf_counter() - t_start)
     run = set_up(cfg, data)
     restore(run)
     dead: list[str] = []
@@ -153,3 +169,25 @@ def _result(run: Run, wall_s: float) -> TrialResult:
         device=str(run.device),
         wall_s=wall_s,
     )
+
+
+def _user_result(cfg: TrialConfig, user: UserRun, wall_s: float) -> TrialResult:
+    """A loop of one's own's reports as the built-in loop's result: metrics it did not report
+    are NaN, the best epoch is the best validation accuracy (test accuracy without one)."""
+    history = [{**dict.fromkeys(METRICS, NAN), **m} for m in user.history]
+    has_val = any(math.isfinite(m["val_acc"]) for m in history)
+    key = "val_acc" if has_val else "test_acc"
+    best = max(history, key=lambda m: (_finite(m[key]), -m["epoch"]))
+    data = user.data
+    return TrialResult(
+        config=cfg.to_dict(), history=history, epochs_completed=len(history),
+        best_epoch=int(best["epoch"]), best_val_acc=best["val_acc"] if has_val else NAN,
+        test_acc_at_best=best["test_acc"], final=dict(history[-1]),
+        noise_rate=data.noise_rate if data is not None else NAN,
+        num_train=len(data.y_train) if data is not None else 0, num_params=0,
+        fingerprint=data.fingerprint if data is not None else "", device=str(user.device),
+        wall_s=wall_s)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
