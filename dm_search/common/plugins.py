@@ -87,8 +87,10 @@ def load_reference(ref: str, what: str) -> Any:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            public = sorted(n for n in dir(module) if not n.startswith("_")
-                            and callable(getattr(module, n, None)))[:12]
+            # What the module defines itself, not what it imported.
+            public = sorted(n for n, v in vars(module).items() if not n.startswith("_")
+                            and callable(v) and getattr(v, "__module__", None) == module_name)
+            public = public[:20] + (["..."] if len(public) > 20 else [])
             raise UserCodeError(f"{what} {ref!r}: module {module_name} has no {attr!r}"
                                   + (f"; it has {', '.join(public)}" if public else ""))
         obj = getattr(obj, part)

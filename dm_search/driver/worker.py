@@ -79,7 +79,9 @@ def trainable(config: dict[str, Any], provided: dict[str, Any] | None = None) ->
         "fingerprint": data.fingerprint if data is not None else "",
         "noise_rate": data.noise_rate if data is not None else math.nan,
     }
-    folder = Path(tune.get_context().get_trial_dir() or ".") / "checkpoint"
+    # A loop of one's own keeps its checkpoints beside the trial's other files.
+    folder = (Path(tune.get_context().get_trial_dir() or ".") / "checkpoint"
+              if cfg.trainer is not None else None)
     last: dict[str, float] = {}
     pipe = _Pipe()
 

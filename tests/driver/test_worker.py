@@ -38,11 +38,11 @@ class _Trial:
     def __call__(self, epochs, *, epoch_s=0.001, fail_at=None, **tune_kw):
         trained = self.trained
 
-        def fake_run_trial(cfg, report, data):
+        def fake_run_trial(cfg, report, data, **kw):
             for e in range(1, epochs + 1):
                 time.sleep(epoch_s)
                 if e == fail_at:
-                    raise RuntimeError(f"loss is nan in epoch {e}")
+                    raise RuntimeError(f"loss is nan in epoch {e}")  # _RAISE_LINE
                 trained.append(e)
                 report({"epoch": e, "val_acc": e / 100, "epoch_s": epoch_s})
 
@@ -64,6 +64,10 @@ class _Trial:
             worker.trainable({"trial_config": TrialConfig().to_dict()})
         finally:
             self.alive = [t for t in threading.enumerate() if t.name == "dm-search-trial"]
+
+
+_RAISE_LINE = next(i for i, line in enumerate(open(__file__), 1)
+                   if line.rstrip().endswith("# _RAISE_LINE") and "raise" in line)
 
 
 @pytest.fixture
@@ -101,5 +105,7 @@ def test_a_training_error_is_reported_with_its_reason_then_raised(trial):
         trial(8, fail_at=3)
     *epochs, (last, _) = trial.tune.reports
     assert [m["epoch"] for m, _ in epochs] == [1, 2]
-    assert last["error"] == "RuntimeError: loss is nan in epoch 3"
+    # The last line and where it was raised: a user's own loop is found by its file:line.
+    assert last["error"].startswith("RuntimeError: loss is nan in epoch 3 (")
+    assert last["error"].endswith(f"{__file__}:{_RAISE_LINE})")
     assert last["epoch"] == 2 and last["val_acc"] == 0.02 and not trial.alive

@@ -23,8 +23,8 @@ def _choices(model: type, field: str) -> set[str]:
 
 
 # What the tests that load each dataset cover (tests/training/test_data.py).
-TESTED_DATASETS = {"mnist1d", "digits", "npz", "cifar10", "cifar100", "mnist", "fashion_mnist",
-                   "svhn"}
+TESTED_DATASETS = {"mnist1d", "digits", "npz", "imagefolder", "cifar10", "cifar100", "mnist",
+                   "fashion_mnist", "svhn"}
 
 
 def test_every_dataset_has_a_loading_test():
