@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from dm_search._version import __version__
 
 if TYPE_CHECKING:
+    from dm_search.api import SearchResult, search
     from dm_search.edf import EDF, EDFSchedule
     from dm_search.loss import DMLoss, TrainingCollapsed, dm_loss
-    from dm_search.api import SearchResult, search
     from dm_search.training.context import TrialContext, TrialStopped
     from dm_search.training.exported import load_loss, load_recipe
 

@@ -3,6 +3,7 @@ reports, a stop ends it within that epoch, and an error still travels in a last 
 
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,7 +67,7 @@ class _Trial:
             self.alive = [t for t in threading.enumerate() if t.name == "dm-search-trial"]
 
 
-_RAISE_LINE = next(i for i, line in enumerate(open(__file__), 1)
+_RAISE_LINE = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
                    if line.rstrip().endswith("# _RAISE_LINE") and "raise" in line)
 
 

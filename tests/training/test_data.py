@@ -246,10 +246,10 @@ def test_imagefolder_resizes_and_says_what_its_folder_lacks(tmp_path):
                      options={"image_size": 6})
     data = data_mod.prepare_data(cfg)
     assert data.input_shape == (3, 6, 6) and len(data.y_test) == 6  # val/ serves as test
-    with pytest.raises(ValueError, match="needs train/ and test/"):
+    with pytest.raises(ValueError, match=r"needs train/ and test/"):
         data_mod.check_available(DataConfig(name="imagefolder", path=str(tmp_path / "a" /
                                                                         "train")))
-    with pytest.raises(ValueError, match="needs data.path"):
+    with pytest.raises(ValueError, match=r"needs data\.path"):
         data_mod.check_available(DataConfig(name="imagefolder"))
     with pytest.raises(ValueError, match="unknown option"):
         data_mod.prepare_data(cfg.model_copy(update={"options": {"size": 6}}))
