@@ -95,12 +95,17 @@ def setup(study: Any) -> list[tuple[str, str]]:
     families = ", ".join((spec.get("space") or {}).get("families") or {}) or "-"
     refs = ", ".join(spec.get("baselines") or []) or "none"
     times = wall_times(study)
+    trainer = base.get("trainer")
     rows = [
         ("data", f"{data.get('name', '?')}, {noise_text(study)}; "
                  f"{pct(data.get('val_fraction'), 0)} of the training set held out, with "
                  "clean labels, for validation; dataset fingerprint "
-                 f"{study.user_attrs.get(st.StudyKey.FINGERPRINT) or '-'}"),
-        ("model", str((base.get("model") or {}).get("name", "?"))),
+                 f"{study.user_attrs.get(st.StudyKey.FINGERPRINT) or '-'}" if base.get("data")
+         else "the training loop's own"),
+        ("model", str((base.get("model") or {}).get("name", "?")) + (
+            " where the training loop builds it with trial.model(); else the loop's own"
+            if trainer else "")),
+        ("training loop", f"{trainer} (the user's own)" if trainer else "built-in"),
         ("budget", f"{fmt(optim.get('epochs'), 'd')} epochs per trial, "
                    f"{fmt(spec.get('n_trials'), 'd')} searched trials, "
                    f"{fmt(spec.get('max_concurrent'), 'd')} at a time"),
