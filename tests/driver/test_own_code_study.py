@@ -56,7 +56,7 @@ def _project(tmp_path: Path, data_root: Path, **extra) -> Path:
     proj.mkdir(exist_ok=True)
     (proj / "labs.py").write_text(LABS)
     spec = {
-        "name": "labs", "study_dir": str(tmp_path / "runs"), "code": ".",
+        "name": extra.pop("name", "labs"), "study_dir": str(tmp_path / "runs"), "code": ".",
         "base": {"trainer": "labs:train", "params": {"width": 16},
                  "data": {"name": "mnist1d", "num_samples": 500, "root": str(data_root),
                           "noise": {"kind": "symmetric", "rate": 0.4}},

@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from dm_search import storage as st
+from tests.driver import test_own_code_study as own_code_study
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
@@ -98,6 +99,35 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(search, tmp_path, dat
     job_id = out.stdout.split("as Ray job ")[1].split()[0]
     # Asked through the `ray job` command (a fresh process that reads the token from the
     # environment): Ray caches its authentication settings in a process that imported it.
+    _wait_for_job(jobs, job_id, env)
+    summary = search.status_json(url, "detached")
+    assert summary["trials"] == 3 and len(summary["references"]) == 1  # and CE, once
+    assert optuna.load_study(study_name="detached", storage=url).trials
+
+    # A training loop of one's own, whose module exists only in the submitting project's
+    # folder: `code: .` ships it to both nodes (attached), and with the job (--detach).
+    proj = own_code_study._project(
+        tmp_path, data_root, name="own-cluster", space={"families": {"dm": {}}},
+        n_trials=4, race={"enabled": False}, final={"enabled": True, "seeds": 2},
+        scheduler={"name": "none"})
+    out = search.run_cli("submit", str(proj / "study.yaml"), "--address", gcs,
+                         "--storage", url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    study = optuna.load_study(study_name="own-cluster", storage=url)
+    assert [st.stop_reason(t) for t in study.trials] == [st.FINISHED] * 5
+    assert len({st.trial_node(t)["id"] for t in study.trials}) == 2
+    assert len(st.final_stage(study)["best"]["runs"]) == 2
+    out = search.run_cli("submit", str(proj / "study.yaml"), "--detach", "--address", jobs,
+                         "--storage", url, "--name", "own-detached")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id = out.stdout.split("as Ray job ")[1].split()[0]
+    _wait_for_job(jobs, job_id, env)
+    study = optuna.load_study(study_name="own-detached", storage=url)
+    assert [st.stop_reason(t) for t in study.trials] == [st.FINISHED] * 5
+
+
+def _wait_for_job(jobs: str, job_id: str, env: dict) -> None:
+    """Until the Ray job ends; an AssertionError with its logs unless it succeeded."""
     deadline = time.monotonic() + 240
     while True:
         status = subprocess.run([RAY, "job", "status", "--address", jobs, job_id], env=env,
@@ -111,6 +141,3 @@ def test_trials_run_on_both_nodes_and_detach_submits_a_job(search, tmp_path, dat
         logs = subprocess.run([RAY, "job", "logs", "--address", jobs, job_id], env=env,
                               capture_output=True, text=True, timeout=60)
         raise AssertionError(status.stdout + logs.stdout[-3000:])
-    summary = search.status_json(url, "detached")
-    assert summary["trials"] == 3 and len(summary["references"]) == 1  # and CE, once
-    assert optuna.load_study(study_name="detached", storage=url).trials
