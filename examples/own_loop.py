@@ -112,9 +112,11 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue the study")
     parser.add_argument("--trials", type=int, default=SPEC["n_trials"], help="searched trials")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per trial")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     parser.add_argument("--study-dir", default="runs", help="where the study's files go")
     args = parser.parse_args()
     spec = {**SPEC, "n_trials": args.trials, "study_dir": args.study_dir,
+            "sampler": {**SPEC["sampler"], "seed": args.seed},
             "base": {**SPEC["base"], "optim": {**SPEC["base"]["optim"], "epochs": args.epochs}}}
     result = dm_search.search(spec, trainer=train, name=args.name, resume=args.resume)
     print(f"best EDF: {result.best_edf!r} (clean val acc {result.best_value:.3f})")
