@@ -160,13 +160,15 @@ def _final(url: str, name: str) -> dict[str, Any]:
     best = st.best_trial(study)
     final = st.final_stage(study) or {}
     assert best is not None
-    return {"edf": st.trial_edf(best), "optim": st.trial_config(best)["optim"],
+    cfg = st.trial_config(best)
+    return {"edf": st.trial_edf(best), "loss": cfg["loss"], "optim": cfg["optim"],
             "best": final["best"]["test_acc_mean"], "best_std": final["best"]["test_acc_std"],
             "ce": final["ce"]["test_acc_mean"], "trials": len(study.trials)}
 
 
-def transfer(edf: dict[str, Any], optim: dict[str, Any], seeds: int = 2) -> list[float]:
-    """The EDF and recipe another network's study chose, trained in the own loop on the full
+def transfer(loss: dict[str, Any], optim: dict[str, Any], seeds: int = 2) -> list[float]:
+    """The EDF (with its normalisation: a loss-equivalent family such as GCE is searched as the
+    plain loss) and recipe another network's study chose, trained in the own loop on the full
     training set (test accuracy per seed)."""
     sys.path.insert(0, str(ROOT / "examples"))
     from dm_search.training.config import TrialConfig
@@ -176,7 +178,7 @@ def transfer(edf: dict[str, Any], optim: dict[str, Any], seeds: int = 2) -> list
     for s in range(seeds):
         cfg = TrialConfig.from_dict({"trainer": "own_loop:train", "seed": s,
                                      "data": {**DATA, "val_fraction": 0.0},
-                                     "loss": {"edf": edf}, "optim": optim,
+                                     "loss": loss, "optim": optim,
                                      "params": {"width": 32}})
         out.append(run_trial(cfg, final=True).final["test_acc"])
     return out
@@ -186,19 +188,26 @@ def study(seeds: list[int], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{out}/studies.db"
     rows = []
+    previous = {r["seed"]: r for r in json.loads((out / "bench_own_code.json").read_text())} \
+        if (out / "bench_own_code.json").is_file() else {}
     for seed in seeds:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), "--name",
-                        f"own-s{seed}", "--seed", str(seed), "--study-dir", str(out)],
-                       check=True, capture_output=True, text=True)
-        own_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).parent / "dm-search"), "submit",
-                        str(_builtin_spec(seed, out))], check=True, capture_output=True,
-                       text=True)
-        builtin_s = time.perf_counter() - t0
+        # Studies already in --out are read, not run again (their wall times are kept).
+        own_s, builtin_s = previous.get(seed, {}).get("own_s"), previous.get(seed, {}).get(
+            "builtin_s")
+        if own_s is None:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), "--name",
+                            f"own-s{seed}", "--seed", str(seed), "--study-dir", str(out)],
+                           check=True, capture_output=True, text=True)
+            own_s = time.perf_counter() - t0
+        if builtin_s is None:
+            t0 = time.perf_counter()
+            subprocess.run([str(Path(sys.executable).parent / "dm-search"), "submit",
+                            str(_builtin_spec(seed, out))], check=True, capture_output=True,
+                           text=True)
+            builtin_s = time.perf_counter() - t0
         own, builtin = _final(url, f"own-s{seed}"), _final(url, f"builtin-s{seed}")
-        moved = transfer(builtin["edf"], builtin["optim"])
+        moved = transfer(builtin["loss"], builtin["optim"])
         rows.append({"seed": seed, "own": own, "builtin": builtin, "own_s": own_s,
                      "builtin_s": builtin_s, "transfer": moved})
         print(json.dumps(rows[-1]), flush=True)

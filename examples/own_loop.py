@@ -80,7 +80,7 @@ def train(trial: dm_search.TrialContext) -> None:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         trial.report(epoch=epoch,
                      val_acc=accuracy(model, d.x_val.to(trial.device), d.y_val.to(trial.device)),
                      test_acc=accuracy(model, d.x_test.to(trial.device),

@@ -80,7 +80,8 @@ def test_a_study_of_ones_own_loop_from_yaml_does_all_a_study_does(search, tmp_pa
     out = search.run_cli("submit", str(proj / "study.yaml"))
     assert out.returncode == 0, out.stdout + out.stderr
     url = f"sqlite:///{tmp_path}/runs/studies.db"
-    study = optuna.load_study(study_name="labs", storage=url)
+    # What every study records (epochs, nodes, the dashboard's figures, the CE reference).
+    study = search.check_study(url, "labs", 4, 4)
     trials = study.trials
     assert len(trials) == 5
     for t in trials:
@@ -146,3 +147,70 @@ def test_the_python_api_runs_a_scripts_own_function_and_returns_the_result(tmp_p
                               storage=f"sqlite:///{tmp_path}/runs/studies.db")
     assert {st.trial_config(t)["trainer"] for t in study.trials} == {"__main__:train"}
     assert len(study.trials) == 3
+
+
+STOPPABLE = '''
+import sys
+import time
+
+import dm_search
+
+
+def train(trial):
+    """No data of the spec's: this loop brings its own (here: none at all)."""
+    assert trial.data is None
+    for epoch in range(1, trial.epochs + 1):
+        time.sleep(0.4)
+        trial.report(epoch=epoch, val_acc=0.5 + 0.01 * epoch, test_acc=0.5)
+
+
+SPEC = {"name": "api-stop", "study_dir": sys.argv[1],
+        "base": {"optim": {"epochs": 4}},
+        "space": {"families": {"dm": {}}}, "scheduler": {"name": "none"},
+        "n_trials": 5, "max_concurrent": 2, "race": {"enabled": False},
+        "budget_epochs": 100}
+
+if __name__ == "__main__":
+    try:
+        result = dm_search.search(SPEC, trainer=train, resume=len(sys.argv) > 2)
+    except KeyboardInterrupt:
+        print("STOPPED", flush=True)
+        sys.exit(130)
+    print("DONE", result.summary["trials"], flush=True)
+'''
+
+
+def test_ctrl_c_stops_a_python_api_study_which_resumes(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "stoppable.py"
+    script.write_text(STOPPABLE)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, str(script), str(runs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines = []
+    deadline = time.monotonic() + 300
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if " finished" in line:  # a trial is on record: stop the study now
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "STOPPED" in out and "Resume it with dm_search.search(" in out
+    url = f"sqlite:///{runs}/studies.db"
+    done = [t.number for t in optuna.load_study(study_name="api-stop", storage=url).trials
+            if st.stop_reason(t) == st.FINISHED]
+    assert done
+
+    again = subprocess.run([sys.executable, str(script), str(runs), "resume"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "DONE" in again.stdout
+    study = optuna.load_study(study_name="api-stop", storage=url)
+    finished = [t.number for t in study.trials if st.stop_reason(t) == st.FINISHED]
+    assert set(done) <= set(finished) and len(finished) == 6  # 5 searched and the CE reference
+    assert all(st.trial_config(t)["data"] is None for t in study.trials)

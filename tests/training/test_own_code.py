@@ -340,3 +340,18 @@ def test_a_yaml_file_of_nested_aliases_is_refused_in_bounded_time(tmp_path):
     (tmp_path / "ok.yaml").write_text("optim: &o {epochs: 2}\nloss: {edf: {family: cce}}\n"
                                       "data: {name: mnist1d}\n")
     assert load_trial_config(tmp_path / "ok.yaml").optim.epochs == 2
+
+
+def test_the_own_model_example_validates_and_its_network_trains(tmp_path, monkeypatch,
+                                                                data_root):
+    from dm_search.study.reading import load_spec
+
+    monkeypatch.chdir(tmp_path)  # found through the spec's code folder, not the cwd
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "own_model.yaml")
+    plugins.add_code_paths([spec.code])
+    base = spec.base_config()
+    check_config(base)
+    cfg = base.model_copy(update={"optim": base.optim.model_copy(update={"epochs": 1}),
+                                  "data": base.data.model_copy(update={
+                                      "num_samples": 400, "root": str(data_root)})})
+    assert run_trial(cfg).num_params > 0
