@@ -9,7 +9,14 @@ EXAMPLES = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob(
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_shipped_examples_are_valid(path):
-    cfg = load_trial_config(path)
+    import yaml
+
+    if "space" in yaml.safe_load(path.read_text()):  # a study spec (own_model.yaml)
+        from dm_search.study.reading import load_spec
+
+        cfg = load_spec(path).base_config()
+    else:
+        cfg = load_trial_config(path)
     assert cfg.loss.build_edf() is not None
 
 
