@@ -92,7 +92,11 @@ class Recorder(tune.Callback):
         number = self._number(trial)
         tid = self._trial_id(number)
         if "error" in result:
-            st.record_failure(self.storage, tid, result["error"])
+            # A trial that failed before its first epoch (a loop of one's own that raised at
+            # once) still says where it ran.
+            first = not self.history.get(number)
+            st.record_failure(self.storage, tid, result["error"],
+                              node=_node(result) if first else None)
             return
         epoch, total = int(result["epoch"]), int(result["total_epochs"])
         hist = self.history.setdefault(number, [])
@@ -101,8 +105,7 @@ class Recorder(tune.Callback):
         hist.append({k: as_number(result.get(k)) for k in METRICS})
         node = None
         if len(hist) == 1:
-            node = {"ip": result.get("node_ip"), "id": result.get("node_id"),
-                    **_hardware(result.get("node_hardware"))}
+            node = _node(result)
             if not self.fingerprint_saved:
                 st.record_dataset(self.study, result.get("fingerprint"), result.get("noise_rate"))
                 self.fingerprint_saved = True
@@ -184,6 +187,12 @@ class Recorder(tune.Callback):
         self.say(f"trial {number} failed: {error} | {self._line()}")
         self.tracker.trial_ended(f"trial_{number}", f"failed: {error}"[:250], failed=True)
         self._refresh(number)
+
+
+def _node(result: dict[str, Any]) -> dict[str, Any]:
+    """Where a trial ran, from the extra fields of its reports."""
+    return {"ip": result.get("node_ip"), "id": result.get("node_id"),
+            **_hardware(result.get("node_hardware"))}
 
 
 def _hardware(text: Any) -> dict[str, Any]:

@@ -85,8 +85,13 @@ def _short(v: Any) -> Any:
     return round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
 
 
-def record_failure(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
-    """The reason in full as a blob; the row's stop reason cut to SHORT_REASON characters."""
+def record_failure(storage: optuna.storages.BaseStorage, trial_id: int, reason: str,
+                   node: dict[str, Any] | None = None) -> None:
+    """The reason in full as a blob; the row's stop reason cut to SHORT_REASON characters.
+    ``node``: where it failed, for a trial that failed before its first epoch."""
+    if node is not None:
+        put_trial_blob(storage, trial_id, TrialKey.NODE, node)
+        storage.set_trial_user_attr(trial_id, TrialKey.NODE, node.get("ip"))
     text = f"failed: {reason}"
     if len(text) > SHORT_REASON:
         put_trial_blob(storage, trial_id, TrialKey.STOP, text)
