@@ -112,7 +112,7 @@ def search(spec: str | Path | Mapping[str, Any] | StudySpec,
             ``search(..., resume=True)`` continues it.
     """
     from dm_search import storage as st
-    from dm_search.driver import runner, signals
+    from dm_search.driver import cluster, runner, signals
 
     study_spec = _as_spec(spec, name, _trainer_ref(trainer))
     url = st.resolve_url(storage, study_spec)
@@ -123,6 +123,9 @@ def search(spec: str | Path | Mapping[str, Any] | StudySpec,
             print(f"{stamp} {msg}", flush=True)
 
     again = f"dm_search.search(..., name={study_spec.name!r}, resume=True)"
+    # A Ray this call starts is shut down at its end: the next call (in a notebook, say) then
+    # starts one with its own code folder and address. A Ray the caller started stays.
+    ours = not cluster.ray_running()
     try:
         outcome = runner.run_study(study_spec, storage_url=url, address=address,
                                    resume=st.Resume.EXISTING if resume else st.Resume.NEW,
@@ -131,14 +134,20 @@ def search(spec: str | Path | Mapping[str, Any] | StudySpec,
         say(f"study {study_spec.name!r} stopped by {stopped}; its completed trials are kept. "
             f"Resume it with {again}")
         raise KeyboardInterrupt(str(stopped)) from None
+    finally:
+        if ours:
+            cluster.leave_ray()
     return SearchResult(study_spec.name, url, outcome.summary)
 
 
 def _as_spec(spec: str | Path | Mapping[str, Any] | StudySpec, name: str | None,
              trainer: str | None) -> StudySpec:
     if isinstance(spec, StudySpec):
-        if trainer is None:
-            return spec if name is None else spec.model_copy(update={"name": name})
+        if trainer is None and name is None:
+            return spec
+        # Validated again with the change (a name's pattern, $DM_SEARCH_STUDY_DIR). Its base
+        # was filled in when it was validated: give a dict or a file for a trainer that brings
+        # its own data, or its base keeps the default dataset.
         spec = spec.model_dump(mode="json")
     if isinstance(spec, Mapping):
         return spec_from_dict(dict(spec), name=name, trainer=trainer)

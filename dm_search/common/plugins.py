@@ -147,13 +147,25 @@ def call_problem(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 def describe_error(err: BaseException) -> str:
-    """``Type: message (file:line)``: the exception's last line and where it was raised (the
-    innermost frame), what a user needs to find their bug without the whole traceback."""
+    """``Type: message (file:line)``: the exception's last line and where it was raised in the
+    user's own code (the innermost frame outside the installed packages, the standard library
+    and dm-search; the innermost frame when there is none), what a user needs to find their
+    bug without the whole traceback."""
+    import sysconfig
     import traceback
 
     text = str(err).strip().splitlines()
     line = f"{type(err).__name__}: {text[-1]}" if text else type(err).__name__
     frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ else []
-    if frames:
-        line += f" ({frames[-1].filename}:{frames[-1].lineno})"
-    return line
+    if not frames:
+        return line
+    theirs = [str(Path(p).resolve()) for p in
+              {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}]
+    ours = str(Path(__file__).resolve().parents[1])
+
+    def is_users(filename: str) -> bool:
+        path = str(Path(filename).resolve())
+        return not any(path.startswith(p + "/") for p in [*theirs, ours])
+
+    where = next((f for f in reversed(frames) if is_users(f.filename)), frames[-1])
+    return f"{line} ({where.filename}:{where.lineno})"

@@ -18,7 +18,7 @@ from dm_search.study.spec import StudySpec
 from dm_search.training.config import ConfigError
 
 __all__ = ["ClusterUnavailable", "ResourcesUnavailable", "check_resources", "code_environment",
-           "connect_ray", "leave_ray"]
+           "connect_ray", "leave_ray", "ray_running"]
 
 
 def _check_reachable(address: str) -> None:
@@ -44,7 +44,7 @@ def code_environment(code: str | None, study_dir: str) -> dict[str, Any] | None:
     if code is None:
         return None
     root = Path(code).resolve()
-    excludes = [".git", "**/__pycache__", "*.db", "*.db-journal"]
+    excludes = [".git", "**/__pycache__", "*.db", "*.db-journal", ".venv", "venv"]
     study = Path(study_dir).resolve()
     if study.is_relative_to(root) and study != root:
         excludes.append("/" + study.relative_to(root).as_posix())
@@ -133,6 +133,11 @@ def check_resources(spec: StudySpec, address: str | None, say: Callable[[str], N
     raise ResourcesUnavailable(f"no node of the cluster could hold a trial after "
                                f"{r.wait_s:g} s: a trial asks for {asked}, the largest node has "
                                f"{_largest(now)}. {fix}, or add such a node.")
+
+
+def ray_running() -> bool:
+    """Whether this process is connected to Ray already."""
+    return bool(ray.is_initialized())
 
 
 def leave_ray(timeout_s: float = 5.0) -> None:

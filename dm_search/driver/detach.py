@@ -7,9 +7,11 @@ import shlex
 from typing import Any
 
 from dm_search import storage as st
+from dm_search.common import plugins
 from dm_search.driver.cluster import ClusterUnavailable, code_environment
 from dm_search.study.spec import StudySpec
-from dm_search.training.config import dump_yaml
+from dm_search.training.config import ConfigError, dump_yaml
+from dm_search.training.helpers import check_code
 
 __all__ = ["ENV_SPEC", "submit_detached"]
 
@@ -24,6 +26,14 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
     The storage URL travels in the job's environment, not on its command line.
     """
     from ray.job_submission import JobSubmissionClient
+
+    # The user's code is checked here (importable, callable as dm-search calls it); the data
+    # is not: it may exist on the cluster only.
+    plugins.add_code_paths([spec.code] if spec.code else [])
+    try:
+        check_code(spec.base_config())
+    except ConfigError as err:
+        raise ConfigError(f"spec {spec.name!r}, base.{err}") from None
 
     try:
         client = JobSubmissionClient(address)

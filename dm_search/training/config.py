@@ -252,8 +252,8 @@ class TrialConfig(FrozenModel):
     # A training loop of your own, "module:function": it is called with a TrialContext
     # (dm_search.TrialContext) and reports each epoch through it.
     trainer: str | None = None
-    # Your own hyperparameters, handed to your trainer, model or loader as trial.params;
-    # search them as space.params: {params.NAME: ...}.
+    # Your own hyperparameters, handed to your trainer as trial.params; search them as
+    # space.params: {params.NAME: ...}.
     # (None, not {}, when unset: a config recorded before this field existed compares equal.)
     params: dict[str, Any] | None = None
 

@@ -11,6 +11,7 @@ for the built-in loop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import tempfile
@@ -39,6 +40,14 @@ from dm_search.training.recipe import Recipe
 __all__ = ["ReportError", "TrialContext", "TrialStopped", "UserRun", "run_user_trainer"]
 
 Report = Callable[[dict[str, float]], None]
+
+# Names a report may not use: measured here (epoch_s, mode, spread), or what the worker and
+# Ray Tune add to every result (a metric called "error" would mark each epoch a failure).
+RESERVED = frozenset({
+    "epoch_s", "mode", "spread", "error", "done", "total_epochs", "node_ip", "node_id",
+    "node_hardware", "fingerprint", "noise_rate", "trial_id", "training_iteration",
+    "time_this_iter_s", "time_total_s", "timestamp", "config", "date", "hostname", "pid",
+})
 
 
 class TrialStopped(BaseException):
@@ -90,7 +99,8 @@ class TrialContext:
 
     @property
     def should_stop(self) -> bool:
-        """True once the study has stopped this trial (``report`` then raises TrialStopped)."""
+        """True once the study has stopped this trial: the report that learned it raised
+        TrialStopped, and every later report raises it again."""
         return self._stopped
 
     @property
@@ -123,6 +133,8 @@ class TrialContext:
         epoch = previous + 1 if epoch is None else epoch
         if not isinstance(epoch, int | np.integer) or isinstance(epoch, bool):
             raise ReportError(f"trial.report: epoch must be a whole number; got {epoch!r}")
+        if epoch < 1:
+            raise ReportError(f"trial.report: epochs are numbered from 1; got {epoch}")
         if epoch <= previous:
             raise ReportError(f"trial.report: epoch {epoch} reported after epoch {previous}: "
                               "report each epoch once, in order, numbered from 1")
@@ -131,8 +143,9 @@ class TrialContext:
                               "epochs (trial.epochs)")
         row = {"epoch": float(epoch), "val_acc": self._accuracy("val_acc", val_acc)}
         for key, value in metrics.items():
-            if key in ("epoch_s", "mode", "spread"):
-                continue  # measured here
+            if key in RESERVED:
+                raise ReportError(f"trial.report: {key!r} is a name the study uses itself; "
+                                  "report it under another name")
             try:
                 row[key] = float(value)
             except (TypeError, ValueError):
@@ -172,7 +185,10 @@ class TrialContext:
             raise ReportError(f"trial.report: {key} must be a number; got {value!r}") from None
         if math.isnan(acc) and not needed:
             return NAN
-        if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+        if not math.isfinite(acc):
+            raise ReportError(f"trial.report: {key} is {acc!r}; during the search it must be "
+                              "a finite accuracy (an empty validation split? a NaN model?)")
+        if not 0.0 <= acc <= 1.0:
             raise ReportError(f"trial.report: {key} is {acc!r}; an accuracy is a fraction in "
                               "[0, 1] (e.g. 0.87, not 87)")
         return acc
@@ -197,10 +213,25 @@ def run_user_trainer(cfg: TrialConfig, report: Report | None = None, *,
     torch.set_num_threads(threads_for(cfg))
     if data is None and cfg.data is not None:
         data = prepare_data(cfg.data)
+    given = checkpoint_dir or cfg.checkpoint.dir
+    # Without a folder of its own (a race or final-stage run), a temporary one, removed after.
+    scratch = None if given else tempfile.TemporaryDirectory(prefix="dm-trial-")
+    folder = Path(given or scratch.name)  # type: ignore[union-attr]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        history = _call(train, cfg, report, data, final, device, folder)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return UserRun(history, data, device)
+
+
+def _call(train: Callable[..., Any], cfg: TrialConfig, report: Report | None,
+          data: PreparedData | None, final: bool, device: torch.device,
+          folder: Path) -> list[dict[str, float]]:
+    """``train(trial)`` with the run's context; the epochs it reported."""
     epochs = cfg.optim.epoch_budget
     assert epochs is not None, "a config with a trainer gives optim.epochs (validated)"
-    folder = Path(checkpoint_dir or cfg.checkpoint.dir or tempfile.mkdtemp(prefix="dm-trial-"))
-    folder.mkdir(parents=True, exist_ok=True)
     loss = DMLoss(cfg.loss.build_schedule() or cfg.loss.build_edf(),
                   normalise=cfg.loss.normalise, eps=cfg.loss.eps)
     if loss.schedule is not None:
@@ -210,12 +241,15 @@ def run_user_trainer(cfg: TrialConfig, report: Report | None = None, *,
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
+    # A copy of the data's record per run: a worker reuses its data for the next trial, and a
+    # loop that rebinds a field (d.x_train = ...) must not change what that trial gets.
     trial = TrialContext(loss=loss, recipe=Recipe.from_config(cfg.optim, epochs), epochs=epochs,
-                         seed=cfg.seed, params=dict(cfg.params or {}), config=cfg, data=data,
+                         seed=cfg.seed, params=dict(cfg.params or {}), config=cfg,
+                         data=None if data is None else dataclasses.replace(data),
                          device=device, final=final, checkpoint_dir=folder, _sink=report)
     with contextlib.suppress(TrialStopped):  # stopped by the study: what it reported stands
         train(trial)
     if not trial.history:
         raise ReportError(f"trainer {cfg.trainer!r} returned without reporting an epoch: call "
                           "trial.report(epoch=..., val_acc=...) after each epoch")
-    return UserRun(trial.history, data, device)
+    return trial.history

@@ -26,7 +26,7 @@ from dm_search.common.registry import Registry
 from dm_search.training import noise as noise_mod
 from dm_search.training.config import DataConfig
 from dm_search.training.inputs import Inputs, RawData, Stream, take
-from dm_search.training.sources import imagefolder, imagefolder_dirs, user_data
+from dm_search.training.sources import check_imagefolder, imagefolder, user_data
 
 __all__ = [
     "ENTRY_POINTS",
@@ -267,17 +267,12 @@ _MAP_CLASSES = {"cifar10": 10, "cifar100": 100}
 def check_available(cfg: DataConfig) -> None:
     """What can be known without loading: a registered dataset, its file or folder where it
     cannot be made or downloaded. Raises ValueError / DatasetUnavailable saying the fix."""
-    loader = get_loader(cfg.name)  # unknown names list the known ones
-    if not is_builtin(cfg.name):
-        problem = plugins.call_problem(loader, (), dict(cfg.options or {}))
-        if problem:
-            raise ValueError(f"dataset loader {cfg.name!r} is called as load(**data.options) "
-                             f"and cannot be: {problem}")
-    elif cfg.options and cfg.name != "imagefolder":
+    check_loader(cfg)  # unknown names list the known ones
+    if is_builtin(cfg.name) and cfg.options and cfg.name != "imagefolder":
         raise ValueError(f"dataset {cfg.name!r} takes no options (data.options is for "
                          "imagefolder and loaders of your own)")
     if cfg.name == "imagefolder":
-        imagefolder_dirs(cfg)
+        check_imagefolder(cfg)
     if cfg.name == "mnist1d" or cfg.name in _TORCHVISION:  # they write into data.root
         blocked = file_in_the_way(data_root(cfg))
         if blocked is not None:
@@ -325,6 +320,16 @@ def is_builtin(name: str) -> bool:
     return name in names()
 
 
+def check_loader(cfg: DataConfig) -> None:
+    """A dataset name that resolves; for a loader of one's own, one that takes the options."""
+    loader = get_loader(cfg.name)
+    if not is_builtin(cfg.name):
+        problem = plugins.call_problem(loader, (), dict(cfg.options or {}))
+        if problem:
+            raise ValueError(f"dataset loader {cfg.name!r} is called as load(**data.options) "
+                             f"and cannot be: {problem}")
+
+
 def load_raw(cfg: DataConfig) -> RawData:
     if is_builtin(cfg.name):
         return get(cfg.name)(cfg, data_root(cfg))
@@ -334,7 +339,13 @@ def load_raw(cfg: DataConfig) -> RawData:
     except Exception as err:
         raise ValueError(f"dataset loader {cfg.name!r} raised "
                          f"{plugins.describe_error(err)}") from err
-    return user_data(result, cfg.name)
+    try:
+        return user_data(result, cfg.name)
+    except ValueError:
+        raise
+    except Exception as err:  # the user's Dataset, indexed to read its labels and shapes
+        raise ValueError(f"dataset loader {cfg.name!r} returned data that cannot be read: "
+                         f"{plugins.describe_error(err)}") from err
 
 
 # ------------------------------------------------------------------ label noise kinds

@@ -27,6 +27,7 @@ __all__ = [
     "TrialDiverged",
     "augment",
     "budget",
+    "check_code",
     "check_config",
     "check_folder",
     "get_trainer",
@@ -200,6 +201,30 @@ def get_trainer(ref: str) -> Callable[..., Any]:
         raise plugins.UserCodeError(f"trainer {ref!r} is called as train(trial) and cannot "
                                     f"be: {problem}")
     return fn
+
+
+def check_code(cfg: TrialConfig) -> None:
+    """The user's code a config names (trainer, model factory, dataset loader): importable and
+    callable as dm-search calls it, checked without running it or reading any data. What a
+    detached study can be checked for on the submitting machine, whose data may be elsewhere.
+    Raises ConfigError naming the field."""
+    from dm_search.training.data import check_loader
+    from dm_search.training.models import check_options
+
+    def loader() -> None:
+        if cfg.data is not None:
+            check_loader(cfg.data)
+
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("trainer", lambda: cfg.trainer and get_trainer(cfg.trainer)),
+        ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
+        ("data", loader),
+    ]
+    for field_name, check in checks:
+        try:
+            check()
+        except ValueError as err:
+            raise ConfigError(f"{field_name}: {err}") from None
 
 
 def check_config(cfg: TrialConfig) -> None:

@@ -24,7 +24,8 @@ from torch import Tensor
 from dm_search.training.config import DataConfig
 from dm_search.training.inputs import Inputs, RawData, Stream
 
-__all__ = ["imagefolder", "user_data"]
+__all__ = ["IMAGEFOLDER_OPTIONS", "check_imagefolder", "imagefolder", "imagefolder_dirs",
+           "user_data"]
 
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -56,6 +57,8 @@ def user_data(result: Any, name: str) -> RawData:
                              f"{', '.join(missing)}; it has {', '.join(map(str, result))}")
         x_tr, x_te = (_inputs(result[a], name, a) for a in ("x_train", "x_test"))
         y_tr, y_te = (_labels(result[a], name, a) for a in ("y_train", "y_test"))
+    if len(y_tr) == 0:
+        raise ValueError(f"dataset loader {name!r} returned no training examples")
     if k is None:
         k = int(max(int(y_tr.max()), int(y_te.max()) if len(y_te) else 0)) + 1
     return _checked(RawData(x_tr, y_tr, x_te, y_te, int(k), **extra), name)
@@ -67,6 +70,7 @@ def _inputs(x: Any, name: str, what: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"dataset loader {name!r}: {what} is a {type(x).__name__}; give a "
                          "tensor or a numpy array")
+    x = x.detach().cpu()  # the trainer moves it to the trial's device itself
     if not x.is_floating_point():
         raise ValueError(f"dataset loader {name!r}: {what} is {x.dtype}; give float inputs "
                          "(e.g. x.float() / 255, then standardised)")
@@ -79,6 +83,7 @@ def _labels(y: Any, name: str, what: str) -> Tensor:
     if not isinstance(y, Tensor):
         raise ValueError(f"dataset loader {name!r}: {what} is a {type(y).__name__}; give a "
                          "tensor or a numpy array of class indices")
+    y = y.detach().cpu()
     if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1:
         raise ValueError(f"dataset loader {name!r}: {what} must be one integer class index "
                          f"per example (shape (N,)); got {y.dtype} of shape {tuple(y.shape)}")
@@ -136,6 +141,18 @@ def _checked(raw: RawData, name: str) -> RawData:
 
 
 # ---------------------------------------------------------------------- imagefolder
+IMAGEFOLDER_OPTIONS = ("image_size", "stats_images")
+
+
+def check_imagefolder(cfg: DataConfig) -> tuple[Path, Path]:
+    """imagefolder's options and folders, checked without reading an image."""
+    unknown = sorted(set(cfg.options or {}) - set(IMAGEFOLDER_OPTIONS))
+    if unknown:
+        raise ValueError(f"dataset 'imagefolder' got unknown option(s) {', '.join(unknown)}; it "
+                         f"takes {', '.join(IMAGEFOLDER_OPTIONS)}")
+    return imagefolder_dirs(cfg)
+
+
 def imagefolder(cfg: DataConfig, root: Path) -> RawData:
     """Class-per-folder images under data.path (train/ and test/ or val/, one folder per class
     in each, as torchvision's ImageFolder reads them), read from disk by DataLoader workers as
@@ -144,11 +161,7 @@ def imagefolder(cfg: DataConfig, root: Path) -> RawData:
     from torchvision import datasets, transforms
 
     opts = dict(cfg.options or {})
-    unknown = sorted(set(opts) - {"image_size", "stats_images"})
-    if unknown:
-        raise ValueError(f"dataset 'imagefolder' got unknown option(s) {', '.join(unknown)}; it "
-                         "takes image_size, stats_images")
-    train_dir, test_dir = imagefolder_dirs(cfg)
+    train_dir, test_dir = check_imagefolder(cfg)
     probe = datasets.ImageFolder(str(train_dir))
     if not probe.samples:
         raise ValueError(f"{train_dir} holds no images (one folder per class, with .png, .jpg "

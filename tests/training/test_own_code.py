@@ -32,7 +32,8 @@ def train(trial):
     d = trial.data
     SEEN.update(final=trial.final, params=trial.params, seed=trial.seed, epochs=trial.epochs,
                 n_val=len(d.y_val), lr=trial.recipe.lr, device=str(trial.device),
-                folder=trial.checkpoint_dir, modes=[])
+                folder=trial.checkpoint_dir, folder_ok=trial.checkpoint_dir.is_dir(),
+                modes=[])
     net = nn.Linear(d.x_train[0].numel(), d.num_classes)
     opt = trial.recipe.optimizer(net.parameters())
     x = d.x_train.flatten(1)
@@ -79,6 +80,36 @@ def raises(trial):
 
 def two_args(trial, other):
     pass
+
+
+def error_metric(trial):
+    trial.report(epoch=1, val_acc=0.5, error=0.5)
+
+
+def from_zero(trial):
+    trial.report(epoch=0, val_acc=0.5)
+
+
+def raises_in_torch(trial):
+    trial.report(epoch=1, val_acc=0.5)
+    torch.zeros(2) @ torch.zeros(3)
+
+
+class Pictures(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return "a PIL image", i % 2
+
+
+def pictures():
+    return Pictures(), Pictures()
+
+
+def empty():
+    return torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.zeros(2, 3), \
+        torch.zeros(2, dtype=torch.long)
 
 
 def catches_everything(trial):
@@ -167,7 +198,8 @@ def test_a_loop_of_ones_own_trains_on_the_specs_data_and_reports_through_the_con
     s = own.SEEN
     assert s["final"] is False and s["params"] == {"width": 7} and s["epochs"] == 4
     assert s["n_val"] == 20 and s["lr"] == 0.1 and s["device"] == "cpu"
-    assert Path(s["folder"]).is_dir()
+    # A folder of the run's own while it runs; a temporary one (no checkpoint.dir) is removed.
+    assert s["folder_ok"] and not Path(s["folder"]).exists()
     # Reproducible from the seed, as the built-in loop is.
     again = run_trial(_cfg())
     assert [m["val_acc"] for m in again.history] == [m["val_acc"] for m in r.history]
@@ -208,6 +240,8 @@ def test_a_stopped_trial_leaves_the_loop_even_through_except_exception(own):
     ("own_code:percent", r"val_acc is 87.0; an accuracy is a fraction in \[0, 1\]"),
     ("own_code:nan_val", r"val_acc is nan"),
     ("own_code:too_long", r"epoch 5 is past the run's 4 epochs"),
+    ("own_code:error_metric", r"'error' is a name the study uses itself"),
+    ("own_code:from_zero", r"epochs are numbered from 1; got 0"),
 ])
 def test_reports_the_study_cannot_record_are_refused_saying_why(own, trainer, match):
     with pytest.raises(ReportError, match=match):
@@ -221,6 +255,11 @@ def test_a_loop_that_raises_fails_with_its_own_error(own):
     assert line.startswith("KeyError: \"no such column: 'labels'\" (")
     where = next(i for i, text in enumerate(LOOP.splitlines(), 1) if "raise KeyError" in text)
     assert line.endswith(f"own_code.py:{where})")
+    # Raised inside torch: the line of the user's code that called it, not torch's.
+    with pytest.raises(RuntimeError) as info:
+        run_trial(_cfg("own_code:raises_in_torch"))
+    where = next(i for i, text in enumerate(LOOP.splitlines(), 1) if "torch.zeros(2) @" in text)
+    assert plugins.describe_error(info.value).endswith(f"own_code.py:{where})")
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -246,6 +285,11 @@ def test_a_loop_that_raises_fails_with_its_own_error(own):
      r"loader 'own_code:tensors' raised FileNotFoundError: /data/signals.npz \(.*own_code.py"),
     ("data", {"name": "no_such_set"}, r"Unknown dataset 'no_such_set'.*Your own: "
                                       r"module:function"),
+    ("data", {"name": "own_code:pictures"}, r"returned data that cannot be read: TypeError: "
+                                            r"the dataset's inputs must be tensors"),
+    ("data", {"name": "own_code:empty"}, r"returned no training examples"),
+    ("data", {"name": "imagefolder", "path": ".", "options": {"size": 3}},
+     r"imagefolder' got unknown option\(s\) size"),
 ])
 def test_bad_code_of_ones_own_is_refused_before_anything_trains(own, field, value, match):
     cfg = _cfg(**{field: value})
