@@ -13,6 +13,7 @@ Unknown keys are errors. Defaults sit here with a short reason each. Example (th
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -378,6 +379,9 @@ def dump_yaml(data: Any) -> str:
 # nodes) from holding a command for minutes and gigabytes.
 MAX_YAML_BYTES = 4 * 1024 * 1024
 MAX_YAML_NODES = 200_000
+# PyYAML's scanner slows down with the square of the flow nesting ([[[...): 4,000 levels take
+# seconds, a few megabytes of them hours. Counted first, in one pass over the brackets.
+MAX_YAML_DEPTH = 100
 
 
 def safe_load_bounded(text: str, source: str) -> Any:
@@ -387,6 +391,13 @@ def safe_load_bounded(text: str, source: str) -> Any:
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{source} is {len(text) / 1e6:.1f} MB; a config is at most "
                           f"{MAX_YAML_BYTES // 2**20} MiB")
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    if deepest > MAX_YAML_DEPTH:
+        raise ConfigError(f"{source} nests brackets ([ or {{) {deepest} deep; a config nests "
+                          f"a few levels (at most {MAX_YAML_DEPTH})")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
