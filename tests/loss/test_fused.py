@@ -33,6 +33,7 @@ def _grads(loss_fn, z, y):
     return x.grad
 
 
+@pytest.mark.slow  # compiles the kernel for several batch sizes: seconds
 def test_an_epoch_compiles_once_per_batch_size_and_edfs_share_the_kernel():
     g = torch.Generator().manual_seed(0)
     data = torch.randn(74, 6, generator=g, dtype=torch.float32)

@@ -256,6 +256,7 @@ def test_without_final_curves_the_report_says_its_curves_are_the_searchs(study, 
     assert "the search's own runs" in page.figures["memorisation"]
 
 
+@pytest.mark.slow  # renders every figure to PNG through kaleido: seconds
 def test_static_export_writes_every_figure_as_svg_and_png(study, tmp_path, cli_runner, plain):
     url = f"sqlite:///{tmp_path}/studies.db"
     out = cli_runner.invoke(r_app(), ["report", "made", "--storage", url, "-o",

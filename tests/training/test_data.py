@@ -218,6 +218,7 @@ def _write_images(root, per_class, classes=("cat", "dog", "eel"), size=(8, 8)):
                 Image.fromarray(img).save(folder / f"{i}.png")
 
 
+@pytest.mark.slow  # writes 300 images and trains with DataLoader worker processes
 def test_imagefolder_streams_class_folders_from_disk_and_trains(tmp_path):
     from dm_search.training.config import TrialConfig
     from dm_search.training.trainer import run_trial
