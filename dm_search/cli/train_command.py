@@ -90,7 +90,7 @@ def _train_with_progress(cfg: TrialConfig, data: Any, quiet: bool) -> Any:
         task = progress.add_task("train", total=epochs, info="")
 
         def report(m: dict[str, float]) -> None:
-            info = (f"loss {m['train_loss']:.3f}  val {fmt(m['val_acc'])}  "
+            info = (f"loss {fmt(m['train_loss'], '.3f')}  val {fmt(m['val_acc'])}  "
                     f"test {fmt(m['test_acc'])}  mem {fmt(m['memorised'])}")
             if schedule is not None:  # where the emphasis has moved to
                 info += f"  mode {fmt(m['mode'], '.3f')}  spread {fmt(m['spread'], '.3g')}"

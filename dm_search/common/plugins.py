@@ -14,9 +14,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UserCodeError", "add_code_paths", "call_problem", "describe_error", "entry_point",
-           "entry_point_names",
-           "is_reference", "load_reference", "provide", "provided", "reference_of", "resolve"]
+__all__ = [
+    "ENV_CODE",
+    "UserCodeError",
+    "add_code_paths",
+    "call_problem",
+    "describe_error",
+    "entry_point",
+    "entry_point_names",
+    "is_reference",
+    "load_reference",
+    "provide",
+    "provided",
+    "reference_of",
+    "resolve",
+    "shipped_to_source",
+]
 
 
 class UserCodeError(ValueError):
@@ -28,10 +41,16 @@ def is_reference(name: str) -> bool:
     return ":" in name
 
 
+# The folders add_code_paths put on the import path, for the message when a module is missing.
+_SEARCHED: list[str] = []
+
+
 def add_code_paths(paths: Iterable[str | Path] = ()) -> None:
     """Put ``paths`` (and the working directory) first on ``sys.path``, once each."""
     for folder in [*paths, Path.cwd()][::-1]:
         text = str(Path(folder).resolve())
+        if text not in _SEARCHED:
+            _SEARCHED.insert(0, text)
         if text not in sys.path:
             sys.path.insert(0, text)
 
@@ -77,9 +96,10 @@ def load_reference(ref: str, what: str) -> Any:
     except ModuleNotFoundError as err:
         if err.name is not None and module_name.startswith(err.name):
             raise UserCodeError(
-                f"{what} {ref!r}: no module named {module_name!r} (searched the working "
-                f"directory {Path.cwd()} and the installed packages). Run from the folder that "
-                "holds it, set code: in the spec to that folder, or install it") from None
+                f"{what} {ref!r}: no module named {module_name!r} (searched "
+                f"{', '.join(_SEARCHED)} and the installed packages). Check the module's name; "
+                "run from the folder that holds it (a study spec names it in code:), or "
+                "install it") from None
         raise UserCodeError(f"{what} {ref!r}: importing {module_name} failed: {err}") from None
     except Exception as err:
         raise UserCodeError(f"{what} {ref!r}: importing {module_name} raised "
@@ -167,5 +187,23 @@ def describe_error(err: BaseException) -> str:
         path = str(Path(filename).resolve())
         return not any(path.startswith(p + "/") for p in [*theirs, ours])
 
-    where = next((f for f in reversed(frames) if is_users(f.filename)), frames[-1])
-    return f"{line} ({where.filename}:{where.lineno})"
+    where = next((f for f in reversed(frames) if is_users(f.filename)), None)
+    if where is None:
+        return line  # raised by dm-search itself: its own line would only mislead
+    return f"{line} ({shipped_to_source(where.filename)}:{where.lineno})"
+
+
+ENV_CODE = "DM_SEARCH_CODE"
+
+
+def shipped_to_source(filename: str) -> str:
+    """A file in the copy of the code folder Ray shipped to a worker, as the path of the file
+    it was copied from (``$DM_SEARCH_CODE``, set with the shipping): the copy's path is long and
+    gone after the run."""
+    import os
+    import re
+
+    source = os.environ.get(ENV_CODE)
+    if not source:
+        return filename
+    return re.sub(r"^.*/working_dir_files/_ray_pkg_[^/]+", source.rstrip("/"), filename)

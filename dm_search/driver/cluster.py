@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from dm_search.common import plugins
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import ConfigError
 
@@ -48,7 +49,9 @@ def code_environment(code: str | None, study_dir: str) -> dict[str, Any] | None:
     study = Path(study_dir).resolve()
     if study.is_relative_to(root) and study != root:
         excludes.append("/" + study.relative_to(root).as_posix())
-    return {"working_dir": str(root), "excludes": excludes}
+    # The copy's files are named by the folder they came from in a failed trial's reason.
+    return {"working_dir": str(root), "excludes": excludes,
+            "env_vars": {plugins.ENV_CODE: str(root)}}
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None,

@@ -55,6 +55,6 @@ def submit_detached(spec: StudySpec, *, address: str, storage_url: str | None,
         cmd.append("--resume")
     elif resume == st.Resume.EITHER:
         cmd.append("--resume-if-exists")
-    runtime_env: dict[str, Any] = {"env_vars": env,
-                                   **(code_environment(spec.code, spec.study_dir) or {})}
+    code = code_environment(spec.code, spec.study_dir) or {}
+    runtime_env: dict[str, Any] = {**code, "env_vars": {**env, **code.get("env_vars", {})}}
     return str(client.submit_job(entrypoint=shlex.join(cmd), runtime_env=runtime_env))

@@ -53,7 +53,7 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
                               "test_acc_at_search": st.trial_final(trial).get("test_acc")}
     result.update(_race_result(st.race(study) or {}, trial.number))
     result.update(_final_result(st.final_stage(study), trial.number))
-    data = cfg["data"]
+    data = cfg["data"] or {}  # a training loop of one's own may bring its own data
     # The epochs asked for; with an iteration budget, the epochs those came to.
     total = cfg["optim"].get("epochs") or st.trial_epochs(trial)[1] or 1
     schedule = st.trial_schedule(trial)
@@ -79,10 +79,11 @@ def export_trial(study: Any, trial_number: int | None = None) -> dict[str, Any]:
         "provenance": {
             "study": study.study_name,
             "trial": trial.number,
-            "dataset": data["name"],
-            "noise": data["noise"],
-            "val_fraction": data["val_fraction"],
+            "dataset": data.get("name", "the training loop's own"),
+            "noise": data.get("noise"),
+            "val_fraction": data.get("val_fraction"),
             "model": cfg["model"]["name"],
+            **({"trainer": cfg["trainer"]} if cfg.get("trainer") else {}),
             "dataset_fingerprint": provenance["fingerprint"],
             "dm_search_version": __version__,
             "study_version": provenance["version"],

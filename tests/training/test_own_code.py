@@ -366,6 +366,23 @@ def test_dm_search_train_runs_a_loop_of_ones_own(own, tmp_path, cli_runner, plai
     assert "Traceback" not in text
 
 
+def test_a_failure_in_shipped_code_names_the_users_own_file(monkeypatch):
+    shipped = ("/tmp/ray/session_1/runtime_resources/working_dir_files/_ray_pkg_94d5/"
+               "pkg/labs.py")
+    assert plugins.shipped_to_source(shipped) == shipped  # nothing shipped: as it is
+    monkeypatch.setenv(plugins.ENV_CODE, "/home/me/project")
+    assert plugins.shipped_to_source(shipped) == "/home/me/project/pkg/labs.py"
+    assert plugins.shipped_to_source("/home/me/other.py") == "/home/me/other.py"
+
+
+def test_a_missing_module_names_every_folder_searched(own, tmp_path):
+    plugins.add_code_paths([tmp_path / "code"])
+    with pytest.raises(plugins.UserCodeError) as info:
+        plugins.load_reference("nosuchmod:train", "trainer")
+    assert str((tmp_path / "code").resolve()) in str(info.value)
+    assert "Check the module's name" in str(info.value)
+
+
 def test_a_yaml_file_of_nested_aliases_is_refused_in_bounded_time(tmp_path):
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
