@@ -215,30 +215,19 @@ def check_code(cfg: TrialConfig) -> None:
         if cfg.data is not None:
             check_loader(cfg.data)
 
-    checks: list[tuple[str, Callable[[], object]]] = [
+    _run_checks([
         ("trainer", lambda: cfg.trainer and get_trainer(cfg.trainer)),
         ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
         ("data", loader),
-    ]
-    for field_name, check in checks:
-        try:
-            check()
-        except ValueError as err:
-            raise ConfigError(f"{field_name}: {err}") from None
+    ])
 
 
 def check_config(cfg: TrialConfig) -> None:
-    """What a trial would fail on at once, found before anything is spent: the trainer, the
-    dataset (name, files, label noise; a loader of one's own is called once and what it returns
-    checked), the model (name, options), the EDF and the checkpoint folder. Raises ConfigError
-    naming the field."""
-    from dm_search.training.data import (
-        DatasetUnavailable,
-        check_available,
-        is_builtin,
-        load_raw,
-    )
-    from dm_search.training.models import check_options
+    """What a trial would fail on at once, found before anything is spent: the user's code
+    (:func:`check_code`), the dataset (files, label noise; a loader of one's own is called once
+    and what it returns checked), the EDF and the checkpoint folder. Raises ConfigError naming
+    the field."""
+    from dm_search.training.data import check_available, is_builtin, load_raw
 
     def check_data() -> None:
         if cfg.data is None:
@@ -249,13 +238,19 @@ def check_config(cfg: TrialConfig) -> None:
             # would otherwise fail every trial, one at a time, on the cluster.
             load_raw(cfg.data)
 
-    checks: list[tuple[str, Callable[[], object]]] = [
-        ("trainer", lambda: cfg.trainer and get_trainer(cfg.trainer)),
+    check_code(cfg)
+    _run_checks([
         ("data", check_data),
-        ("model", lambda: check_options(cfg.model.name, cfg.model.options)),
         ("loss.edf", cfg.loss.build_edf),
         ("checkpoint.dir", lambda: check_folder(cfg.checkpoint.dir)),
-    ]
+    ])
+
+
+def _run_checks(checks: list[tuple[str, Callable[[], object]]]) -> None:
+    """Each check in turn; the first ValueError (or missing dataset) as a ConfigError that
+    names its field."""
+    from dm_search.training.data import DatasetUnavailable
+
     for field_name, check in checks:
         try:
             check()

@@ -36,9 +36,6 @@ class Stream(TorchDataset):
                             f"is a {type(x).__name__} (add transforms.ToTensor() to it)")
         return x
 
-    def __getitems__(self, items: list[int]) -> list[Tensor]:
-        return [self[i] for i in items]
-
     def subset(self, idx: Tensor) -> Stream:
         return Stream(self.dataset, self.indices[idx])
 

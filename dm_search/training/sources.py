@@ -108,10 +108,6 @@ def _from_dataset(ds: Any, name: str, what: str) -> tuple[Stream, Tensor]:
     return Stream(ds), y
 
 
-def _length(x: Inputs) -> int:
-    return len(x)
-
-
 def _shape(x: Inputs) -> tuple[int, ...]:
     return x.shape() if isinstance(x, Stream) else tuple(x.shape[1:])
 
@@ -119,8 +115,8 @@ def _shape(x: Inputs) -> tuple[int, ...]:
 def _checked(raw: RawData, name: str) -> RawData:
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
-        if _length(x) != len(y):
-            raise ValueError(f"dataset loader {name!r}: x_{split} has {_length(x)} examples "
+        if len(x) != len(y):
+            raise ValueError(f"dataset loader {name!r}: x_{split} has {len(x)} examples "
                              f"and y_{split} {len(y)}; they must match one to one")
     if len(raw.y_train) == 0:
         raise ValueError(f"dataset loader {name!r} returned no training examples")
