@@ -196,9 +196,10 @@ def lost_worker(folder: Path) -> dict[str, Any]:
         log = spec.with_suffix(".log").read_text()
         by = _counts(folder, name)
         retried = len(list((folder / "ray").rglob("error.txt")))  # Tune's record of a retry
-        whole = all([h["epoch"] for h in st.trial_history(t)]
-                    == list(range(1, len(st.trial_history(t)) + 1))
-                    for t in _study(folder, name).trials)
+        study = _study(folder, name)
+        whole = all([h["epoch"] for h in st.trial_history(study, t)]
+                    == list(range(1, len(st.trial_history(study, t)) + 1))
+                    for t in study.trials)
         return {"exit": rc, "stop_s": time.monotonic() - t0,
                 "kept": f"{len(before)}/{len(before)}" if _kept(folder, name, before)
                 else "LOST",

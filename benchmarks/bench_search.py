@@ -72,7 +72,7 @@ def main() -> None:
             out = run_study(spec, say=lambda _m: None)
             study = optuna.load_study(study_name=spec.name,
                                       storage=st.open_storage(st.resolve_url(None, spec)))
-            train = {t.number: sum(h["epoch_s"] for h in st.trial_history(t))
+            train = {t.number: sum(h["epoch_s"] for h in st.trial_history(study, t))
                      for t in study.trials}
             first = min(out.trial_wall_s)
             overheads[conc] += [out.trial_wall_s[n] - train[n] for n in sorted(out.trial_wall_s)

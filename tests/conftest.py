@@ -184,7 +184,7 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
         assert reason in (st.FINISHED, st.EARLY) or reason.startswith("failed")
         assert st.trial_config(t)["loss"]["edf"] == st.trial_edf(t)
         assert st.trial_node(t)["id"] and st.trial_node(t)["cores"]  # and the machine's CPU
-        history = st.trial_history(t)
+        history = st.trial_history(study, t)
         done, _ = st.trial_epochs(t)
         assert [h["epoch"] for h in history] == list(range(1, (done or 0) + 1))
         if reason == st.FINISHED:
@@ -200,8 +200,8 @@ def _check_study(url: str, name: str, n_trials: int, epochs: int, references: in
                 if isinstance(v, dict | list) or len(str(v)) > 40}
         assert not long, (t.number, long)
         assert t.user_attrs[st.TrialKey.FAMILY] == st.trial_edf(t)["family"]
-        if st.trial_history(t):
-            last = st.trial_history(t)[-1]
+        if st.trial_history(study, t):
+            last = st.trial_history(study, t)[-1]
             assert t.user_attrs[st.TrialKey.VAL_ACC] == round(last["val_acc"], 4)
             assert t.user_attrs[st.TrialKey.TEST_ACC] == round(last["test_acc"], 4)
             assert t.user_attrs[st.TrialKey.NODE] == st.trial_node(t)["ip"]
@@ -271,10 +271,9 @@ def _make_study(url: str, trials: list | None = None, **spec_fields: Any) -> opt
         hist = [{"epoch": e + 1, "val_acc": v, "test_acc": v - 0.01, "memorised": 0.1 * e,
                  "train_loss": 1.0, "epoch_s": 0.1} for e, v in enumerate(curve)]
         for e, v in enumerate(curve):  # as the driver records each epoch
-            st.record_epoch(storage, trial._trial_id, epoch=e + 1, total=6,
-                            history=hist[:e + 1],
-                            node={"ip": "127.0.0.1", "id": "abc123"} if e == 0 else None)
-            trial.report(v, e + 1)
+            st.record_epoch(storage, trial._trial_id, epoch=e + 1, total=6, metrics=hist[e],
+                            node={"ip": "127.0.0.1", "id": "abc123"} if e == 0 else None,
+                            value=None if params.get("family") == "cce" else v)
         if kind == "failed":
             st.record_failure(storage, trial._trial_id, "TrialDiverged: trial diverged in epoch 2")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

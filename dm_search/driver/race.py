@@ -26,11 +26,11 @@ __all__ = ["run_race"]
 SEED_STEP = 1
 
 
-def _candidate(t: optuna.trial.FrozenTrial, window: int, old: dict[str, Any] | None,
-               ) -> dict[str, Any]:
+def _candidate(study: optuna.Study, t: optuna.trial.FrozenTrial, window: int,
+               old: dict[str, Any] | None) -> dict[str, Any]:
     cfg = st.trial_config(t)
     return {"trial": t.number, "label": loss_label(cfg["loss"]), "edf": cfg["loss"]["edf"],
-            "search_score": round(st.trial_score(t, window), 6),
+            "search_score": round(st.trial_score(study, t, window), 6),
             "runs": list((old or {}).get("runs") or [])}
 
 
@@ -88,7 +88,7 @@ def run_race(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -
         say(f"race already decided: trial {record['winner']}")
         return
     old = {c["trial"]: c for c in record.get("candidates") or []}
-    cands = [_candidate(t, r.window, old.get(t.number)) for t in top]
+    cands = [_candidate(study, t, r.window, old.get(t.number)) for t in top]
     numbers = {t.number for t in top}
     earlier = [*(record.get("earlier") or []),
                *[c for n, c in old.items() if n not in numbers and c.get("runs")]]

@@ -31,8 +31,10 @@ class Recorder(tune.Callback):
     def __init__(self, study: optuna.Study, progress: Progress, concurrency: int,
                  say: Callable[[str], None], artifacts: Any,
                  stop: StopRequest | None = None, *, tracker: Tracking | None = None,
-                 searched: list[str] | None = None) -> None:
+                 searched: list[str] | None = None, writer: st.EpochWriter) -> None:
         self.study = study
+        # Epochs go to the writer's thread: Tune's loop only queues them.
+        self.writer = writer
         self.stop = stop or StopRequest()
         self.tracker = tracker or Tracking([], say)
         self.searched = searched or []
@@ -43,6 +45,8 @@ class Recorder(tune.Callback):
         self.progress = progress
         self.concurrency = concurrency
         self.say = say
+        # Running trials' epochs, for the learning-curve figure at their end: dropped when a
+        # trial ends, so that the driver's memory follows the running trials, not the study.
         self.history: dict[int, list[dict[str, float]]] = {}
         self.started: dict[int, float] = {}
         self.trial_ids: dict[int, int] = {}
@@ -93,14 +97,17 @@ class Recorder(tune.Callback):
         tid = self._trial_id(number)
         if "error" in result:
             # A trial that failed before its first epoch (a loop of one's own that raised at
-            # once) still says where it ran.
+            # once) still says where it ran. Its epochs are written first: the failure is the
+            # last word on the trial.
             first = not self.history.get(number)
+            self.writer.flush()
             st.record_failure(self.storage, tid, result["error"],
                               node=_node(result) if first else None)
             return
         epoch, total = int(result["epoch"]), int(result["total_epochs"])
         hist = self.history.setdefault(number, [])
-        if epoch <= len(hist):
+        restart = epoch <= len(hist)
+        if restart:
             del hist[epoch - 1:]  # retried (max_failures) after a lost node: it starts over
         hist.append({k: as_number(result.get(k)) for k in METRICS})
         node = None
@@ -109,8 +116,12 @@ class Recorder(tune.Callback):
             if not self.fingerprint_saved:
                 st.record_dataset(self.study, result.get("fingerprint"), result.get("noise_rate"))
                 self.fingerprint_saved = True
-        reason = st.record_epoch(self.storage, tid, epoch=epoch, total=total, history=hist,
-                                 node=node)
+        # References are not the sampler's trials: they get no intermediate value.
+        value = None if trial.config.get("reference") else as_number(result.get(METRIC))
+        self.writer.put(st.EpochReport(
+            tid, self.study_id, epoch, total, hist[-1], value=value, node=node, restart=restart,
+            reported_at=result.get("reported_at")))
+        reason = st.stop_after(epoch, total)
         self.tracker.epoch(f"trial_{number}", epoch, hist[-1])
         if reason == st.FINISHED or result.get("done"):
             # The trial's last moment as a running trial: artifacts need one.
@@ -120,10 +131,11 @@ class Recorder(tune.Callback):
                 learning.plot_trial_curves(hist, f"trial {number}: {label}"),
                 "learning_curves.svg", self.artifacts))
         if reason == st.EARLY and result.get("done"):
-            # Stopped by the scheduler: record it as PRUNED (with this last epoch's value), so
-            # that Optuna, its samplers and the dashboard never take it for a full-budget
-            # result. Ray's searcher then finds the trial finished and only logs that.
-            self.storage.set_trial_intermediate_value(tid, epoch, float(result[METRIC]))
+            # Stopped by the scheduler: record it as PRUNED (with this last epoch's value, the
+            # writer's last intermediate value), so that Optuna, its samplers and the
+            # dashboard never take it for a full-budget result. Ray's searcher then finds the
+            # trial finished and only logs that.
+            self.writer.flush()
             render_done(number)
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
 
@@ -142,8 +154,9 @@ class Recorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
+        self.history.pop(number, None)
         self.progress.running.discard(number)
-        self.progress.wall_s[number] = time.monotonic() - self.started.get(number, 0.0)
+        self.progress.wall_s[number] = time.monotonic() - self.started.pop(number, 0.0)
         last = trial.last_result or {}
         epoch, total = int(last.get("epoch", 0)), int(last.get("total_epochs", 0) or 0)
         value = last.get(METRIC)
@@ -177,6 +190,7 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = self._number(trial)
+        self.history.pop(number, None)
         self.progress.running.discard(number)
         if self.stop.signum is not None:
             self.say(f"trial {number} interrupted: it runs again on resume")

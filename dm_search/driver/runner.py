@@ -101,22 +101,35 @@ def run_study(
     st.record_driver(study, "running", resume_command)
     heartbeat.start()
     tracker = start_tracking(spec, say)
+    writer = st.EpochWriter(storage, say=say)
     try:
         with stopping_on_signals(stop, say):
-            outcome = _drive(spec, study, storage, opened, stop, say, tracker)
+            outcome = _drive(spec, study, storage, opened, stop, say, tracker, writer)
     except KeyboardInterrupt:
+        _close(writer, say)  # the last epochs first: then what still runs is interrupted
         marked = st.repair_interrupted(study)
         end_tracking(tracker, spec, study, failed=True)
         heartbeat.finish("interrupted")
         raise StudyInterrupted(stop.signum or signal.SIGINT, st.study_summary(study),
                                marked) from None
     except BaseException:
+        _close(writer, say)
         end_tracking(tracker, spec, study, failed=True)
         heartbeat.finish("failed")
         raise
+    writer.close()
     end_tracking(tracker, spec, study)
     heartbeat.finish("done")
     return outcome
+
+
+def _close(writer: st.EpochWriter, say: Callable[[str], None]) -> None:
+    """Write the queued epochs on the way out of a failed or stopped study, saying (not
+    raising) when the database refuses them: the first error is the one to report."""
+    try:
+        writer.close()
+    except st.RecordingFailed as err:
+        say(f"warning: {err}")
 
 
 def _check_before_ray(spec: StudySpec, url: str, resume: st.Resume | bool) -> None:
@@ -137,7 +150,8 @@ def _check_before_ray(spec: StudySpec, url: str, resume: st.Resume | bool) -> No
 
 
 def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened,
-           stop: StopRequest, say: Callable[[str], None], tracker: Tracking) -> StudyOutcome:
+           stop: StopRequest, say: Callable[[str], None], tracker: Tracking,
+           writer: st.EpochWriter) -> StudyOutcome:
     """The study's trials, then its final stage; KeyboardInterrupt after a stop request."""
     if opened.created:
         points = grid_points(spec) if spec.sampler.name == "grid" else []
@@ -156,7 +170,9 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
     if over_budget and not missing:
         say(f"the search's budget of {search_budget} epochs is spent")
     elif remaining > 0 or missing:
-        _search(spec, study, storage, max(remaining, 0), progress, say, stop, tracker)
+        _search(spec, study, storage, max(remaining, 0), progress, say, stop, tracker,
+                writer)
+        writer.flush()  # what follows ranks the trials by their epochs
         if stop.signum is not None:
             raise KeyboardInterrupt
         if spec.budget_epochs is not None and st.counted_trials(study) < spec.n_trials:
@@ -183,7 +199,7 @@ def _drive(spec: StudySpec, study: optuna.Study, storage: Any, opened: st.Opened
 
 def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
             progress: Progress, say: Callable[[str], None], stop: StopRequest,
-            tracker: Tracking) -> None:
+            tracker: Tracking, writer: st.EpochWriter) -> None:
     artifact_path = st.artifact_dir(st.resolve_url(None, spec), spec.study_dir)
     assert artifact_path is not None
     artifact_path.mkdir(parents=True, exist_ok=True)
@@ -199,12 +215,12 @@ def _search(spec: StudySpec, study: optuna.Study, storage: Any, remaining: int,
         warnings.simplefilter("ignore")
         searcher = OptunaSearch(space=define, metric=METRIC, mode="max", sampler=sampler,
                                 study_name=spec.name, storage=storage)
-    study_searcher = StudySearcher(searcher, spec, study, stop)
+    study_searcher = StudySearcher(searcher, spec, study, stop, writer)
     search_alg = ConcurrencyLimiter(study_searcher, max_concurrent=spec.max_concurrent)
     _tune_environment(spec)
     _count_recorded(study, progress)
     recorder = Recorder(study, progress, spec.max_concurrent, say, artifacts, stop,
-                        tracker=tracker, searched=list(spec.space.params))
+                        tracker=tracker, searched=list(spec.space.params), writer=writer)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     given = worker.handed_over()

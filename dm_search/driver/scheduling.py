@@ -84,9 +84,10 @@ class StudySearcher(Searcher):
     its own full length fit in the budget."""
 
     def __init__(self, inner: Searcher, spec: StudySpec, study: optuna.Study,
-                 stop: StopRequest | None = None) -> None:
+                 stop: StopRequest | None = None, writer: st.EpochWriter | None = None) -> None:
         super().__init__(metric=METRIC, mode="max")
         self.inner = inner
+        self.writer = writer
         self.stop = stop or StopRequest()
         self.spec = spec
         self.study = study
@@ -139,13 +140,18 @@ class StudySearcher(Searcher):
             # A retried trial starts over at epoch 1: its new epochs count again.
             self.used += done - before if done > before else done
             self.progress[trial_id] = (done, int(result.get("total_epochs") or 0))
-        if trial_id not in self.references:
+        # The inner searcher's only use of a result is Optuna's intermediate value, which the
+        # recorder's epoch writer records with the rest of the epoch (one transaction a batch
+        # instead of one commit a report).
+        if self.writer is None and trial_id not in self.references:
             self.inner.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         done, total = self.progress.pop(trial_id, (0, 0))
         number = self.numbers.pop(trial_id, None)
+        if self.writer is not None:
+            self.writer.flush()  # its epochs before its end: Optuna refuses updates after it
         if self.stop.signum is not None and not (total and done >= total):
             # Cut short by Ctrl-C or SIGTERM: its partial value is no result. It stays
             # running in the database until the driver records it as interrupted.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ def trainable(config: dict[str, Any], provided: dict[str, Any] | None = None) ->
 
     def report(metrics: dict[str, float]) -> None:  # in the training thread
         last.update(metrics)
-        pipe.put({**metrics, **extra}, wait=metrics["epoch_s"] >= PIPELINE_MAX_EPOCH_S)
+        # reported_at: the driver measures how far its recording runs behind the trials.
+        pipe.put({**metrics, **extra, "reported_at": time.time()},
+                 wait=metrics["epoch_s"] >= PIPELINE_MAX_EPOCH_S)
 
     def train() -> None:
         try:

@@ -86,7 +86,7 @@ def curves_info(study: Any, metric: str, k: int = 3) -> CurvesInfo:
             chosen.append(best_ce)
     labels, series = [], []
     for t in chosen:
-        hist = st.trial_history(t)
+        hist = st.trial_history(study, t)
         pts = [(int(h["epoch"]), float(h[metric])) for h in hist if is_finite(h.get(metric))]
         if pts:
             ref = " (reference)" if st.is_reference(t) else ""

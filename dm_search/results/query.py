@@ -58,8 +58,7 @@ def trial_value(t: Any) -> float | None:
         return float(t.value)
     if st.stop_reason(t) != st.EARLY:
         return None
-    hist = st.trial_history(t)
-    last = hist[-1].get("val_acc") if hist else None
+    last = st.trial_final(t).get("val_acc")
     return float(last) if last is not None and is_finite(last) else None
 
 

@@ -41,11 +41,11 @@ def noise_text(study: Any) -> str:
     return text
 
 
-def _duration(t: Any) -> float | None:
+def _duration(study: Any, t: Any) -> float | None:
     """A trial's wall time: from the sampler's suggestion to its last report."""
     if t.datetime_start is not None and t.datetime_complete is not None:
         return (t.datetime_complete - t.datetime_start).total_seconds()
-    spent = [float(h["epoch_s"]) for h in st.trial_history(t) if is_finite(h.get("epoch_s"))]
+    spent = [float(h["epoch_s"]) for h in st.trial_history(study, t) if is_finite(h.get("epoch_s"))]
     return sum(spent) if spent else None
 
 
@@ -53,14 +53,14 @@ def wall_times(study: Any) -> dict[str, float | None]:
     """The study's wall time (first trial's start to last trial's end), its trials' total,
     and the median of the full-budget and of the early-stopped trials."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
-    each = [d for d in (_duration(t) for t in trials) if d is not None]
+    each = [d for d in (_duration(study, t) for t in trials) if d is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     span = ((max(ends) - min(t.datetime_start for t in trials)).total_seconds()
             if ends else None)
 
     def median(reason: str) -> float | None:
         got = [d for t in trials if st.stop_reason(t) == reason
-               and (d := _duration(t)) is not None]
+               and (d := _duration(study, t)) is not None]
         return statistics.median(got) if got else None
 
     return {"study": span, "trials_total": sum(each) if each else None,
@@ -186,7 +186,7 @@ def trial_rows(study: Any) -> list[TrialRow]:
                              coordinates(edf_of(t)), last.get("val_acc"),
                              last.get("test_acc"), last.get("memorised"),
                              f"{fmt(done, 'd')}/{fmt(total, 'd')}", st.stop_reason(t),
-                             _duration(t), st.is_reference(t)))
+                             _duration(study, t), st.is_reference(t)))
     return sorted(rows, key=lambda r: (r.stop != st.FINISHED,
                                        -(r.val if r.val is not None and is_finite(r.val)
                                          else -1.0), r.number))

@@ -13,6 +13,15 @@ Imports optuna, sqlalchemy, ``dm_search.study`` (for the spec and the racing rul
 
 from __future__ import annotations
 
+from dm_search.storage.epochs import (
+    EpochReport,
+    ensure_tables,
+    histories,
+    migrate_histories,
+    recent_val_acc,
+    trial_history,
+    write_reports,
+)
 from dm_search.storage.keys import (
     BLOBS,
     DRIVER,
@@ -72,10 +81,10 @@ from dm_search.storage.read import (
     trial_edf,
     trial_epochs,
     trial_final,
-    trial_history,
     trial_node,
     trial_schedule,
 )
+from dm_search.storage.recording import EpochWriter, RecordingFailed, WriterStats
 from dm_search.storage.url import (
     ENV_STORAGE,
     SealedStorage,
@@ -100,11 +109,14 @@ from dm_search.storage.write import (
     record_race,
     record_run,
     record_trial_config,
+    stop_after,
 )
 
 __all__ = [
     "BLOBS",
     "DRIVER",
+    "EpochReport",
+    "EpochWriter",
     "EARLY",
     "ENV_STORAGE",
     "FINISHED",
@@ -116,12 +128,14 @@ __all__ = [
     "METRIC_NAME",
     "SHORT_REASON",
     "Opened",
+    "RecordingFailed",
     "Resume",
     "SealedStorage",
     "StorageUnavailable",
     "StudyClash",
     "StudyKey",
     "TrialKey",
+    "WriterStats",
     "artifact_dir",
     "best_trial",
     "check_submission",
@@ -129,15 +143,18 @@ __all__ = [
     "config_key",
     "counted_trials",
     "driver_state",
+    "ensure_tables",
     "duplicate_of",
     "epochs_trained",
     "final_stage",
     "find_twin",
     "finish_reference_trial",
     "has_config",
+    "histories",
     "is_eligible",
     "is_reference",
     "mask_url",
+    "migrate_histories",
     "missing_references",
     "new_reference_trial",
     "open_storage",
@@ -146,9 +163,9 @@ __all__ = [
     "put_study_blob",
     "race",
     "race_epochs",
+    "recent_val_acc",
     "ran_full_budget",
     "ranked_trials",
-
     "record_dataset",
     "record_driver",
     "record_duplicate",
@@ -170,6 +187,7 @@ __all__ = [
     "study_provenance",
     "study_runs",
     "study_spec",
+    "stop_after",
     "study_summary",
     "trial_config",
     "trial_edf",
@@ -180,4 +198,5 @@ __all__ = [
     "trial_schedule",
     "trial_score",
     "trial_summary",
+    "write_reports",
 ]

@@ -56,8 +56,8 @@ class TrialKey(StrEnum):
     TOTAL = "total_epochs"
     EPOCHS = "epochs_completed"
     STOP = "stop_reason"
-    FINAL = "final_metrics"  # older studies only: now the history's last epoch
-    HISTORY = "history"  # every epoch's metrics
+    FINAL = "final_metrics"  # the last epoch's metrics
+    HISTORY = "history"  # older studies only: every epoch's metrics (now the epoch table)
     NODE = "node"  # the Ray node the trial ran on: its address (a dict with its id: a blob)
     VAL_ACC = "val_acc"  # the last epoch's, like the three below
     TEST_ACC = "test_acc"

@@ -21,6 +21,7 @@ from dm_search.common.records import without_unset
 
 if TYPE_CHECKING:
     from dm_search.study.spec import StudySpec
+from dm_search.storage.epochs import ensure_tables, migrate_histories
 from dm_search.storage.keys import INTERRUPTED, METRIC_NAME, StudyKey, TrialKey, put_study_blob
 from dm_search.storage.ranking import counted_trials
 from dm_search.storage.read import is_reference, study_identity
@@ -139,7 +140,9 @@ def open_study(storage: optuna.storages.RDBStorage, spec: StudySpec, *,
     """Create the study, or reopen it: refuses a different spec under the same name, repairs
     interrupted trials, and counts the trials already done."""
     study = check_submission(storage, spec, resume=resume)
+    ensure_tables(storage.engine)
     if study is not None:
+        migrate_histories(study)  # a study recorded before the epoch table
         # The budget may have changed (n_trials, budget_epochs): the record follows the spec.
         put_study_blob(study, StudyKey.SPEC, spec.stored())
         _name_the_metric(study)  # studies made before it was named

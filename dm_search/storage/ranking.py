@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dm_search.storage.epochs import recent_val_acc, study_val_curves
 from dm_search.storage.keys import _BLOB, FINISHED, INTERRUPTED, TrialKey
 from dm_search.storage.read import (
     driver_state,
@@ -22,7 +23,6 @@ from dm_search.storage.read import (
     trial_config,
     trial_edf,
     trial_final,
-    trial_history,
     trial_node,
     trial_schedule,
 )
@@ -63,13 +63,9 @@ def race_epochs(record: dict[str, Any] | None) -> int:
 
 def past_curves(study: optuna.Study) -> list[list[float]]:
     """Validation accuracy per epoch of the searched trials already in the study, in order."""
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        hist = trial_history(t)
-        curve = [float(h["val_acc"]) for h in hist if h.get("val_acc") is not None]
-        if curve and not is_reference(t):
-            out.append(curve)
-    return out
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_reference(t)]
+    curves = study_val_curves(study, trials)
+    return [curves[t._trial_id] for t in trials if curves[t._trial_id]]
 
 
 # ------------------------------------------------------------------ reading results
@@ -106,15 +102,18 @@ def score_window(study: optuna.Study) -> int:
     return int((study_spec(study).get("race") or {}).get("window") or 1)
 
 
-def trial_score(t: FrozenTrial, window: int) -> float:
+def trial_score(study: optuna.Study, t: FrozenTrial, window: int,
+                recent: list[float] | None = None) -> float:
     """A full-budget trial's score: the mean of its last ``window`` epochs' validation
-    accuracy (its value where no history is recorded)."""
+    accuracy (its value where no history is recorded). ``recent``: those accuracies, where
+    the caller read them for many trials at once."""
     from dm_search.study.racing import run_score
 
     if window <= 1:
         return float(t.value) if t.value is not None else math.nan
-    score = run_score([h["val_acc"] for h in trial_history(t) if h.get("val_acc") is not None],
-                      window)
+    if recent is None:
+        recent = recent_val_acc(study, [t], window)[t._trial_id]
+    score = run_score(recent, window)
     return float(t.value) if not math.isfinite(score) and t.value is not None else score
 
 
@@ -122,8 +121,11 @@ def ranked_trials(study: optuna.Study, window: int | None = None) -> list[Frozen
     """Eligible trials, best score first, one per distinct configuration."""
     window = score_window(study) if window is None else window
     eligible = [t for t in study.get_trials(deepcopy=False) if is_eligible(t)]
+    recent = recent_val_acc(study, eligible, window) if window > 1 else {}
+    score = {t._trial_id: trial_score(study, t, window, recent.get(t._trial_id))
+             for t in eligible}
     out, seen = [], set()
-    for t in sorted(eligible, key=lambda t: (-trial_score(t, window), t.number)):
+    for t in sorted(eligible, key=lambda t: (-score[t._trial_id], t.number)):
         key = config_key(trial_config(t)) if has_config(t) else str(t.number)
         if key not in seen:
             seen.add(key)

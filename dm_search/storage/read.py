@@ -25,7 +25,7 @@ from dm_search.storage.keys import (
 __all__ = ["driver_state", "duplicate_of", "final_stage", "has_config", "is_reference",
            "missing_references", "race", "reference_trials", "study_identity", "study_locations",
            "study_provenance", "study_runs", "study_spec", "trial_config", "trial_edf",
-           "trial_epochs", "trial_final", "trial_history", "trial_node", "trial_schedule"]
+           "trial_epochs", "trial_final", "trial_node", "trial_schedule"]
 
 
 # ------------------------------------------------------------------ reading the schema
@@ -46,15 +46,12 @@ def has_config(t: FrozenTrial) -> bool:
     return trial_blob(t, TrialKey.CONFIG) is not None
 
 
-def trial_history(t: FrozenTrial) -> list[dict[str, float]]:
-    """Every epoch's metrics, oldest first (empty before the first epoch)."""
-    return list(trial_blob(t, TrialKey.HISTORY) or [])
-
-
 def trial_final(t: FrozenTrial) -> dict[str, float]:
     """The last epoch's metrics (empty before the first epoch)."""
-    hist = trial_history(t)
-    return dict(hist[-1] if hist else trial_blob(t, TrialKey.FINAL) or {})
+    final = trial_blob(t, TrialKey.FINAL)
+    if final is None:  # a study recorded before the last epoch was kept on its own
+        final = (trial_blob(t, TrialKey.HISTORY) or [{}])[-1]
+    return dict(final or {})
 
 
 def trial_epochs(t: FrozenTrial) -> tuple[int | None, int | None]:

@@ -12,6 +12,7 @@ import optuna
 import sqlalchemy
 
 from dm_search.common.errors import ConfigError
+from dm_search.storage.loading import load_trials
 
 if TYPE_CHECKING:
     from dm_search.study.spec import StudySpec
@@ -81,6 +82,12 @@ class SealedStorage(optuna.storages.RDBStorage):
         env = os.environ.get(ENV_STORAGE, "")
         known = _OPENED.get(masked) or (env if env and mask_url(env) == masked else None)
         super().__setstate__({**state, "url": known or masked})
+
+    def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
+                    trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
+        # Every trial list (the sampler's, status's, the dashboard's) comes through here.
+        return load_trials(self.engine, study_id, states, included_trial_ids,
+                           trial_id_greater_than)
 
 
 def _sqlite_problem(db: Path, err: BaseException) -> str:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from dm_search.common.records import without_unset
+from dm_search.storage.epochs import EpochReport, write_reports
 from dm_search.storage.keys import (
     DRIVER,
     EARLY,
@@ -32,7 +34,7 @@ from dm_search.storage.read import duplicate_of, has_config, study_runs, trial_c
 __all__ = ["config_key", "find_twin", "finish_reference_trial", "new_reference_trial",
            "record_dataset", "record_driver", "record_duplicate", "record_epoch", "record_failure",
            "record_final_stage", "record_locations", "record_race", "record_run",
-           "record_trial_config"]
+           "record_trial_config", "stop_after"]
 
 
 def record_race(study: optuna.Study, record: dict[str, Any]) -> None:
@@ -54,35 +56,35 @@ def record_run(study: optuna.Study) -> None:
 
 # ------------------------------------------------------------------ writing trials
 def record_epoch(storage: optuna.storages.BaseStorage, trial_id: int, *, epoch: int,
-                 total: int, history: list[dict[str, float]],
-                 node: dict[str, Any] | None = None) -> str:
-    """A running trial's progress after ``epoch``; returns the stop reason written. Written at
-    every epoch: if the scheduler stops the trial here, this is the last moment the trial can
-    still be updated (Optuna refuses updates to finished trials)."""
-    put = storage.set_trial_user_attr
-    reason = FINISHED if epoch >= total else EARLY
-    if node is not None:  # the trial's first report (of this attempt)
-        put_trial_blob(storage, trial_id, TrialKey.NODE, node)
-        put(trial_id, TrialKey.NODE, node.get("ip"))
-        put(trial_id, TrialKey.TOTAL, total)
-    if node is not None or reason == FINISHED:  # each write is a commit: only when it changes
-        put(trial_id, TrialKey.STOP, reason)
-    put(trial_id, TrialKey.EPOCHS, epoch)
-    last = history[-1]
-    for key in (TrialKey.VAL_ACC, TrialKey.TEST_ACC, TrialKey.MEMORISED):
-        if key in last:
-            put(trial_id, key, _short(last[key]))
-    put_trial_blob(storage, trial_id, TrialKey.HISTORY, history)
-    return reason
+                 total: int, metrics: dict[str, float], node: dict[str, Any] | None = None,
+                 value: float | None = None, restart: bool = False) -> str:
+    """A running trial's progress after ``epoch``, written now; returns the stop reason. The
+    driver hands its reports to an EpochWriter instead, which writes them in batches. Written
+    at every epoch: if the scheduler stops the trial here, this is the last moment the trial
+    can still be updated (Optuna refuses updates to finished trials). ``value``: Optuna's
+    intermediate value (a searched trial's); ``node``: with a trial's first report."""
+    write_reports(storage, [EpochReport(trial_id, _study_id_of(storage, trial_id), epoch, total, dict(metrics),
+                                        value=value, node=node, restart=restart)])
+    return stop_after(epoch, total)
+
+
+def stop_after(epoch: int, total: int) -> str:
+    """The stop reason a trial has after reporting ``epoch`` of ``total``."""
+    return FINISHED if epoch >= total else EARLY
+
+
+def _study_id_of(storage: Any, trial_id: int) -> int:
+    from optuna.storages._rdb import models as om
+
+    engine = getattr(getattr(storage, "_backend", storage), "engine")
+    table = om.TrialModel.__table__
+    with engine.connect() as c:
+        return int(c.execute(sa.select(table.c.study_id).where(table.c.trial_id == trial_id))
+                   .scalar_one())
 
 
 def _r6(v: Any) -> Any:
     return round(v, 6) if isinstance(v, float) else v
-
-
-def _short(v: Any) -> Any:
-    # A row of the dashboard shows it: 0.8250 rather than 0.824999988079071.
-    return round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
 
 
 def record_failure(storage: optuna.storages.BaseStorage, trial_id: int, reason: str,

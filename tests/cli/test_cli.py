@@ -182,7 +182,7 @@ def test_status_json_is_strict_json_even_with_missing_metrics(tmp_path, cli_runn
     trial = study.ask()
     trial.set_user_attr(st.TrialKey.EDF, {"family": "dm", "lam": 1.0, "beta": 16.0})
     st.record_epoch(study._storage, trial._trial_id, epoch=1, total=1,
-                    history=[{"epoch": 1, "val_acc": 0.8, "memorised": float("nan")}])
+                    metrics={"epoch": 1, "val_acc": 0.8, "memorised": float("nan")})
     study.tell(trial, 0.8)
     result = cli_runner.invoke(app, ["status", "s", "--storage", url, "--json"])
     assert result.exit_code == 0, result.output

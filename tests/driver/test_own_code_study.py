@@ -89,7 +89,7 @@ def test_a_study_of_ones_own_loop_from_yaml_does_all_a_study_does(search, tmp_pa
     # The CE reference trained through the same loop, at full budget.
     (ref,) = st.reference_trials(study)
     assert st.trial_edf(ref) == {"family": "cce"} and st.stop_reason(ref) == st.FINISHED
-    assert [h["epoch"] for h in st.trial_history(ref)] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in st.trial_history(study, ref)] == [1, 2, 3, 4]
     # The searched width reached the loop as trial.params.
     assert {st.trial_config(t)["params"]["width"] for t in trials if not st.is_reference(t)} \
         <= {8, 16}

@@ -149,15 +149,17 @@ def test_a_retried_trial_starts_its_history_and_its_budget_over(tmp_path):
     storage = st.open_storage(f"sqlite:///{tmp_path}/s.db")
     study = st.open_study(storage, spec, resume=False).study
     trial = study.ask()
-    recorder = Recorder(study, Progress(total=1), 1, lambda msg: None, None)
+    writer = st.EpochWriter(storage)
+    recorder = Recorder(study, Progress(total=1), 1, lambda msg: None, None, writer=writer)
     ray_trial = SimpleNamespace(config={"optuna_trial": trial.number}, trial_id="t")
-    searcher = StudySearcher(_Inner(), spec, study)  # type: ignore[arg-type]
+    searcher = StudySearcher(_Inner(), spec, study, writer=writer)  # type: ignore[arg-type]
     searcher.progress["t"] = (0, 0)
     # three epochs, then its node is lost and Tune (max_failures) runs it again from epoch 1
     for e in (1, 2, 3, 1, 2):
         result = {**_result(e, 0.1 * e), "total_epochs": 6}
         recorder.on_trial_result(0, [], ray_trial, result)
         searcher.on_trial_result("t", result)
-    history = st.trial_history(study.trials[0])
+    writer.close()
+    history = st.trial_history(study, study.trials[0])
     assert [h["epoch"] for h in history] == [1, 2]
     assert searcher.used == 5  # every epoch trained counts against the budget

@@ -259,7 +259,7 @@ def test_a_schedule_study_end_to_end(search, tmp_path, data_root):
     assert moving and {"mode_end", "spread_end", "mean_end", "std_end", "ramp"} <= set(
         moving[0].user_attrs)
     for t in moving:
-        modes = [h["mode"] for h in st.trial_history(t)]
+        modes = [h["mode"] for h in st.trial_history(study, t)]
         end = t.user_attrs[st.TrialKey.MODE_END]
         assert modes[-1] == pytest.approx(end, abs=1e-6) and modes[0] != pytest.approx(end)
         assert modes == sorted(modes) or modes == sorted(modes, reverse=True)
@@ -309,7 +309,7 @@ def test_no_configuration_is_trained_twice(search, tmp_path, data_root):
     assert copy.user_attrs[st.TrialKey.DUPLICATE] == ref.number
     assert copy.user_attrs[st.TrialKey.STOP] == f"duplicate of trial {ref.number}"
     assert copy.state == TrialState.PRUNED and not st.is_eligible(copy)
-    assert not st.trial_history(copy)  # never trained
+    assert not st.trial_history(study, copy)  # never trained
     assert f"repeats trial {ref.number}'s configuration" in out.stdout
 
 

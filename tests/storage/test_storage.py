@@ -275,7 +275,7 @@ def test_a_study_that_kept_its_configs_in_user_attributes_still_reads_and_resume
     study.tell(trial, state=TrialState.PRUNED)
     (t,) = study.trials
     assert st.trial_config(t) == cfg and st.trial_edf(t) == cfg["loss"]["edf"]
-    assert st.trial_history(t) == hist and st.trial_final(t) == hist[-1]
+    assert st.trial_history(study, t) == hist and st.trial_final(t) == hist[-1]
     assert st.trial_node(t) == {"ip": "10.0.0.2", "id": "n1"}
     assert st.study_spec(study)["name"] == "s" and st.final_stage(study) == {"seeds": [0]}
     assert st.find_twin(study, cfg, number=5).number == 0
@@ -297,7 +297,7 @@ def test_configs_and_histories_are_kept_out_of_the_user_attributes(tmp_path):
     for e in range(1, 61):
         hist.append({"epoch": e, "val_acc": 0.3 + e / 1000 + 1e-9, "test_acc": 0.2,
                      "memorised": 0.1})
-        st.record_epoch(storage, trial._trial_id, epoch=e, total=60, history=hist,
+        st.record_epoch(storage, trial._trial_id, epoch=e, total=60, metrics=hist[-1],
                         node={"ip": "10.0.0.2", "id": "n1"} if e == 1 else None)
     study.tell(trial, hist[-1]["val_acc"])
     (t,) = study.trials
@@ -306,7 +306,7 @@ def test_configs_and_histories_are_kept_out_of_the_user_attributes(tmp_path):
     assert t.user_attrs[st.TrialKey.VAL_ACC] == 0.36 and t.user_attrs["family"] == "dm"
     assert t.user_attrs[st.TrialKey.NODE] == "10.0.0.2"
     assert t.user_attrs[st.TrialKey.STOP] == st.FINISHED
-    assert st.trial_history(t) == hist and st.trial_final(t) == hist[-1]
+    assert st.trial_history(study, t) == hist and st.trial_final(t) == hist[-1]
     assert st.trial_config(t) == cfg and st.trial_node(t)["id"] == "n1"
     assert all(len(str(v)) <= 200 for v in study.user_attrs.values())
     assert st.study_spec(study)["name"] == "s"
@@ -326,6 +326,6 @@ def test_a_long_failure_is_cut_in_the_row_and_whole_in_the_reason(tmp_path):
     retried = study.ask()
     st.record_failure(storage, retried._trial_id, why)
     st.record_epoch(storage, retried._trial_id, epoch=1, total=1,
-                    history=[{"epoch": 1, "val_acc": 0.5}], node={"ip": "a", "id": "b"})
+                    metrics={"epoch": 1, "val_acc": 0.5}, node={"ip": "a", "id": "b"})
     study.tell(retried, 0.5)
     assert st.stop_reason(study.trials[1]) == st.FINISHED

@@ -180,7 +180,8 @@ def test_a_resumed_study_with_new_leaders_races_again_and_keeps_the_old_runs(
 
     st.record_trial_config(trial, make_space(_spec())(trial)["trial_config"])
     hist = [{"epoch": e + 1, "val_acc": 0.9, "test_acc": 0.9} for e in range(6)]
-    st.record_epoch(study._storage, trial._trial_id, epoch=6, total=6, history=hist)
+    for e, h in enumerate(hist, 1):
+        st.record_epoch(study._storage, trial._trial_id, epoch=e, total=6, metrics=h)
     study.tell(trial, 0.9)
     fake = _FakeRay(_rerun)
     said = _race(study, _spec(seeds=1), fake, monkeypatch)
