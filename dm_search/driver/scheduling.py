@@ -100,6 +100,11 @@ class StudySearcher(Searcher):
         # Epochs of one full trial; an iteration budget knows it only at the first result.
         self.per_trial = spec.total_epochs() or 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its searcher with the experiment state; the writer's thread cannot
+        # travel (and a study resumes from the database, not from Tune's state).
+        return {**self.__dict__, "writer": None}
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
         return bool(self.inner.set_search_properties(metric, mode, config, **spec))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import optuna
@@ -163,3 +164,48 @@ def test_a_retried_trial_starts_its_history_and_its_budget_over(tmp_path):
     history = st.trial_history(study, study.trials[0])
     assert [h["epoch"] for h in history] == [1, 2]
     assert searcher.used == 5  # every epoch trained counts against the budget
+
+
+@pytest.mark.parametrize("error, raised", [(RuntimeError("the driver broke"), RuntimeError),
+                                           (KeyboardInterrupt(), "StudyInterrupted")])
+def test_a_driver_that_fails_or_is_stopped_writes_its_queued_epochs_first(tmp_path, monkeypatch,
+                                                                          error, raised):
+    """Epochs still queued when the driver fails (or is stopped) are written before it exits,
+    and before the stopped run's trials are marked interrupted."""
+    from dm_search.driver import runner
+    from dm_search.driver.signals import StudyInterrupted
+    from dm_search.storage import epochs
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    spec = _spec().model_copy(update={"study_dir": str(tmp_path)})
+    monkeypatch.setattr(runner, "_check_before_ray", lambda *a: None)
+    monkeypatch.setattr(runner, "connect_ray", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "check_resources", lambda *a: None)
+    slow = epochs.write_reports
+
+    def write_slowly(where, reports, **kw):  # a slow database: the queue holds most of them
+        time.sleep(0.2)
+        slow(where, reports, **kw)
+
+    monkeypatch.setattr("dm_search.storage.recording.write_reports", write_slowly)
+    seen = {}
+
+    def drive(spec, study, storage, opened, stop, say, tracker, writer):
+        trial = study.ask()
+        seen["trial"] = trial.number
+        for e in range(1, 31):
+            writer.put(st.EpochReport(trial._trial_id, study._study_id, e, 30,
+                                      {"epoch": e, "val_acc": 0.5}, value=0.5))
+        assert writer.pending > 10
+        raise error
+
+    monkeypatch.setattr(runner, "_drive", drive)
+    expected = StudyInterrupted if raised == "StudyInterrupted" else raised
+    with pytest.raises(expected):
+        runner.run_study(spec, storage_url=url, say=lambda _: None)
+    study = optuna.load_study(study_name=spec.name, storage=st.open_storage(url))
+    (t,) = [t for t in study.trials if t.number == seen["trial"]]
+    assert [h["epoch"] for h in st.trial_history(study, t)] == list(range(1, 31))
+    assert t.user_attrs[st.TrialKey.EPOCHS] == 30 and t.intermediate_values == {30: 0.5}
+    if expected is StudyInterrupted:  # then marked interrupted, after its epochs
+        assert t.user_attrs[st.TrialKey.STOP] == st.INTERRUPTED
