@@ -17,13 +17,14 @@ suggestion in a driver (the first, which loads every trial, and the next ones), 
 commands. Optuna's own loading of the same trials is timed beside ours.
 
 ``--part memory`` (target: the driver's memory does not grow with the study). The Recorder
-is fed ``--memory-trials`` trials of 100 epochs, 200 running at a time, as Tune would call it
+is fed ``--memory-trials`` trials of 50 epochs, 200 running at a time, as Tune would call it
 (figures and dashboard refreshes left out); Python's traced memory is read as it goes.
 
 ``--part ray`` (targets: every epoch recorded, the driver's lag behind the newest report
 < 1 s; its CPU per report stated). A study of ``--ray-trials`` concurrent trials of a loop of
-one's own that sleeps 0.5 s per epoch (2 epochs/s) for ``--ray-epochs`` epochs, on a local
-Ray with enough logical CPUs.
+one's own that sleeps ``--ray-sleep`` s per epoch (0.5 s: 2 epochs/s) for ``--ray-epochs``
+epochs, on a local Ray with this machine's CPUs (each trial asks for 0.01 CPU, so that all
+of them run at once).
 
     python benchmarks/bench_scale.py --part writes --db sqlite postgres
     python benchmarks/bench_scale.py --part big --db sqlite postgres
@@ -257,6 +258,9 @@ def generate(url: str, n: int, epochs: int) -> optuna.Study:
                                  "val_acc": v,
                                  "metrics": json.dumps({**METRICS, "epoch": e, "val_acc": v})})
             c.execute(sa.insert(st.epochs.EPOCHS), rows)
+        if engine.dialect.name == "postgresql":  # ids given: the sequence moves past them
+            c.execute(sa.text("SELECT setval(pg_get_serial_sequence('trials', 'trial_id'), "
+                              "(SELECT max(trial_id) FROM trials))"))
     return optuna.load_study(study_name="scale", storage=st.open_storage(url))
 
 
@@ -322,8 +326,8 @@ def part_big(kind: str, folder: Path, n: int, epochs: int, dashboard: bool) -> d
         ours = storage.get_all_trials(study._study_id, deepcopy=False)
         out["load_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        theirs = optuna.storages.RDBStorage.get_all_trials(storage, study._study_id,
-                                                           deepcopy=False)
+        theirs = optuna.storages.RDBStorage._get_trials(storage, study._study_id, None, set(),
+                                                        -1)
         out["optuna_load_s"] = time.perf_counter() - t0
         assert ours == theirs
         # The sampler's suggestion in a driver: a fresh study object, as a resumed driver has.
@@ -350,7 +354,7 @@ def part_big(kind: str, folder: Path, n: int, epochs: int, dashboard: bool) -> d
 
 
 # ------------------------------------------------------------------ driver memory
-def part_memory(folder: Path, n: int, epochs: int = 100, running: int = 200
+def part_memory(folder: Path, n: int, epochs: int = 50, running: int = 200
                 ) -> list[tuple[int, float]]:
     import tracemalloc
     from types import SimpleNamespace
@@ -362,6 +366,7 @@ def part_memory(folder: Path, n: int, epochs: int = 100, running: int = 200
     rec.refresh_later = lambda *a, **k: None
     url = f"sqlite:///{folder}/memory-{time.time_ns()}.db"
     spec, study, storage = _new_study(url)
+    study.sampler = optuna.samplers.RandomSampler(seed=0)  # the sampler's time is not asked
     writer = st.EpochWriter(storage)
     r = rec.Recorder(study, Progress(total=n), running, lambda _: None, None, writer=writer)
     space = make_space(spec)
@@ -406,12 +411,12 @@ import time
 
 def train(trial):
     for epoch in range(1, trial.epochs + 1):
-        time.sleep(0.5)
+        time.sleep(trial.params["sleep_s"])
         trial.report(epoch=epoch, val_acc=0.5 + 0.001 * epoch)
 '''
 
 
-def part_ray(folder: Path, trials: int, epochs: int) -> dict[str, Any]:
+def part_ray(folder: Path, trials: int, epochs: int, sleep_s: float) -> dict[str, Any]:
     import resource
 
     import ray
@@ -422,7 +427,8 @@ def part_ray(folder: Path, trials: int, epochs: int) -> dict[str, Any]:
     (folder / "sleeper.py").write_text(SLEEPER)
     spec = _as_spec({
         "name": "ray-scale", "study_dir": str(folder / "runs"), "code": str(folder),
-        "base": {"trainer": "sleeper:train", "optim": {"epochs": epochs}},
+        "base": {"trainer": "sleeper:train", "optim": {"epochs": epochs},
+                 "params": {"sleep_s": sleep_s}},
         "space": {"families": {"dm": {}}}, "scheduler": {"name": "none"},
         "sampler": {"name": "random", "seed": 0}, "baselines": [],
         "n_trials": trials, "max_concurrent": trials, "resources": {"cpu": 0.01},
@@ -436,7 +442,6 @@ def part_ray(folder: Path, trials: int, epochs: int) -> dict[str, Any]:
             stats["writer"] = self.stats
 
     runner.st.EpochWriter = Watched
-    ray.init(num_cpus=max(4, trials // 50), include_dashboard=False, log_to_driver=False)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     try:
@@ -453,7 +458,8 @@ def part_ray(folder: Path, trials: int, epochs: int) -> dict[str, Any]:
     w = stats["writer"]
     lags = sorted(w.lags)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    return {"trials": trials, "epochs": epochs, "expected": trials * epochs,
+    return {"trials": trials, "epochs": epochs, "sleep_s": sleep_s,
+            "expected": trials * epochs,
             "recorded": recorded, "wall_s": wall, "reports_per_s": recorded / wall,
             "lag_p50_s": lags[len(lags) // 2], "lag_p99_s": lags[int(len(lags) * 0.99)],
             "lag_max_s": w.max_lag_s, "batches": w.batches, "largest": w.largest_batch,
@@ -480,9 +486,10 @@ def main() -> None:
     ap.add_argument("--big-trials", type=int, default=10_000)
     ap.add_argument("--big-epochs", type=int, default=100)
     ap.add_argument("--no-dashboard", action="store_true")
-    ap.add_argument("--memory-trials", type=int, default=4000)
+    ap.add_argument("--memory-trials", type=int, default=3000)
     ap.add_argument("--ray-trials", type=int, default=200)
     ap.add_argument("--ray-epochs", type=int, default=120)
+    ap.add_argument("--ray-sleep", type=float, default=0.5, help="seconds per epoch")
     ap.add_argument("--out", default="runs/bench_scale")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -510,7 +517,7 @@ def main() -> None:
         for done, mb in part_memory(folder, args.memory_trials):
             print(f"| {done} | {mb:.1f} |", flush=True)
     else:
-        r = part_ray(folder, args.ray_trials, args.ray_epochs)
+        r = part_ray(folder, args.ray_trials, args.ray_epochs, args.ray_sleep)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                           for k, v in r.items()}))
 

@@ -168,6 +168,7 @@ def dashboard(
     from dm_search.results.dashboard import ArtifactDirs
 
     store, url = open_store(storage)
+    store.intermediate = False  # see SealedStorage.intermediate
     dirs = [artifact_dir] if artifact_dir is not None else _artifact_dirs(store, url)
     found = [d for d in dict.fromkeys(dirs) if d.is_dir()]
     if artifact_dir is not None and not found:

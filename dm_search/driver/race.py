@@ -79,7 +79,7 @@ def _budget_left(spec: StudySpec, study: optuna.Study) -> float:
 def run_race(spec: StudySpec, study: optuna.Study, say: Callable[[str], None]) -> None:
     """Race the study's top candidates and record the winner (see the module docstring)."""
     r = spec.race
-    top = st.ranked_trials(study, r.window)[: r.candidates]
+    top = st.ranked_trials(study, r.window, limit=r.candidates)
     if len(top) < 2:
         say("race skipped: fewer than 2 distinct configurations ran their full budget")
         return

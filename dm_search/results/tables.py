@@ -45,7 +45,8 @@ def _duration(study: Any, t: Any) -> float | None:
     """A trial's wall time: from the sampler's suggestion to its last report."""
     if t.datetime_start is not None and t.datetime_complete is not None:
         return (t.datetime_complete - t.datetime_start).total_seconds()
-    spent = [float(h["epoch_s"]) for h in st.trial_history(study, t) if is_finite(h.get("epoch_s"))]
+    spent = [float(h["epoch_s"]) for h in st.trial_history(study, t)
+             if is_finite(h.get("epoch_s"))]
     return sum(spent) if spent else None
 
 

@@ -15,6 +15,7 @@ is resumed), and the readers look in both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -92,10 +93,8 @@ def ensure_tables(engine: sa.engine.Engine) -> None:
     with engine.begin() as c:
         row = c.execute(sa.select(_SCHEMA.c.version).where(_SCHEMA.c.name == "epochs")).first()
         if row is None:
-            try:
+            with contextlib.suppress(sa.exc.IntegrityError):  # a concurrent process wrote it
                 c.execute(sa.insert(_SCHEMA).values(name="epochs", version=SCHEMA_VERSION))
-            except sa.exc.IntegrityError:
-                pass  # written by a concurrent process
         elif row[0] > SCHEMA_VERSION:
             raise RuntimeError(
                 f"this study database was written by a newer dm-search (its epoch table is "
@@ -159,8 +158,8 @@ def write_reports(where: Any, reports: Sequence[EpochReport], *, exact: bool = F
     rows: dict[tuple[int, int], dict[str, Any]] = {}
     for r in reports:
         if r.restart and not exact:  # a retried trial starting over drops its later epochs
-            for key in [k for k in rows if k[0] == r.trial_id and k[1] >= r.epoch]:
-                del rows[key]
+            for old in [k for k in rows if k[0] == r.trial_id and k[1] >= r.epoch]:
+                del rows[old]
         rows[r.trial_id, r.epoch] = {
             "trial_id": r.trial_id, "epoch": r.epoch, "study_id": r.study_id,
             "val_acc": _finite(r.metrics.get("val_acc")), "metrics": json.dumps(r.metrics)}

@@ -35,8 +35,9 @@ def _local(moment: dt.datetime | None) -> dt.datetime | None:
 
 def load_trials(engine: sa.engine.Engine, study_id: int,
                 states: Container[TrialState] | None, included_trial_ids: set[int],
-                trial_id_greater_than: int) -> list[FrozenTrial]:
-    """What ``RDBStorage._get_trials`` returns, with the same arguments."""
+                trial_id_greater_than: int, *, intermediate: bool = True) -> list[FrozenTrial]:
+    """What ``RDBStorage._get_trials`` returns, with the same arguments (``intermediate``:
+    False leaves the intermediate values out)."""
     included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
     where: list[Any] = [_T.c.study_id == study_id]
     if states is not None:
@@ -57,11 +58,14 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
         if not base:
             return []
 
-        def rows(model: Any, *cols: str, order: str | None = None) -> Any:
+        def rows(model: Any, *cols: str, order: str | None = None, raw: bool = False) -> Any:
             table = model.__table__
             query = sa.select(table.c.trial_id, *(table.c[k] for k in cols)).where(
                 table.c.trial_id.in_(chosen))
-            return c.execute(query.order_by(table.c[order]) if order else query)
+            result = c.execute(query.order_by(table.c[order]) if order else query)
+            # Text and integer columns need no conversion: the driver's own tuples are a
+            # third of the cost of SQLAlchemy's rows for a study's hundreds of thousands.
+            return result.cursor.fetchall() if raw else result
 
         params: dict[int, list[tuple[str, float, str]]] = {}
         for tid, name, value, dist in rows(om.TrialParamModel, "param_name", "param_value",
@@ -72,11 +76,12 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
                                                 "value_type"):
             values.setdefault(tid, {})[objective] = \
                 om.TrialValueModel.stored_repr_to_value(value, kind)
-        user = _attrs(rows(om.TrialUserAttributeModel, "key", "value_json"))
-        system = _attrs(rows(om.TrialSystemAttributeModel, "key", "value_json"))
+        user = _attrs(rows(om.TrialUserAttributeModel, "key", "value_json", raw=True))
+        system = _attrs(rows(om.TrialSystemAttributeModel, "key", "value_json", raw=True))
         steps: dict[int, dict[int, float]] = {}
         for tid, step, value, kind in rows(om.TrialIntermediateValueModel, "step",
-                                           "intermediate_value", "intermediate_value_type"):
+                                           "intermediate_value", "intermediate_value_type"
+                                           ) if intermediate else ():
             steps.setdefault(tid, {})[step] = \
                 om.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
 

@@ -83,11 +83,16 @@ class SealedStorage(optuna.storages.RDBStorage):
         known = _OPENED.get(masked) or (env if env and mask_url(env) == masked else None)
         super().__setstate__({**state, "url": known or masked})
 
+    # The dashboard's intermediate-value plot draws a trace per trial: with a study's latest
+    # value per trial it repeats the history plot, and 10,000 traces held a browser for
+    # 85 s. `dm-search dashboard` turns them off (the learning curves are in the figures).
+    intermediate = True
+
     def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
                     trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
         # Every trial list (the sampler's, status's, the dashboard's) comes through here.
         return load_trials(self.engine, study_id, states, included_trial_ids,
-                           trial_id_greater_than)
+                           trial_id_greater_than, intermediate=self.intermediate)
 
 
 def _sqlite_problem(db: Path, err: BaseException) -> str:

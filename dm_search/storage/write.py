@@ -63,8 +63,9 @@ def record_epoch(storage: optuna.storages.BaseStorage, trial_id: int, *, epoch: 
     at every epoch: if the scheduler stops the trial here, this is the last moment the trial
     can still be updated (Optuna refuses updates to finished trials). ``value``: Optuna's
     intermediate value (a searched trial's); ``node``: with a trial's first report."""
-    write_reports(storage, [EpochReport(trial_id, _study_id_of(storage, trial_id), epoch, total, dict(metrics),
-                                        value=value, node=node, restart=restart)])
+    report = EpochReport(trial_id, _study_id_of(storage, trial_id), epoch, total, dict(metrics),
+                         value=value, node=node, restart=restart)
+    write_reports(storage, [report])
     return stop_after(epoch, total)
 
 
@@ -76,7 +77,7 @@ def stop_after(epoch: int, total: int) -> str:
 def _study_id_of(storage: Any, trial_id: int) -> int:
     from optuna.storages._rdb import models as om
 
-    engine = getattr(getattr(storage, "_backend", storage), "engine")
+    engine = getattr(storage, "_backend", storage).engine
     table = om.TrialModel.__table__
     with engine.connect() as c:
         return int(c.execute(sa.select(table.c.study_id).where(table.c.trial_id == trial_id))

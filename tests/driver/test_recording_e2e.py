@@ -1,7 +1,8 @@
 """Nothing the trials report is lost, however the driver ends: one study, stopped in turn by
 Ctrl-C, SIGTERM and kill -9, each time resumed, then run to its end (an exception in the
-driver: test_runner_rules). Its loop logs every epoch it reports with the time; the database must hold every epoch
-reported more than a second before the driver stopped (all of them on a normal end)."""
+driver: test_runner_rules). Its loop logs every epoch it reports with the time; the database
+must hold every epoch reported more than a second before the driver stopped (all of them on a
+normal end)."""
 
 from __future__ import annotations
 
