@@ -354,8 +354,22 @@ def part_big(kind: str, folder: Path, n: int, epochs: int, dashboard: bool) -> d
 
 
 # ------------------------------------------------------------------ driver memory
+def _traced() -> tuple[float, float, float]:
+    """Traced MB: in all, allocated by dm-search's code, and by Optuna's (its trial cache)."""
+    import tracemalloc
+
+    stats = tracemalloc.take_snapshot().statistics("filename")
+    mb = [0.0, 0.0, 0.0]
+    for s in stats:
+        name = s.traceback[0].filename
+        mb[0] += s.size / 2**20
+        mb[1] += s.size / 2**20 if "/dm_search/" in name else 0.0
+        mb[2] += s.size / 2**20 if "/optuna/" in name else 0.0
+    return mb[0], mb[1], mb[2]
+
+
 def part_memory(folder: Path, n: int, epochs: int = 50, running: int = 200
-                ) -> list[tuple[int, float]]:
+                ) -> list[tuple[Any, ...]]:
     import tracemalloc
     from types import SimpleNamespace
 
@@ -370,7 +384,7 @@ def part_memory(folder: Path, n: int, epochs: int = 50, running: int = 200
     writer = st.EpochWriter(storage)
     r = rec.Recorder(study, Progress(total=n), running, lambda _: None, None, writer=writer)
     space = make_space(spec)
-    samples: list[tuple[int, float]] = []
+    samples: list[tuple[Any, ...]] = []
     tracemalloc.start()
     done = 0
     live: list[Any] = []
@@ -397,8 +411,9 @@ def part_memory(folder: Path, n: int, epochs: int = 50, running: int = 200
                 r.on_trial_complete(0, [], trial)
                 live.remove(item)
                 done += 1
-                if done % 1000 == 0:
-                    samples.append((done, tracemalloc.get_traced_memory()[0] / 2**20))
+                if done % 500 == 0:
+                    cached = len(study._storage._studies[study._study_id].trials)
+                    samples.append((done, *_traced(), len(r.history), cached))
     writer.close()
     tracemalloc.stop()
     return samples
@@ -486,7 +501,7 @@ def main() -> None:
     ap.add_argument("--big-trials", type=int, default=10_000)
     ap.add_argument("--big-epochs", type=int, default=100)
     ap.add_argument("--no-dashboard", action="store_true")
-    ap.add_argument("--memory-trials", type=int, default=3000)
+    ap.add_argument("--memory-trials", type=int, default=2000)
     ap.add_argument("--ray-trials", type=int, default=200)
     ap.add_argument("--ray-epochs", type=int, default=120)
     ap.add_argument("--ray-sleep", type=float, default=0.5, help="seconds per epoch")
@@ -512,10 +527,12 @@ def main() -> None:
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                               for k, v in r.items()}), flush=True)
     elif args.part == "memory":
-        print("| trials done | traced MB |")
-        print("|---|---|")
-        for done, mb in part_memory(folder, args.memory_trials):
-            print(f"| {done} | {mb:.1f} |", flush=True)
+        print("| trials done | traced MB | allocated in dm_search/ | in optuna/ | "
+              "histories held | trials in Optuna's cache |")
+        print("|---|---|---|---|---|---|")
+        for done, mb, ours, optunas, held, cached in part_memory(folder, args.memory_trials):
+            print(f"| {done} | {mb:.1f} | {ours:.2f} | {optunas:.1f} | {held} | {cached} |",
+                  flush=True)
     else:
         r = part_ray(folder, args.ray_trials, args.ray_epochs, args.ray_sleep)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v

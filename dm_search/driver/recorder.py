@@ -40,6 +40,7 @@ class Recorder(tune.Callback):
         self.searched = searched or []
         self.artifacts = artifacts
         self.last_refresh = 0.0
+        self.refresh_every = 10.0
         self.storage = study._storage
         self.study_id = study._study_id
         self.progress = progress
@@ -140,12 +141,15 @@ class Recorder(tune.Callback):
             self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
 
     def _refresh(self, number: int, force: bool = False) -> None:
-        """The trial's note now; the study figures at most every 10 s (and at the end)."""
+        """The trial's note now; the study figures at most every 10 s (and at the end), and
+        never more than a tenth of the time: drawing them grows with the study."""
         def work() -> None:
             dashboard.save_trial_note(self.study, self.storage.get_trial(self._trial_id(number)))
-            if force or time.monotonic() - self.last_refresh > 10:
+            if force or time.monotonic() - self.last_refresh > self.refresh_every:
+                started = time.monotonic()
                 dashboard.update_dashboard(self.study, notes=False)
                 self.last_refresh = time.monotonic()
+                self.refresh_every = max(10.0, 10 * (self.last_refresh - started))
 
         refresh_later(work)
 
