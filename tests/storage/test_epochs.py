@@ -197,7 +197,7 @@ def test_closing_on_a_database_that_keeps_refusing_says_how_many_were_lost(tmp_p
     writer = st.EpochWriter(storage)
     for e in range(1, 4):
         writer.put(st.EpochReport(tid, study._study_id, e, 60, _metrics(e)))
-    with pytest.raises(st.RecordingFailed, match="3 epoch report.*database is locked"):
+    with pytest.raises(st.RecordingFailed, match=r"3 epoch report.*database is locked"):
         writer.close(timeout=0.5)
 
 
