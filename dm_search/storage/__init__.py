@@ -3,8 +3,10 @@ check, resume, repair); what the driver writes while it runs and how it is read 
 
 The database is the source of truth: every trial's resolved config, epochs completed, stop
 reason, diagnostics and node are trial attributes; the spec, package version and dataset
-fingerprint are study attributes. ``keys`` names them; ``url`` opens the database;
-``lifecycle`` creates, resumes and repairs studies; ``write`` records; ``read`` and
+fingerprint are study attributes; every epoch is a row of dm-search's own epoch table.
+``keys`` names them; ``url`` opens the database (``loading`` lists its trials);
+``lifecycle`` creates, resumes and repairs studies; ``epochs`` and ``recording`` write the
+epochs (in batches, from a thread of their own); ``write`` records the rest; ``read`` and
 ``ranking`` read back.
 
 Imports optuna, sqlalchemy, ``dm_search.study`` (for the spec and the racing rules) and

@@ -4,15 +4,17 @@ writes them to the database in batches.
 Tune calls the driver's callbacks from one loop, and every millisecond spent there is a
 millisecond no trial's report is handled. A commit per report capped a study at about a
 hundred reports a second; here the loop only appends to a bounded queue, and the writer
-takes whatever has queued while it wrote the previous batch, so that a busy study writes
-large batches and a quiet one writes each report at once (group commit). A full queue makes
-``put`` wait: a database that cannot keep up slows the study instead of filling memory.
+takes whatever has queued while it wrote the previous batch, letting a batch gather for at
+most LINGER_S, so that a study writes at most about ten transactions a second. A full
+queue makes ``put`` wait: a database that cannot keep up slows the study instead of filling
+memory.
 
 ``flush`` returns once everything handed over before it is written: the driver calls it
 before anything that reads or finishes a trial (Optuna refuses updates to a finished trial,
 and its samplers read a stopped trial's last value). ``close`` flushes and stops the thread:
 on a normal end, after Ctrl-C or SIGTERM, and on an exception. What a ``kill -9`` loses is
-what was queued or in flight: under a second of reports while the database keeps up.
+what was queued or in flight: LINGER_S and a write's time, under a second while the database
+keeps up.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = ["EpochWriter", "RecordingFailed", "WriterStats"]
 
 MAX_QUEUED = 20_000  # reports waiting: a few seconds of a very large study, some MB
 MAX_BATCH = 5_000  # reports per transaction
+# How long a batch may gather once its first report is in: a transaction costs the driver
+# about the same CPU for one report as for thousands, and trials report in bursts.
+LINGER_S = 0.1
 RETRY_MAX_S = 10.0
 
 
@@ -53,7 +58,8 @@ class WriterStats:
     most_queued: int = 0
     failures: int = 0
     max_lag_s: float = 0.0  # from the worker's report to its commit (needs synced clocks)
-    lags: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    # (commit time, lag) of the latest reports, time.time() both
+    lags: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class EpochWriter:
@@ -70,6 +76,7 @@ class EpochWriter:
         self._queued = 0  # reports ever handed over
         self._written = 0  # reports ever written
         self._closing = False
+        self._flushing = 0  # callers waiting in flush(): no lingering then
         self._error: BaseException | None = None
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name="dm-search-epochs", daemon=True)
@@ -98,9 +105,14 @@ class EpochWriter:
         """Wait until every report handed over so far is written; False on timeout."""
         with self._cond:
             target = self._queued
-            return self._cond.wait_for(lambda: self._written >= target
-                                       or not self._thread.is_alive(), timeout) \
-                and self._written >= target
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: self._written >= target
+                                           or not self._thread.is_alive(), timeout) \
+                    and self._written >= target
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float = 60.0) -> None:
         """Write what is queued and stop. RecordingFailed when the database kept refusing it
@@ -123,6 +135,10 @@ class EpochWriter:
                 self._cond.wait_for(lambda: bool(self._queue) or self._closing)
                 if not self._queue:
                     return  # closing, and nothing left
+                gathered = time.monotonic() + (LINGER_S if not failures else 0.0)
+                while (len(self._queue) < self.max_batch and not self._closing
+                       and not self._flushing and (left := gathered - time.monotonic()) > 0):
+                    self._cond.wait(left)
                 batch = list(islice(self._queue, self.max_batch))
             started = time.perf_counter()
             try:
@@ -153,7 +169,7 @@ class EpochWriter:
                 for r in batch:
                     if r.reported_at is not None:
                         lag = done - r.reported_at
-                        s.lags.append(lag)
+                        s.lags.append((done, lag))
                         s.max_lag_s = max(s.max_lag_s, lag)
                 self._cond.notify_all()
 
