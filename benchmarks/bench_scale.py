@@ -36,17 +36,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import platform
 import random
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from dm_search import storage as st  # noqa: E402
 from dm_search.study.space import make_sampler, make_space  # noqa: E402
 from dm_search.study.spec import StudySpec  # noqa: E402
+from tests.pgserver import free_port, postgres_server  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "dm-search")
 SPEC = {"name": "scale", "base": {"data": {"name": "mnist1d"}, "optim": {"epochs": 100}},
@@ -74,41 +71,11 @@ METRICS = {"epoch": 1.0, "train_loss": 0.9, "dm_loss": 0.5, "val_acc": 0.8, "tes
            "lr": 0.05, "epoch_s": 1.2, "samples_per_s": 9000.0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    bindir = bins[-1] if bins else os.path.dirname(shutil.which("pg_ctl") or "")
-    root = tempfile.mkdtemp(prefix="dm-search-bench-pg-")
-    os.chmod(root, 0o777)
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    port, data = _free_port(), os.path.join(root, "data")
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_pg, *cmd], check=True, capture_output=True, cwd=root)
-
-    run(f"{bindir}/initdb", "-D", data, "-U", "dm", "--auth=trust")
-    run(f"{bindir}/pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "log"), "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "dm", "bench")
-        yield f"postgresql+psycopg://dm@127.0.0.1:{port}/bench"
-    finally:
-        run(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _database(kind: str, folder: Path) -> Iterator[str]:
     if kind == "postgres":
-        with _postgres() as url:
-            yield url
+        with postgres_server("bench") as port:
+            yield f"postgresql+psycopg://dm@127.0.0.1:{port}/bench"
     else:
         db = folder / f"{kind}-{time.time_ns()}.db"
         yield f"sqlite:///{db}"
@@ -280,7 +247,7 @@ def _dashboard_page(url: str, folder: Path) -> float:
     """Seconds from navigating to the study page until its trials' figures are drawn."""
     from tests import browser
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([CLI, "dashboard", "--storage", url, "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
