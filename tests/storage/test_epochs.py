@@ -119,6 +119,7 @@ def test_an_older_study_reads_and_its_histories_move_into_the_table_on_resume(tm
 
 
 def _write_slowly(monkeypatch, seconds=0.05, fail=0):
+    monkeypatch.setattr(recording, "RETRY_MAX_S", 0.02)  # the back-off, shortened
     real = ep.write_reports
     calls = {"n": 0, "sizes": []}
 
