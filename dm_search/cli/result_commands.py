@@ -166,9 +166,10 @@ def dashboard(
 
     from dm_search import storage as st
     from dm_search.results.dashboard import ArtifactDirs
+    from dm_search.storage.read import DASHBOARD
 
     store, url = open_store(storage)
-    store.intermediate = False  # see SealedStorage.intermediate
+    store.subset = DASHBOARD  # what its pages show of a trial, and no more
     dirs = [artifact_dir] if artifact_dir is not None else _artifact_dirs(store, url)
     found = [d for d in dict.fromkeys(dirs) if d.is_dir()]
     if artifact_dir is not None and not found:

@@ -20,7 +20,7 @@ from dm_search.storage.epochs import (
     ensure_tables,
     histories,
     migrate_histories,
-    recent_val_acc,
+    recent_mean_val_acc,
     trial_history,
     write_reports,
 )
@@ -62,7 +62,9 @@ from dm_search.storage.ranking import (
     search_epochs,
     stop_reason,
     study_summary,
+    summary_trials,
     trial_score,
+    trial_scores,
     trial_summary,
 )
 from dm_search.storage.read import (
@@ -167,7 +169,7 @@ __all__ = [
     "race_epochs",
     "ran_full_budget",
     "ranked_trials",
-    "recent_val_acc",
+    "recent_mean_val_acc",
     "record_dataset",
     "record_driver",
     "record_duplicate",
@@ -191,6 +193,7 @@ __all__ = [
     "study_runs",
     "study_spec",
     "study_summary",
+    "summary_trials",
     "trial_config",
     "trial_edf",
     "trial_epochs",
@@ -199,6 +202,7 @@ __all__ = [
     "trial_node",
     "trial_schedule",
     "trial_score",
+    "trial_scores",
     "trial_summary",
     "write_reports",
 ]

@@ -29,8 +29,8 @@ from optuna.trial import FrozenTrial
 
 from dm_search.storage.keys import _BLOB, EARLY, FINISHED, TrialKey, trial_blob
 
-__all__ = ["EPOCHS", "SCHEMA_VERSION", "EpochReport", "ensure_tables", "histories",
-           "migrate_histories", "recent_val_acc", "study_val_curves", "trial_history",
+__all__ = ["EPOCHS", "SCHEMA_VERSION", "EpochReport", "engine_of", "ensure_tables", "histories",
+           "migrate_histories", "recent_mean_val_acc", "study_val_curves", "trial_history",
            "write_reports"]
 
 SCHEMA_VERSION = 1  # of dm-search's own tables; bump with a migration in ensure_tables
@@ -72,7 +72,7 @@ class EpochReport:
 
 
 # ------------------------------------------------------------------ the tables
-def _engine(where: Any) -> sa.engine.Engine | None:
+def engine_of(where: Any) -> sa.engine.Engine | None:
     """The SQLAlchemy engine behind a study, a storage or Optuna's cache around one."""
     storage = getattr(where, "_storage", where)
     storage = getattr(storage, "_backend", storage)  # optuna's _CachedStorage
@@ -131,7 +131,7 @@ def write_reports(where: Any, reports: Sequence[EpochReport], *, exact: bool = F
     ones after it."""
     if not reports:
         return
-    engine = _engine(where)
+    engine = engine_of(where)
     assert engine is not None, "epoch reports need a database storage"
     ensure_tables(engine)
     latest: dict[int, EpochReport] = {}
@@ -229,7 +229,7 @@ def histories(where: Any, trials: Iterable[FrozenTrial]) -> dict[int, list[dict[
     from the attribute it kept instead."""
     trials = list(trials)
     out: dict[int, list[dict[str, float]]] = {t._trial_id: [] for t in trials}
-    engine = _engine(where)
+    engine = engine_of(where)
     if _has_table(engine) and trials:
         assert engine is not None
         with engine.connect() as c:
@@ -250,37 +250,39 @@ def trial_history(where: Any, t: FrozenTrial) -> list[dict[str, float]]:
     return histories(where, [t])[t._trial_id]
 
 
-def recent_val_acc(where: Any, trials: Sequence[FrozenTrial], window: int
-                   ) -> dict[int, list[float]]:
-    """The validation accuracy of each trial's last ``window`` epochs, by trial id: what a
-    score needs, read without the rest of the histories."""
-    out: dict[int, list[float]] = {t._trial_id: [] for t in trials}
-    engine = _engine(where)
-    last = {t._trial_id: int(t.user_attrs.get(TrialKey.EPOCHS) or 0) for t in trials}
+def recent_mean_val_acc(where: Any, trials: Sequence[FrozenTrial], window: int
+                        ) -> dict[int, float]:
+    """The mean validation accuracy of each trial's last ``window`` epochs (those recorded
+    with one), by trial id; NaN where there is none. What a score needs, averaged in the
+    database: a summary of 10,000 trials otherwise reads 50,000 rows."""
+    out = {t._trial_id: math.nan for t in trials}
+    engine = engine_of(where)
+    by_last: dict[int, list[int]] = {}
+    for t in trials:
+        by_last.setdefault(int(t.user_attrs.get(TrialKey.EPOCHS) or 0), []).append(t._trial_id)
     if _has_table(engine) and trials:
         assert engine is not None
-        above = max(0, min(last.values()) - window)
         with engine.connect() as c:
-            for chunk in _chunks(sorted(out)):
-                for tid, epoch, val in c.execute(
-                        sa.select(EPOCHS.c.trial_id, EPOCHS.c.epoch, EPOCHS.c.val_acc)
-                        .where(EPOCHS.c.trial_id.in_(chunk), EPOCHS.c.epoch > above)
-                        .order_by(EPOCHS.c.trial_id, EPOCHS.c.epoch)):
-                    if epoch > last[tid] - window and val is not None:
-                        out[tid].append(float(val))
+            for last, ids in by_last.items():
+                for chunk in _chunks(sorted(ids)):
+                    out.update(c.execute(
+                        sa.select(EPOCHS.c.trial_id, sa.func.avg(EPOCHS.c.val_acc))
+                        .where(EPOCHS.c.trial_id.in_(chunk), EPOCHS.c.epoch > last - window,
+                               EPOCHS.c.val_acc.is_not(None))
+                        .group_by(EPOCHS.c.trial_id)).cursor.fetchall())
     for t in trials:
-        if not out[t._trial_id]:
-            hist = trial_blob(t, TrialKey.HISTORY) or []
-            out[t._trial_id] = [float(h["val_acc"]) for h in hist[-window:]
-                                if h.get("val_acc") is not None]
-    return out
+        if math.isnan(out[t._trial_id]):  # none in the table: an older study's attribute
+            vals = [float(h["val_acc"]) for h in (trial_blob(t, TrialKey.HISTORY) or [])[-window:]
+                    if _finite(h.get("val_acc")) is not None]
+            out[t._trial_id] = sum(vals) / len(vals) if vals else math.nan
+    return {tid: float(v) for tid, v in out.items()}
 
 
 def study_val_curves(study: optuna.Study, trials: Sequence[FrozenTrial]
                      ) -> dict[int, list[float]]:
     """Validation accuracy per epoch of ``trials`` (all of one study), by trial id."""
     out: dict[int, list[float]] = {t._trial_id: [] for t in trials}
-    engine = _engine(study)
+    engine = engine_of(study)
     if _has_table(engine) and trials:
         assert engine is not None
         with engine.connect() as c:
@@ -301,7 +303,7 @@ def study_val_curves(study: optuna.Study, trials: Sequence[FrozenTrial]
 def migrate_histories(study: optuna.Study) -> int:
     """Move the histories a study kept as trial attributes (dm-search before the epoch table)
     into the table, in one transaction; returns how many trials moved."""
-    engine = _engine(study)
+    engine = engine_of(study)
     if engine is None:
         return 0
     ensure_tables(engine)

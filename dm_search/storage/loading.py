@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Container, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,24 +21,51 @@ from optuna import distributions
 from optuna.storages._rdb import models as om
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["load_trials"]
+__all__ = ["EVERYTHING", "Subset", "load_trials"]
 
 _T = om.TrialModel.__table__
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def _local(moment: dt.datetime | None) -> dt.datetime | None:
-    # Optuna stores naive UTC and hands out naive local time.
+    # Optuna stores naive UTC and hands out naive local time (as astimezone() would give it:
+    # both ask the C library's localtime, this at half the cost).
     if moment is None:
         return None
-    return moment.replace(tzinfo=dt.UTC).astimezone().replace(tzinfo=None)
+    return dt.datetime.fromtimestamp(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which of a trial's rows to read. A reader that needs a few attributes of every trial
+    (a study's summary, the dashboard's rows) skips the rest: most of a study's bytes are the
+    configs kept as system attributes, and decoding them is most of a full load.
+
+    ``user`` / ``system``: the attribute keys to read (None: all); ``system_skip``: a prefix of
+    system keys left out; ``params``, ``intermediate`` and ``dates`` (start and end): whether to
+    read those (left out, a trial's dates are None).
+    """
+
+    user: frozenset[str] | None = None
+    system: frozenset[str] | None = None
+    system_skip: str | None = None
+    params: bool = True
+    intermediate: bool = True
+    dates: bool = True
+
+
+EVERYTHING = Subset()
+
+
+def _keyed(column: Any, keys: Collection[str] | None) -> list[Any]:
+    return [] if keys is None else [column.in_(sorted(keys))]
 
 
 def load_trials(engine: sa.engine.Engine, study_id: int,
                 states: Container[TrialState] | None, included_trial_ids: set[int],
-                trial_id_greater_than: int, *, intermediate: bool = True) -> list[FrozenTrial]:
-    """What ``RDBStorage._get_trials`` returns, with the same arguments (``intermediate``:
-    False leaves the intermediate values out)."""
+                trial_id_greater_than: int, *, subset: Subset = EVERYTHING) -> list[FrozenTrial]:
+    """What ``RDBStorage._get_trials`` returns, with the same arguments; ``subset`` leaves
+    out the rows a reader does not need (the trials then hold only the rest)."""
     included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
     where: list[Any] = [_T.c.study_id == study_id]
     if states is not None:
@@ -52,16 +80,18 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
         if c.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
                      ).first() is None:
             raise KeyError(f"No study with study_id {study_id} exists.")
-        base = c.execute(sa.select(_T.c.trial_id, _T.c.number, _T.c.state,
-                                   _T.c.datetime_start, _T.c.datetime_complete)
+        dates = ((_T.c.datetime_start, _T.c.datetime_complete) if subset.dates else
+                 (sa.null(), sa.null()))
+        base = c.execute(sa.select(_T.c.trial_id, _T.c.number, _T.c.state, *dates)
                          .where(*where).order_by(_T.c.trial_id)).all()
         if not base:
             return []
 
-        def rows(model: Any, *cols: str, order: str | None = None, raw: bool = False) -> Any:
+        def rows(model: Any, *cols: str, order: str | None = None, raw: bool = False,
+                 where: Iterable[Any] = ()) -> Any:
             table = model.__table__
             query = sa.select(table.c.trial_id, *(table.c[k] for k in cols)).where(
-                table.c.trial_id.in_(chosen))
+                table.c.trial_id.in_(chosen), *where)
             result = c.execute(query.order_by(table.c[order]) if order else query)
             # Text and integer columns need no conversion: the driver's own tuples are a
             # third of the cost of SQLAlchemy's rows for a study's hundreds of thousands.
@@ -69,19 +99,26 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
 
         params: dict[int, list[tuple[str, float, str]]] = {}
         for tid, name, value, dist in rows(om.TrialParamModel, "param_name", "param_value",
-                                           "distribution_json", order="param_id"):
+                                           "distribution_json", order="param_id"
+                                           ) if subset.params else ():
             params.setdefault(tid, []).append((name, value, dist))
         values: dict[int, dict[int, float]] = {}
         for tid, objective, value, kind in rows(om.TrialValueModel, "objective", "value",
                                                 "value_type"):
             values.setdefault(tid, {})[objective] = \
                 om.TrialValueModel.stored_repr_to_value(value, kind)
-        user = _attrs(rows(om.TrialUserAttributeModel, "key", "value_json", raw=True))
-        system = _attrs(rows(om.TrialSystemAttributeModel, "key", "value_json", raw=True))
+        ua, sa_ = om.TrialUserAttributeModel, om.TrialSystemAttributeModel
+        user = _attrs(rows(ua, "key", "value_json", raw=True,
+                           where=_keyed(ua.__table__.c.key, subset.user)))
+        skip = sa_.__table__.c.key
+        system = _attrs(rows(sa_, "key", "value_json", raw=True,
+                             where=_keyed(skip, subset.system)
+                             + ([] if subset.system_skip is None else
+                                [sa.not_(skip.startswith(subset.system_skip, autoescape=True))])))
         steps: dict[int, dict[int, float]] = {}
         for tid, step, value, kind in rows(om.TrialIntermediateValueModel, "step",
                                            "intermediate_value", "intermediate_value_type"
-                                           ) if intermediate else ():
+                                           ) if subset.intermediate else ():
             steps.setdefault(tid, {})[step] = \
                 om.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
 

@@ -10,8 +10,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dm_search.storage.epochs import recent_val_acc, study_val_curves
+from dm_search.storage.epochs import engine_of, recent_mean_val_acc, study_val_curves
 from dm_search.storage.keys import _BLOB, FINISHED, INTERRUPTED, TrialKey
+from dm_search.storage.loading import Subset, load_trials
 from dm_search.storage.read import (
     driver_state,
     final_stage,
@@ -30,7 +31,8 @@ from dm_search.storage.write import config_key
 
 __all__ = ["best_trial", "counted_trials", "epochs_trained", "is_eligible", "past_curves",
            "race_epochs", "ran_full_budget", "ranked_trials", "score_window",
-           "search_epochs", "stop_reason", "study_summary", "trial_score", "trial_summary"]
+           "search_epochs", "stop_reason", "study_summary", "summary_trials", "trial_score",
+           "trial_scores", "trial_summary"]
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -102,19 +104,31 @@ def score_window(study: optuna.Study) -> int:
     return int((study_spec(study).get("race") or {}).get("window") or 1)
 
 
-def trial_score(study: optuna.Study, t: FrozenTrial, window: int,
-                recent: list[float] | None = None) -> float:
+def trial_score(study: optuna.Study, t: FrozenTrial, window: int) -> float:
     """A full-budget trial's score: the mean of its last ``window`` epochs' validation
-    accuracy (its value where no history is recorded). ``recent``: those accuracies, where
-    the caller read them for many trials at once."""
-    from dm_search.study.racing import run_score
+    accuracy (its value where no history is recorded)."""
+    return trial_scores(study, [t], window)[t._trial_id]
+
+
+def trial_scores(study: optuna.Study, trials: list[FrozenTrial], window: int
+                 ) -> dict[int, float]:
+    """Each trial's score (see trial_score) by trial id, read for all of them at once."""
+    def value(t: FrozenTrial) -> float:
+        return float(t.value) if t.value is not None else math.nan
 
     if window <= 1:
-        return float(t.value) if t.value is not None else math.nan
-    if recent is None:
-        recent = recent_val_acc(study, [t], window)[t._trial_id]
-    score = run_score(recent, window)
-    return float(t.value) if not math.isfinite(score) and t.value is not None else score
+        return {t._trial_id: value(t) for t in trials}
+    means = recent_mean_val_acc(study, trials, window)
+    return {t._trial_id: value(t) if math.isnan(means[t._trial_id]) else means[t._trial_id]
+            for t in trials}
+
+
+def _by_score(study: optuna.Study, trials: list[FrozenTrial], window: int
+              ) -> list[FrozenTrial]:
+    """The eligible ones of ``trials``, best score first (ties: the earlier trial)."""
+    eligible = [t for t in trials if is_eligible(t)]
+    score = trial_scores(study, eligible, window)
+    return sorted(eligible, key=lambda t: (-score[t._trial_id], t.number))
 
 
 def ranked_trials(study: optuna.Study, window: int | None = None, limit: int | None = None
@@ -122,13 +136,9 @@ def ranked_trials(study: optuna.Study, window: int | None = None, limit: int | N
     """Eligible trials, best score first, one per distinct configuration; the first
     ``limit`` of them (all by default)."""
     window = score_window(study) if window is None else window
-    eligible = [t for t in study.get_trials(deepcopy=False) if is_eligible(t)]
-    recent = recent_val_acc(study, eligible, window) if window > 1 else {}
-    score = {t._trial_id: trial_score(study, t, window, recent.get(t._trial_id))
-             for t in eligible}
     out: list[FrozenTrial] = []
     seen = set()
-    for t in sorted(eligible, key=lambda t: (-score[t._trial_id], t.number)):
+    for t in _by_score(study, study.get_trials(deepcopy=False), window):
         if limit is not None and len(out) >= limit:
             break  # a config's key costs a JSON dump: 10,000 of them took 1.5 s
         key = config_key(trial_config(t)) if has_config(t) else str(t.number)
@@ -138,15 +148,18 @@ def ranked_trials(study: optuna.Study, window: int | None = None, limit: int | N
     return out
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
+def best_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None
+               ) -> FrozenTrial | None:
     """The study's winner: the race's where a race decided one, else the best score of a
-    single full-budget run."""
+    single full-budget run. ``trials``: the study's trials where the caller has them (its
+    summary's need only their state, value and stop reason)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     record = race(study) or {}
     if record.get("winner") is not None:
-        for t in study.get_trials(deepcopy=False):
+        for t in trials:
             if t.number == record["winner"] and is_eligible(t):
                 return t
-    ranked = ranked_trials(study, limit=1)
+    ranked = _by_score(study, trials, score_window(study))
     return ranked[0] if ranked else None
 
 
@@ -173,21 +186,50 @@ def trial_summary(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
+# What a summary reads of every trial besides its state and value: the attributes of its
+# stop reason, role, family and epochs (an older study's history among them). The best trial
+# and the references are then read whole: a study's configs are most of its bytes, and
+# decoding them all was most of a summary's time.
+_SUMMARY = Subset(
+    user=frozenset({TrialKey.STOP, TrialKey.REFERENCE, TrialKey.EPOCHS, TrialKey.EDF,
+                    TrialKey.HISTORY}),
+    system=frozenset(_BLOB + k for k in (TrialKey.STOP, TrialKey.EDF, TrialKey.HISTORY)),
+    params=False, intermediate=False, dates=False)
+
+
+def summary_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial of the study with only what its summary reads (see _SUMMARY)."""
+    engine = engine_of(study)
+    if engine is None:  # a storage without a database (Optuna's in-memory one)
+        return study.get_trials(deepcopy=False)
+    return load_trials(engine, study._study_id, None, set(), -1, subset=_SUMMARY)
+
+
+def _whole(study: optuna.Study, t: FrozenTrial) -> FrozenTrial:
+    return study._storage.get_trial(t._trial_id)
+
+
 def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Progress, best eligible trial and per-family breakdown, from the database only."""
-    trials = study.get_trials(deepcopy=False)
+    trials = summary_trials(study)
     reasons: Counter[str] = Counter()
     failures: Counter[str] = Counter()  # why trials failed (interrupted ones are not failures)
+    families: dict[str, dict[str, Any]] = {}
+    searched = 0
     for t in trials:
         r = stop_reason(t)
         if r.startswith("failed") and r != INTERRUPTED:
             failures[r.removeprefix("failed: ").split(":")[0] or "failed"] += 1
         reasons["interrupted" if r == INTERRUPTED else "failed" if r.startswith("failed") else
                 "duplicate" if r.startswith("duplicate") else r] += 1
-    families: dict[str, dict[str, Any]] = {}
-    for t in trials:
+        if is_reference(t):
+            continue
+        # Searched trials that ran or run: queued points and interrupted runs (which run
+        # again on resume) are not counted against n_trials.
+        searched += (t.state != TrialState.WAITING
+                     and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED)
         fam = (trial_edf(t) or {}).get("family")
-        if fam is None or is_reference(t):
+        if fam is None:
             continue
         f = families.setdefault(fam, {"trials": 0, "finished": 0, "best_val_acc": None})
         f["trials"] += 1
@@ -195,20 +237,16 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
             f["finished"] += 1
             if f["best_val_acc"] is None or t.value > f["best_val_acc"]:
                 f["best_val_acc"] = t.value
-    best = best_trial(study)
+    best = best_trial(study, trials)
     spec = study_spec(study)
     return {
         "name": study.study_name,
         "n_trials": spec.get("n_trials"),
         "trials": len(trials),
-        # Searched trials that ran or run: queued points and interrupted runs (which run
-        # again on resume) are not counted against n_trials.
-        "searched": sum(1 for t in trials if not is_reference(t)
-                        and t.state != TrialState.WAITING
-                        and t.user_attrs.get(TrialKey.STOP) != INTERRUPTED),
+        "searched": searched,
         "by_reason": dict(reasons),
-        "best": trial_summary(best) if best else None,
-        "references": [trial_summary(t) for t in trials if is_reference(t)],
+        "best": trial_summary(_whole(study, best)) if best else None,
+        "references": [trial_summary(_whole(study, t)) for t in trials if is_reference(t)],
         "failures": dict(failures),
         "families": families,
         "race": race(study),

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 
 from dm_search.common.errors import ConfigError
-from dm_search.storage.loading import load_trials
+from dm_search.storage.loading import EVERYTHING, Subset, load_trials
 
 if TYPE_CHECKING:
     from dm_search.study.spec import StudySpec
@@ -72,7 +73,34 @@ class SealedStorage(optuna.storages.RDBStorage):
     than having kept the secret on disk.
     """
 
+    @classmethod
+    def for_reading(cls, url: str, engine_kwargs: dict[str, Any]) -> SealedStorage:
+        """The storage of a command that reads a database that exists: no tables created and
+        no schema version checked. What RDBStorage.__init__ sets besides those two steps is set
+        here; its schema-version manager (whose alembic import alone is a quarter of a second,
+        paid by every `status` and `list`) is made only if asked for (``__getattr__``)."""
+        self = cls.__new__(cls)
+        self.engine_kwargs = dict(engine_kwargs)
+        self.url = self._fill_storage_url_template(url)
+        self.skip_compatibility_check = True
+        self.heartbeat_interval = self.grace_period = None
+        self.heartbeat_stale_trial_callback = self.failed_trial_callback = None
+        self.engine = sqlalchemy.engine.create_engine(self.url, **self.engine_kwargs)
+        self.scoped_session = sqlalchemy.orm.scoped_session(
+            sqlalchemy.orm.sessionmaker(bind=self.engine))
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_version_manager":  # a reader's, on first use (upgrade, versions, pickle)
+            from optuna.storages._rdb.storage import _VersionManager
+
+            manager = _VersionManager(self.url, self.engine, self.scoped_session)
+            self.__dict__[name] = manager
+            return manager
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __getstate__(self) -> dict[Any, Any]:
+        self._version_manager  # noqa: B018 (made, so that the parent's copy can leave it out)
         state = super().__getstate__()
         state["url"] = mask_url(self.url)
         return state
@@ -83,16 +111,15 @@ class SealedStorage(optuna.storages.RDBStorage):
         known = _OPENED.get(masked) or (env if env and mask_url(env) == masked else None)
         super().__setstate__({**state, "url": known or masked})
 
-    # The dashboard's intermediate-value plot draws a trace per trial: with a study's latest
-    # value per trial it repeats the history plot, and 10,000 traces held a browser for
-    # 85 s. `dm-search dashboard` turns them off (the learning curves are in the figures).
-    intermediate = True
+    # What a trial list reads: everything, except for a reader that needs less and says so
+    # (`dm-search dashboard`: loading.DASHBOARD).
+    subset: Subset = EVERYTHING
 
     def _get_trials(self, study_id: int, states: Any, included_trial_ids: set[int],
                     trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
         # Every trial list (the sampler's, status's, the dashboard's) comes through here.
         return load_trials(self.engine, study_id, states, included_trial_ids,
-                           trial_id_greater_than, intermediate=self.intermediate)
+                           trial_id_greater_than, subset=self.subset)
 
 
 def _sqlite_problem(db: Path, err: BaseException) -> str:
@@ -111,7 +138,9 @@ def _sqlite_problem(db: Path, err: BaseException) -> str:
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     """Connect to the study database. SQLite gets WAL mode and a busy timeout so that the
-    dashboard can read while a study writes. Raises StorageUnavailable with the URL masked."""
+    dashboard can read while a study writes. ``create``: False for a command that reads, which
+    needs the database to exist (and leaves its tables as they are). Raises
+    StorageUnavailable with the URL masked."""
     shown = mask_url(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -131,7 +160,12 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        storage = SealedStorage(url, engine_kwargs=kwargs)
+        storage = None if create else SealedStorage.for_reading(url, kwargs)
+        if storage is not None:
+            with storage.engine.connect() as c:  # an unreachable server fails here
+                empty = not sqlalchemy.inspect(c).has_table("studies")
+        if storage is None or empty:  # a new database gets Optuna's tables, as before
+            storage = SealedStorage(url, engine_kwargs=kwargs)
         _OPENED[mask_url(url)] = url
         return storage
     except ImportError as err:

@@ -16,6 +16,7 @@ from dm_search import storage as st
 from dm_search.storage import epochs as ep
 from dm_search.storage import recording
 from dm_search.storage.keys import put_trial_blob
+from dm_search.storage.read import DASHBOARD
 from dm_search.study.spec import StudySpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -46,8 +47,16 @@ def test_trials_load_exactly_as_optunas_own_loading_gives_them(tmp_path, make_st
     assert [t.number for t in storage._get_trials(sid, None, set(), 4)] == [4, 5, 6, 7]
     with pytest.raises(KeyError):
         storage.get_all_trials(999)
-    storage.intermediate = False  # as `dm-search dashboard` reads them
-    assert all(not t.intermediate_values for t in storage.get_all_trials(sid))
+    storage.subset = DASHBOARD  # as `dm-search dashboard` reads them
+    shown = storage.get_all_trials(sid)
+    full = theirs(storage, sid, None, set(), -1)
+    assert all(not t.intermediate_values for t in shown)
+    assert [(t.params, t.user_attrs, t.values) for t in shown] == \
+        [(t.params, t.user_attrs, t.values) for t in full]
+    assert all(t.system_attrs == {k: v for k, v in f.system_attrs.items()
+                                  if not k.startswith("dm_search:")}
+               for t, f in zip(shown, full, strict=True))
+    assert any(k.startswith("dm_search:") for f in full for k in f.system_attrs)
 
 
 def test_an_epoch_costs_the_same_statements_at_epoch_2_as_at_epoch_60(tmp_path):
