@@ -11,6 +11,7 @@ import optuna
 
 from dm_search.edf import EDF
 from dm_search.study.families import FamilyCoords, loss_settings
+from dm_search.study.sampling import RECENT, BoundedHistory
 from dm_search.study.spec import StudySpec
 from dm_search.training.config import TrialConfig, set_path
 
@@ -193,7 +194,8 @@ def make_sampler(spec: StudySpec, *, seed_offset: int = 0) -> optuna.samplers.Ba
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if s.name == "tpe":
             opts = {"multivariate": True, "group": True, "constant_liar": True, **s.options}
-            return optuna.samplers.TPESampler(seed=seed, **opts)
+            return BoundedHistory(optuna.samplers.TPESampler(seed=seed, **opts),
+                                  recent=s.history or RECENT)
         if s.name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **s.options)
         if s.name == "qmc":

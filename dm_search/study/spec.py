@@ -76,6 +76,18 @@ class SamplerSpec(FrozenModel):
     name: Literal["tpe", "cmaes", "qmc", "random", "grid"] = "tpe"
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the Optuna sampler
+    # tpe: the most recent finished trials its bad group is estimated from, once a study
+    # holds more (its good group is always the whole study's); None: 1,000. At least 250: the
+    # good group's size (a tenth of the trials TPE sees, at most 25) then stays the whole
+    # study's. See sampling.py.
+    history: int | None = Field(None, ge=250)
+
+    @model_validator(mode="after")
+    def _history_is_tpes(self) -> SamplerSpec:
+        if self.history is not None and self.name != "tpe":
+            raise ValueError(f"history bounds what TPE reads; the {self.name} sampler takes "
+                             "no history: leave it out")
+        return self
 
 
 class SchedulerSpec(FrozenModel):
