@@ -173,6 +173,15 @@ def _template(study: optuna.Study, spec: Any, epochs: int) -> Any:
     return tid
 
 
+def _draw(rng: random.Random, value: float, distribution: str) -> float:
+    """A parameter's value for a copy of the template: a float anywhere in its range (so that
+    what reads the study, fANOVA in the report among them, sees a spread), others as they are."""
+    dist = optuna.distributions.json_to_distribution(distribution)
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return rng.uniform(dist.low, dist.high)
+    return value
+
+
 def generate(url: str, n: int, epochs: int) -> optuna.Study:
     """A finished study of ``n`` trials x ``epochs`` epochs, written in bulk: each trial a
     copy of one real trial with its own parameters, value and curve."""
@@ -205,8 +214,7 @@ def generate(url: str, n: int, epochs: int) -> optuna.Study:
             c.execute(sa.insert(sa_), [{"trial_id": i, "key": k, "value_json": v}
                                        for i in ids for k, v in systems])
             c.execute(sa.insert(par), [{"trial_id": i, "param_name": p, "distribution_json": d,
-                                        "param_value": v if p == "family" else
-                                        rng.uniform(0.0, 1.0) * v if v else v}
+                                        "param_value": _draw(rng, v, d)}
                                        for i in ids for p, v, d in params])
             values = {i: rng.uniform(0.5, 0.9) for i in ids}
             c.execute(sa.insert(val), [{"trial_id": i, "objective": 0, "value": values[i],

@@ -162,7 +162,7 @@ def dashboard(
         raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}. Pick another "
                     "--port (or --host)") from None
 
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     from dm_search import storage as st
     from dm_search.results.dashboard import ArtifactDirs
@@ -176,7 +176,30 @@ def dashboard(
         raise fail(f"--artifact-dir {artifact_dir} is not a folder")
     console.print(f"optuna-dashboard for {st.mask_url(url)} on http://{host}:{port}/ "
                   "(Ctrl-C to stop)")
-    run_server(store, host=host, port=port, artifact_store=ArtifactDirs(found) if found else None)
+    _serve(wsgi(store, artifact_store=ArtifactDirs(found) if found else None), host, port)
+
+
+def _serve(app: Any, host: str, port: int) -> None:
+    """optuna-dashboard's application on the standard library's server, one thread a request:
+    its page asks for a study's importances and its trials at once, and on a large study the
+    importances held the trials back seconds (a server of one thread answers in turn). The
+    dashboard's own caches are locked for threads. Ctrl-C ends it."""
+    import contextlib
+    import socket
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # a page left open does not hold up Ctrl-C
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Handler(WSGIRequestHandler):
+        def address_string(self) -> str:  # the log line without a reverse DNS lookup
+            return str(self.client_address[0])
+
+    with (make_server(host, port, app, server_class=Server, handler_class=Handler) as server,
+          contextlib.suppress(KeyboardInterrupt)):
+        server.serve_forever()
 
 
 def _artifact_dirs(store: Any, url: str) -> list[Path]:
