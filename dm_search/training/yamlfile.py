@@ -53,13 +53,12 @@ def safe_load_bounded(text: str, source: str) -> Any:
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{source} is {len(text) / 1e6:.1f} MB; a config is at most "
                           f"{MAX_YAML_BYTES // 2**20} MiB")
-    depth = deepest = 0
-    for bracket in re.findall(r"[\[\]{}]", text):
-        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
-        deepest = max(deepest, depth)
-    if deepest > MAX_YAML_DEPTH:
-        raise ConfigError(f"{source} nests brackets ([ or {{) {deepest} deep; a config nests "
-                          f"a few levels (at most {MAX_YAML_DEPTH})")
+    depth = 0
+    for found in re.finditer(r"[\[\]{}]", text):  # stops at the first level too deep
+        depth = depth + 1 if found.group() in "[{" else max(0, depth - 1)
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source} nests brackets ([ or {{) more than {MAX_YAML_DEPTH} "
+                              "deep; a config nests a few levels")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
