@@ -9,6 +9,8 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from dm_search.cli.result_commands import _serve
 
 
@@ -46,6 +48,7 @@ def test_a_slow_request_does_not_hold_up_the_next(free_port):
     slow.join()
 
 
+@pytest.mark.slow  # a CLI process that imports optuna-dashboard: several seconds
 def test_ctrl_c_ends_the_dashboard_with_success(tmp_path, free_port, make_study, search):
     url = f"sqlite:///{tmp_path}/studies.db"
     make_study(url)
