@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Collection, Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,15 +66,7 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
                 trial_id_greater_than: int, *, subset: Subset = EVERYTHING) -> list[FrozenTrial]:
     """What ``RDBStorage._get_trials`` returns, with the same arguments; ``subset`` leaves
     out the rows a reader does not need (the trials then hold only the rest)."""
-    included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
-    where: list[Any] = [_T.c.study_id == study_id]
-    if states is not None:
-        assert isinstance(states, Iterable)
-        where.append(_T.c.state.in_(list(states)))
-    if trial_id_greater_than > -1:
-        newer = _T.c.trial_id > trial_id_greater_than
-        where.append(sa.or_(_T.c.trial_id.in_(included), newer) if included else newer)
-    chosen = sa.select(_T.c.trial_id).where(*where)
+    where = _where(study_id, states, included_trial_ids, trial_id_greater_than)
     with engine.connect() as c:
         studies = om.StudyModel.__table__
         if c.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
@@ -86,7 +78,36 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
                          .where(*where).order_by(_T.c.trial_id)).all()
         if not base:
             return []
+        rows = _Rows.read(c, sa.select(_T.c.trial_id).where(*where), subset)
+    return [rows.trial(*row) for row in base]
 
+
+def _where(study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
+           trial_id_greater_than: int) -> list[Any]:
+    included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)
+    where: list[Any] = [_T.c.study_id == study_id]
+    if states is not None:
+        assert isinstance(states, Iterable)
+        where.append(_T.c.state.in_(list(states)))
+    if trial_id_greater_than > -1:
+        newer = _T.c.trial_id > trial_id_greater_than
+        where.append(sa.or_(_T.c.trial_id.in_(included), newer) if included else newer)
+    return where
+
+
+@dataclass
+class _Rows:
+    """The chosen trials' parameters, values, attributes and steps, by trial id."""
+
+    params: dict[int, list[tuple[str, float, str]]]
+    values: dict[int, dict[int, float]]
+    user: dict[int, dict[str, Any]]
+    system: dict[int, dict[str, Any]]
+    steps: dict[int, dict[int, float]]
+    known: dict[str, distributions.BaseDistribution] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, c: sa.Connection, chosen: Any, subset: Subset) -> _Rows:
         def rows(model: Any, *cols: str, order: str | None = None, raw: bool = False,
                  where: Iterable[Any] = ()) -> Any:
             table = model.__table__
@@ -121,28 +142,27 @@ def load_trials(engine: sa.engine.Engine, study_id: int,
                                            ) if subset.intermediate else ():
             steps.setdefault(tid, {})[step] = \
                 om.TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+        return cls(params, values, user, system, steps)
 
-    known: dict[str, distributions.BaseDistribution] = {}
+    def _distribution(self, text: str) -> distributions.BaseDistribution:
+        # A study's trials share a handful of distributions: parse each JSON text once.
+        if text not in self.known:
+            self.known[text] = distributions.json_to_distribution(text)
+        return self.known[text]
 
-    def dist_of(text: str) -> distributions.BaseDistribution:
-        if text not in known:
-            known[text] = distributions.json_to_distribution(text)
-        return known[text]
-
-    out = []
-    for tid, number, state, start, complete in base:
-        vals = values.get(tid)
-        ps = params.get(tid, [])
-        dists = {name: dist_of(text) for name, _, text in ps}
-        out.append(FrozenTrial(
+    def trial(self, tid: int, number: int, state: TrialState, start: dt.datetime | None,
+              complete: dt.datetime | None) -> FrozenTrial:
+        vals = self.values.get(tid)
+        ps = self.params.get(tid, [])
+        dists = {name: self._distribution(text) for name, _, text in ps}
+        return FrozenTrial(
             number=number, state=state, value=None,
             values=[vals[k] for k in sorted(vals)] if vals else None,
             datetime_start=_local(start), datetime_complete=_local(complete),
             params={name: dists[name].to_external_repr(v) for name, v, _ in ps},
             distributions=dists,
-            user_attrs=user.get(tid, {}), system_attrs=system.get(tid, {}),
-            intermediate_values=steps.get(tid, {}), trial_id=tid))
-    return out
+            user_attrs=self.user.get(tid, {}), system_attrs=self.system.get(tid, {}),
+            intermediate_values=self.steps.get(tid, {}), trial_id=tid)
 
 
 def _attrs(rows: Iterable[Any]) -> dict[int, dict[str, Any]]:
